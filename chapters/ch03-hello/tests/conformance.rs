@@ -1,0 +1,18 @@
+conformance::suite!(env!("CARGO_BIN_EXE_ch03"), [hello]);
+
+use std::process::Command;
+
+use conformance::harness::Server;
+
+/// The chapter's own client talks to the chapter's server.
+#[test]
+fn client_prints_the_reply() {
+    let server = Server::start(env!("CARGO_BIN_EXE_ch03"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ch03-client"))
+        .args(["--addr", &server.addr.to_string(), "hi there"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "server says: world\n");
+    assert!(server.stderr().contains("client says: hi there"));
+}

@@ -1,0 +1,1 @@
+conformance::suite!(env!("CARGO_BIN_EXE_ch05"), [echo, concurrent]);

@@ -1,0 +1,48 @@
+# echo-steps: a TCP echo server built in small, runnable, tested steps.
+# `just` alone lists the recipes. Nothing here is needed to build or test:
+# `cargo run -p ch06` and `cargo test --workspace` work without just.
+
+set positional-arguments
+set shell := ["bash", "-cu"]
+
+# List the recipes.
+default:
+    @just --list --unsorted
+
+# List the chapters with a one-line summary each.
+chapters:
+    #!/usr/bin/env bash
+    for dir in chapters/*/; do
+        name=$(sed -n 's/^name = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)
+        desc=$(sed -n 's/^description = "\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)
+        printf '%-6s %s\n' "$name" "$desc"
+    done
+
+# Build and run a chapter's server; extra arguments go to it: just run ch06 --addr 127.0.0.1:0
+run chapter *args:
+    @cargo run --quiet --release -p {{chapter}} -- "${@:2}"
+
+# Send messages to a running server and print the replies: just client hello world
+client *args:
+    @cargo run --quiet --release -p client -- "$@"
+
+# Run every test: the same command CI runs.
+test:
+    cargo test --workspace
+
+# Show what changed between two chapters: just diff ch06 ch07
+diff from to:
+    #!/usr/bin/env bash
+    a=(chapters/{{from}}-*/); b=(chapters/{{to}}-*/)
+    [ -d "${a[0]}" ] && [ -d "${b[0]}" ] || { echo "no such chapter: {{from}} or {{to}}" >&2; just chapters; exit 2; }
+    git diff --no-index --color=auto "${a[0]}src" "${b[0]}src" || [ $? -eq 1 ]
+
+# Format, lint and test, as CI does.
+check:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test --workspace
+
+# Run the CI script locally.
+ci:
+    bash .ci/run

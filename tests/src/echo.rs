@@ -1,0 +1,166 @@
+//! Level `echo`: the framing contract and every kind of bad input, for every
+//! echo server, even one that serves a single client at a time. So each test
+//! finishes with one connection before it opens the next.
+
+use std::io::{ErrorKind, Write};
+use std::thread;
+use std::time::Duration;
+
+use crate::harness::{frame, Client, Rng, Server, MAX_MSG};
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn one_frame(bin: &str) {
+    let server = Server::start(bin);
+    server.connect().assert_echo(b"hello world");
+}
+
+pub fn empty_frame(bin: &str) {
+    let server = Server::start(bin);
+    let mut client = server.connect();
+    client.assert_echo(b"");
+    client.assert_echo(b"after the empty one");
+}
+
+pub fn largest_frame(bin: &str) {
+    let server = Server::start(bin);
+    let payload = Rng::new(4096).bytes(MAX_MSG);
+    server.connect().assert_echo(&payload);
+}
+
+/// 300 frames of random sizes in a single write, read back by another thread:
+/// the server must cut a byte stream into frames wherever the reads split it.
+pub fn pipelined_random_frames_in_one_write(bin: &str) {
+    let server = Server::start(bin);
+    let mut rng = Rng::new(300);
+    let payloads: Vec<Vec<u8>> = (0..300)
+        .map(|_| {
+            let len = rng.up_to(MAX_MSG);
+            rng.bytes(len)
+        })
+        .collect();
+    let burst: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+
+    let mut client = server.connect();
+    let mut reader = Client {
+        stream: client.stream.try_clone().unwrap(),
+    };
+    // Write from another thread: a blocking server echoes as it reads, and
+    // if nobody read the echoes both sides would wait on full buffers.
+    let writer = thread::spawn(move || client.send(&burst));
+    for (i, payload) in payloads.iter().enumerate() {
+        assert!(reader.recv_frame() == *payload, "reply {i} differs");
+    }
+    writer.join().unwrap();
+}
+
+pub fn frame_sent_one_byte_at_a_time(bin: &str) {
+    let server = Server::start(bin);
+    let mut client = server.connect();
+    let request = frame(b"slow and steady");
+    for byte in &request {
+        client.send(std::slice::from_ref(byte));
+    }
+    assert_eq!(client.recv_exact(request.len()), request);
+}
+
+fn oversized_length_closes_only_that_connection(bin: &str, announced: u32) {
+    let mut server = Server::start(bin);
+    let mut client = server.connect();
+    client.assert_echo(b"fine so far");
+    client.send(&announced.to_le_bytes());
+    client.assert_closed_by_server();
+    server.assert_serves();
+}
+
+pub fn length_4097_closes_only_that_connection(bin: &str) {
+    oversized_length_closes_only_that_connection(bin, MAX_MSG as u32 + 1);
+}
+
+pub fn length_u32_max_closes_only_that_connection(bin: &str) {
+    oversized_length_closes_only_that_connection(bin, u32::MAX);
+}
+
+pub fn disconnect_mid_frame(bin: &str) {
+    let mut server = Server::start(bin);
+    let mut client = server.connect();
+    client.send(&100u32.to_le_bytes());
+    client.send(&[7; 10]);
+    drop(client);
+    // And a client that leaves in the middle of a header.
+    let mut client = server.connect();
+    client.send(&[1, 0]);
+    drop(client);
+    server.assert_serves();
+}
+
+/// Sends frames without reading a single reply until the connection is
+/// backed up in both directions, then resets it while replies are pending.
+pub fn flood_then_reset_with_replies_pending(bin: &str) {
+    let mut server = Server::start(bin);
+    let mut client = server.connect();
+    let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[b'f'; 1000])).collect();
+    client.stream.set_nonblocking(true).unwrap();
+    let mut sent = 0usize;
+    // Bounded: stop when the kernel refuses more, or at 64 MiB.
+    while sent < 64 << 20 {
+        match client.stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("flooding: {e}"),
+        }
+    }
+    assert!(sent >= 2 * chunk.len(), "flooded only {sent} bytes");
+    client.reset();
+    server.assert_serves();
+    server.assert_serves();
+}
+
+pub fn three_hundred_connections_leak_no_fd(bin: &str) {
+    let mut server = Server::start(bin);
+    server.assert_serves();
+    let baseline = server.open_fds();
+    for i in 0..300u32 {
+        server.connect().assert_echo(&i.to_le_bytes());
+    }
+    server.eventually(STOP_TIMEOUT, "open fds back to the baseline", |s| {
+        s.open_fds() <= baseline
+    });
+    server.assert_serves();
+}
+
+/// The client says "no more requests" with shutdown(SHUT_WR) but still reads:
+/// every reply must arrive before the server closes its side.
+pub fn half_close_still_gets_every_reply(bin: &str) {
+    let server = Server::start(bin);
+    let mut client = server.connect();
+    let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 * i as usize]).collect();
+    let burst: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+    client.send(&burst);
+    client.shutdown_write();
+    for payload in &payloads {
+        assert!(client.recv_frame() == *payload);
+    }
+    client.assert_closed_by_server();
+}
+
+pub fn sigint_exits_zero(bin: &str) {
+    let mut server = Server::start(bin);
+    server.assert_serves();
+    server.assert_stops_cleanly_on(libc::SIGINT, STOP_TIMEOUT);
+}
+
+pub fn sigterm_exits_zero(bin: &str) {
+    let mut server = Server::start(bin);
+    server.assert_stops_cleanly_on(libc::SIGTERM, STOP_TIMEOUT);
+}
+
+/// A blocking server is parked in `read` here, waiting for the rest of a frame.
+pub fn sigint_while_a_client_is_connected(bin: &str) {
+    let mut server = Server::start(bin);
+    let mut client = server.connect();
+    client.assert_echo(b"being served");
+    client.send(&[9, 0, 0, 0, b'h']);
+    // The server now waits for 8 more bytes that never come.
+    server.assert_stops_cleanly_on(libc::SIGINT, STOP_TIMEOUT);
+}

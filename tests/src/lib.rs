@@ -1,0 +1,82 @@
+//! The conformance suite: one set of tests, written once, run against every
+//! chapter's server binary over real sockets on 127.0.0.1.
+//!
+//! A chapter opts in from its own `tests/conformance.rs`, choosing the levels
+//! its design can meet:
+//!
+//! ```ignore
+//! conformance::suite!(env!("CARGO_BIN_EXE_ch06"), [echo, concurrent, event_loop]);
+//! ```
+//!
+//! Levels:
+//! - `hello`: the ch03 contract (one read, one fixed reply, close);
+//! - `echo`: framing, every kind of bad input, signals (all echo servers);
+//! - `concurrent`: clients are served independently (ch05 onwards);
+//! - `event_loop`: many connections, floods and memory bounds (ch06 onwards).
+//!
+//! Every test starts its own server on an ephemeral port, waits for its
+//! `listening on` line, and bounds every socket operation with a timeout.
+
+pub mod concurrent;
+pub mod echo;
+pub mod event_loop;
+pub mod harness;
+pub mod hello;
+
+/// Generates one `#[test]` per case, grouped in a module per level.
+#[macro_export]
+macro_rules! suite {
+    ($bin:expr, [$($level:ident),+ $(,)?]) => {
+        $( $crate::suite!(@level $level, $bin); )+
+    };
+    (@level hello, $bin:expr) => {
+        $crate::suite!(@cases hello, $bin, [
+            replies_once_and_closes,
+            serves_clients_one_after_another,
+            survives_silent_and_oversized_clients,
+            sigint_exits_zero,
+            sigterm_exits_zero,
+        ]);
+    };
+    (@level echo, $bin:expr) => {
+        $crate::suite!(@cases echo, $bin, [
+            one_frame,
+            empty_frame,
+            largest_frame,
+            pipelined_random_frames_in_one_write,
+            frame_sent_one_byte_at_a_time,
+            length_4097_closes_only_that_connection,
+            length_u32_max_closes_only_that_connection,
+            disconnect_mid_frame,
+            flood_then_reset_with_replies_pending,
+            three_hundred_connections_leak_no_fd,
+            half_close_still_gets_every_reply,
+            sigint_exits_zero,
+            sigterm_exits_zero,
+            sigint_while_a_client_is_connected,
+        ]);
+    };
+    (@level concurrent, $bin:expr) => {
+        $crate::suite!(@cases concurrent, $bin, [
+            idle_client_with_half_a_header_does_not_delay_others,
+            two_hundred_clients_pipelining_get_their_own_replies,
+        ]);
+    };
+    (@level event_loop, $bin:expr) => {
+        $crate::suite!(@cases event_loop, $bin, [
+            thousand_simultaneous_connections,
+            flooding_client_neither_stalls_others_nor_grows_memory,
+            sigint_while_idle_exits_within_a_second,
+        ]);
+    };
+    (@cases $level:ident, $bin:expr, [$($case:ident),+ $(,)?]) => {
+        mod $level {
+            $(
+                #[test]
+                fn $case() {
+                    $crate::$level::$case($bin)
+                }
+            )+
+        }
+    };
+}

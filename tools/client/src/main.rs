@@ -1,0 +1,69 @@
+//! A client for every framed chapter (ch04 onwards).
+//!
+//! ```text
+//! client [--addr HOST:PORT] [--pipeline] MESSAGE...
+//! ```
+//!
+//! Sends each message as a frame and prints each reply. By default it waits
+//! for a reply before sending the next message; with `--pipeline` it sends
+//! every request in a single write first, then reads all the replies. With no
+//! messages it reads them from stdin, one per line.
+
+use std::io::{self, BufRead, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use anyhow::{bail, Context, Result};
+use common::args::DEFAULT_ADDR;
+use common::frame::{encode_frame, read_frame, write_frame, MAX_MSG};
+
+fn main() -> Result<()> {
+    let mut addr: SocketAddr = DEFAULT_ADDR.parse()?;
+    let mut pipeline = false;
+    let mut messages = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next().context("--addr needs a value")?.parse()?,
+            "--pipeline" => pipeline = true,
+            "-h" | "--help" => {
+                println!("usage: client [--addr HOST:PORT] [--pipeline] MESSAGE...");
+                return Ok(());
+            }
+            _ => messages.push(arg),
+        }
+    }
+    if messages.is_empty() {
+        messages = io::stdin().lock().lines().collect::<io::Result<_>>()?;
+    }
+    if let Some(long) = messages.iter().find(|m| m.len() > MAX_MSG) {
+        bail!(
+            "a message of {} bytes is over the {MAX_MSG}-byte limit",
+            long.len()
+        );
+    }
+
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
+    let mut out = io::stdout().lock();
+    let mut reply = [0u8; MAX_MSG];
+    let mut print_reply = |stream: &mut TcpStream| -> Result<()> {
+        let len = read_frame(stream, &mut reply)?.context("the server closed the connection")?;
+        writeln!(out, "{}", String::from_utf8_lossy(&reply[..len]))?;
+        Ok(())
+    };
+    if pipeline {
+        let mut burst = Vec::new();
+        for message in &messages {
+            encode_frame(message.as_bytes(), &mut burst);
+        }
+        stream.write_all(&burst)?;
+        for _ in &messages {
+            print_reply(&mut stream)?;
+        }
+    } else {
+        for message in &messages {
+            write_frame(&mut stream, message.as_bytes())?;
+            print_reply(&mut stream)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! The client against a real server (ch05), both modes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use conformance::harness::Server;
+
+/// ch05's binary sits next to ours in the target directory once built; the
+/// README's `cargo test --workspace` builds it.
+fn server_bin() -> PathBuf {
+    let mut path = PathBuf::from(env!("CARGO_BIN_EXE_client"));
+    path.set_file_name("ch05");
+    assert!(path.exists(), "build ch05 first: cargo build -p ch05");
+    path
+}
+
+fn run_client(server: &Server, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--addr", &server.addr.to_string()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn prints_each_reply() {
+    let server = Server::start(server_bin().to_str().unwrap());
+    assert_eq!(run_client(&server, &["hello", "world"]), "hello\nworld\n");
+    assert_eq!(
+        run_client(&server, &["--pipeline", "a", "b", "c"]),
+        "a\nb\nc\n"
+    );
+}
