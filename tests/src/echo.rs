@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Write};
 use std::thread;
 use std::time::Duration;
 
-use crate::harness::{frame, Client, Rng, Server, MAX_MSG};
+use crate::harness::{frame, Client, Options, Rng, Server, MAX_MSG};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -104,7 +104,8 @@ pub fn flood_then_reset_with_replies_pending(bin: &str) {
     let mut sent = 0usize;
     // Bounded: stop when the kernel refuses more, or at 64 MiB.
     while sent < 64 << 20 {
-        match client.stream.write(&chunk) {
+        // Resume where a short write stopped, so the stream stays framed.
+        match client.stream.write(&chunk[sent % chunk.len()..]) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) => panic!("flooding: {e}"),
@@ -143,6 +144,33 @@ pub fn half_close_still_gets_every_reply(bin: &str) {
     }
     client.assert_closed_by_server();
 }
+
+// ANCHOR: emfile
+/// With `RLIMIT_NOFILE` at 32, 60 clients connect: `accept` fails with
+/// `EMFILE`. The server must neither spin on the listener (it stays readable
+/// while connections wait in the backlog) nor die, and must serve again once
+/// descriptors free up.
+pub fn out_of_fds_neither_spins_nor_stops_serving(bin: &str) {
+    let mut server = Server::start_with(
+        bin,
+        Options {
+            max_open_files: Some(32),
+            ..Options::default()
+        },
+    );
+    let clients: Vec<Client> = (0..60).map(|_| server.connect()).collect();
+    let cpu_before = server.cpu_time();
+    thread::sleep(Duration::from_secs(2)); // measuring, not synchronising
+    let cpu = server.cpu_time() - cpu_before;
+    assert!(
+        cpu < Duration::from_millis(500),
+        "{cpu:?} of CPU in 2 s: busy loop"
+    );
+    drop(clients);
+    server.eventually(STOP_TIMEOUT, "serving again", |s| s.open_fds() < 16);
+    server.assert_serves();
+}
+// ANCHOR_END: emfile
 
 pub fn sigint_exits_zero(bin: &str) {
     let mut server = Server::start(bin);

@@ -25,7 +25,11 @@ fn main() -> Result<()> {
         match net::accept(&listener) {
             Ok(stream) => spawn_worker(stream),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if is_out_of_fds(&e) => turn_away_one(&listener, &mut spare_fd),
+            Err(e) if is_out_of_fds(&e) => {
+                if let Some(stream) = accept_with_spare_fd(&listener, &mut spare_fd) {
+                    spawn_worker(stream);
+                }
+            }
             Err(e) => eprintln!("accept: {e}"),
         }
     }
@@ -83,13 +87,24 @@ fn is_out_of_fds(e: &io::Error) -> bool {
 
 /// accept(2) reserves a descriptor before it takes a connection, so at the
 /// descriptor limit it fails at once, every time: the loop would spin at full
-/// CPU while clients wait in the backlog. We keep one descriptor in reserve:
-/// free it, accept one client with it, close that client at once (it sees a
-/// clean close instead of hanging), and take the reserve back.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) {
-    eprintln!("out of file descriptors: turning a client away");
+/// CPU while clients wait in the backlog. So we keep one descriptor in
+/// reserve: free it, accept with it, and take the reserve back. If that leaves
+/// us at the limit, the client is turned away with a prompt close, which is
+/// kinder than leaving it hanging in the backlog; if threads have meanwhile
+/// closed connections, there is room and it is served.
+fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> Option<TcpStream> {
     drop(spare_fd.take());
-    drop(net::accept(listener));
+    let accepted = net::accept(listener);
     *spare_fd = File::open("/dev/null").ok();
+    match accepted {
+        Ok(stream) if spare_fd.is_some() => Some(stream),
+        Ok(stream) => {
+            eprintln!("out of file descriptors: turning a client away");
+            drop(stream);
+            *spare_fd = File::open("/dev/null").ok();
+            None
+        }
+        Err(_) => None,
+    }
 }
 // ANCHOR_END: emfile
