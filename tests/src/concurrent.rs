@@ -44,6 +44,7 @@ pub fn two_hundred_clients_pipelining_get_their_own_replies(bin: &str) {
 /// Memory a server may gain while one client floods it without reading.
 const MAX_RSS_GROWTH: u64 = 16 << 20;
 
+// ANCHOR: test_flood_memory
 pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
     let mut server = Server::start(bin);
     server.assert_serves();
@@ -104,3 +105,4 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
     flooder.reset();
     server.assert_serves();
 }
+// ANCHOR_END: test_flood_memory

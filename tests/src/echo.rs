@@ -64,6 +64,7 @@ pub fn frame_sent_one_byte_at_a_time(bin: &str) {
     assert_eq!(client.recv_exact(request.len()), request);
 }
 
+// ANCHOR: test_oversized
 fn oversized_length_closes_only_that_connection(bin: &str, announced: u32) {
     let mut server = Server::start(bin);
     let mut client = server.connect();
@@ -72,6 +73,7 @@ fn oversized_length_closes_only_that_connection(bin: &str, announced: u32) {
     client.assert_closed_by_server();
     server.assert_serves();
 }
+// ANCHOR_END: test_oversized
 
 pub fn length_4097_closes_only_that_connection(bin: &str) {
     oversized_length_closes_only_that_connection(bin, MAX_MSG as u32 + 1);
@@ -81,6 +83,7 @@ pub fn length_u32_max_closes_only_that_connection(bin: &str) {
     oversized_length_closes_only_that_connection(bin, u32::MAX);
 }
 
+// ANCHOR: test_mid_frame
 pub fn disconnect_mid_frame(bin: &str) {
     let mut server = Server::start(bin);
     let mut client = server.connect();
@@ -93,7 +96,9 @@ pub fn disconnect_mid_frame(bin: &str) {
     drop(client);
     server.assert_serves();
 }
+// ANCHOR_END: test_mid_frame
 
+// ANCHOR: test_flood_reset
 /// Sends frames without reading a single reply until the connection is
 /// backed up in both directions, then resets it while replies are pending.
 pub fn flood_then_reset_with_replies_pending(bin: &str) {
@@ -116,6 +121,7 @@ pub fn flood_then_reset_with_replies_pending(bin: &str) {
     server.assert_serves();
     server.assert_serves();
 }
+// ANCHOR_END: test_flood_reset
 
 pub fn three_hundred_connections_leak_no_fd(bin: &str) {
     let mut server = Server::start(bin);
@@ -130,6 +136,7 @@ pub fn three_hundred_connections_leak_no_fd(bin: &str) {
     server.assert_serves();
 }
 
+// ANCHOR: test_half_close
 /// The client says "no more requests" with shutdown(SHUT_WR) but still reads:
 /// every reply must arrive before the server closes its side.
 pub fn half_close_still_gets_every_reply(bin: &str) {
@@ -144,6 +151,7 @@ pub fn half_close_still_gets_every_reply(bin: &str) {
     }
     client.assert_closed_by_server();
 }
+// ANCHOR_END: test_half_close
 
 // ANCHOR: emfile
 /// With `RLIMIT_NOFILE` at 32, 60 clients connect: `accept` fails with
@@ -183,6 +191,7 @@ pub fn sigterm_exits_zero(bin: &str) {
     server.assert_stops_cleanly_on(libc::SIGTERM, STOP_TIMEOUT);
 }
 
+// ANCHOR: test_sigint_connected
 /// A blocking server is parked in `read` here, waiting for the rest of a frame.
 pub fn sigint_while_a_client_is_connected(bin: &str) {
     let mut server = Server::start(bin);
@@ -192,3 +201,4 @@ pub fn sigint_while_a_client_is_connected(bin: &str) {
     // The server now waits for 8 more bytes that never come.
     server.assert_stops_cleanly_on(libc::SIGINT, STOP_TIMEOUT);
 }
+// ANCHOR_END: test_sigint_connected

@@ -17,6 +17,7 @@ pub fn thousand_simultaneous_connections(bin: &str) {
     server.assert_serves();
 }
 
+// ANCHOR: test_sigint_idle
 pub fn sigint_while_idle_exits_within_a_second(bin: &str) {
     let mut server = Server::start(bin);
     let client = server.connect();
@@ -24,3 +25,4 @@ pub fn sigint_while_idle_exits_within_a_second(bin: &str) {
     server.assert_stops_cleanly_on(libc::SIGINT, Duration::from_secs(1));
     drop(client);
 }
+// ANCHOR_END: test_sigint_idle
