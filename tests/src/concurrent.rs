@@ -1,12 +1,12 @@
 //! Level `concurrent`: clients are served independently of each other.
 
-use std::io::{ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Client, Server};
+use crate::harness::{frame, Client, Options, Server};
 
 /// How long a client may wait for a reply while another client misbehaves.
 const PROMPT: Duration = Duration::from_millis(1000);
@@ -106,3 +106,98 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
     server.assert_serves();
 }
 // ANCHOR_END: test_flood_memory
+
+/// RLIMIT_NOFILE 32 leaves room for about 25 connections. The shared suite
+/// checks the server does not spin when it runs out; this checks what the
+/// clients see: each one is either served or closed at once, none hangs.
+pub fn out_of_fds_every_client_is_served_or_closed(bin: &str) {
+    let options = Options {
+        max_open_files: Some(32),
+        ..Default::default()
+    };
+    let mut server = Server::start_with(bin, options);
+    let baseline = server.open_fds();
+    let mut clients: Vec<Client> = (0..60).map(|_| server.connect()).collect();
+
+    let (mut served, mut turned_away) = (0, 0);
+    let request = frame(b"anyone there?");
+    for client in &mut clients {
+        // A write to a closed connection may fail; the read tells the story.
+        let _ = client.stream.write_all(&request);
+        let mut reply = vec![0; request.len()];
+        match client.stream.read_exact(&mut reply) {
+            Ok(()) if reply == request => served += 1,
+            Ok(()) => panic!("wrong reply"),
+            Err(e) if closed_by_server(&e) => turned_away += 1,
+            Err(e) => panic!("neither served nor closed: {e}"),
+        }
+    }
+    assert!(served >= 20, "only {served} of 60 served");
+    assert!(turned_away >= 20, "only {turned_away} of 60 turned away");
+
+    drop(clients);
+    server.eventually(Duration::from_secs(2), "connections closed", |s| {
+        s.open_fds() <= baseline
+    });
+    server.assert_serves();
+}
+
+/// A client that pipelines frames and reads the replies as fast as it can
+/// never lets the server's reads come up empty. The server must still take
+/// turns: another client's echo may not wait behind it.
+pub fn greedy_client_does_not_starve_others(bin: &str) {
+    let server = Server::start(bin);
+    let mut greedy = server.connect();
+    let mut replies = greedy.stream.try_clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sending = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let chunk: Vec<u8> = (0..4096).flat_map(|_| frame(&[b'g'; 60])).collect();
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                greedy.send(&chunk);
+                sent += chunk.len() as u64;
+            }
+            greedy.shutdown_write();
+            sent
+        })
+    };
+    // Until the server closes the connection, after the last reply.
+    let reading = thread::spawn(move || {
+        let mut buf = vec![0; 1 << 20];
+        let mut received = 0;
+        loop {
+            match replies.read(&mut buf) {
+                Ok(0) => return received,
+                Ok(n) => received += n as u64,
+                Err(e) => panic!("reading replies: {e}"),
+            }
+        }
+    });
+
+    let mut other = server.connect();
+    let mut slowest = Duration::ZERO;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        other.assert_echo(b"my turn?");
+        slowest = slowest.max(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = sending.join().unwrap();
+    let received = reading.join().unwrap();
+    assert_eq!(received, sent, "every byte sent comes back");
+    assert!(sent > 1 << 20, "the greedy client sent only {sent} bytes");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an echo took {slowest:?}"
+    );
+}
+
+fn closed_by_server(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+    )
+}

@@ -2,7 +2,7 @@
 //! echo server, even one that serves a single client at a time. So each test
 //! finishes with one connection before it opens the next.
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::Duration;
 
@@ -202,3 +202,36 @@ pub fn sigint_while_a_client_is_connected(bin: &str) {
     server.assert_stops_cleanly_on(libc::SIGINT, STOP_TIMEOUT);
 }
 // ANCHOR_END: test_sigint_connected
+
+/// 6 MB of pipelined frames, far more than the socket buffers hold, read back
+/// 64 bytes at a time: the server's sends keep hitting a full buffer (short
+/// writes, EAGAIN) with whole frames still waiting in its read buffer, and
+/// every reply must still come back, complete and in order.
+pub fn big_burst_read_back_slowly_comes_back_in_order(bin: &str) {
+    let server = Server::start(bin);
+    let mut rng = Rng::new(6);
+    let burst: Vec<u8> = (0..3_000)
+        .flat_map(|_| {
+            let len = rng.up_to(MAX_MSG);
+            frame(&rng.bytes(len))
+        })
+        .collect();
+
+    let mut client = server.connect();
+    let mut reader = client.stream.try_clone().unwrap();
+    let expected = burst.clone();
+    let writer = thread::spawn(move || client.send(&burst));
+    let mut received = Vec::with_capacity(expected.len());
+    let mut chunk = [0u8; 64];
+    while received.len() < expected.len() {
+        let want = chunk.len().min(expected.len() - received.len());
+        match reader.read(&mut chunk[..want]) {
+            Ok(0) => panic!("server closed after {} bytes", received.len()),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("after {} of {} bytes: {e}", received.len(), expected.len()),
+        }
+    }
+    writer.join().unwrap();
+    let first_difference = received.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(first_difference, None, "replies differ from the requests");
+}

@@ -56,6 +56,7 @@ macro_rules! suite {
             sigint_exits_zero,
             sigterm_exits_zero,
             sigint_while_a_client_is_connected,
+            big_burst_read_back_slowly_comes_back_in_order,
         ]);
     };
     (@level concurrent, $bin:expr) => {
@@ -63,6 +64,8 @@ macro_rules! suite {
             idle_client_with_half_a_header_does_not_delay_others,
             two_hundred_clients_pipelining_get_their_own_replies,
             flooding_client_neither_stalls_others_nor_grows_memory,
+            out_of_fds_every_client_is_served_or_closed,
+            greedy_client_does_not_starve_others,
         ]);
     };
     (@level event_loop, $bin:expr) => {
