@@ -1,0 +1,424 @@
+//! A small reactor: chapter 8's event loop with the echo server taken out.
+//!
+//! It knows three things: a table that maps a token to a handler, the epoll
+//! instance the handlers are registered with, and a loop that waits for
+//! events and calls the handler each one names. What a handler does with its
+//! turn (accept, echo, stop) is the server's business, in `main.rs`.
+
+use std::io;
+use std::mem;
+use std::ops::BitOr;
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+/// Names a handler in the registry and in the events: its descriptor number.
+pub type Token = usize;
+
+fn token<F: AsFd + ?Sized>(fd: &F) -> Token {
+    fd.as_fd().as_raw_fd() as Token
+}
+
+// ANCHOR: handler
+/// Something the reactor calls when its descriptor becomes ready.
+///
+/// Handlers are trait objects, `Box<dyn Handler<S>>`, so the reactor knows
+/// nothing of listeners or connections, and a new kind of handler needs no
+/// change to it. The price: an allocation per handler (per connection) and
+/// an indirect call per event. An `enum` of handler kinds would avoid both
+/// (a `match` the compiler can inline, handlers stored inline in the table)
+/// but closes the set of kinds: reactor and server become one module again.
+/// mio takes a third way and has no handlers at all: `Poll::poll` returns
+/// events tagged with the caller's `Token`, and the caller dispatches. Tokio
+/// builds on that, waking the task that waits on a socket instead of calling
+/// a handler; the task does the I/O.
+pub trait Handler<S>: AsFd {
+    /// Does the work `ready` allows. Registration is edge-triggered: work
+    /// until `EAGAIN` or return [`Next::Again`], as no reminder will come.
+    fn ready(&mut self, ready: Ready, cx: &mut Context<'_, S>) -> Next;
+}
+
+/// What a handler wants after its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Call me on the next event.
+    Wait,
+    /// Call me again after the others, event or not: I stopped with work
+    /// left, and the edge that announced it is used up (chapter 8's
+    /// unfinished connections, made general).
+    Again,
+    /// I am done: deregister and drop me, which closes my descriptor.
+    Remove,
+}
+
+/// What one event reported, or several merged (see [`Next::Again`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready(EpollFlags);
+
+impl Ready {
+    /// Nothing new: what a handler gets when called back after `Next::Again`.
+    pub const EMPTY: Ready = Ready(EpollFlags::empty());
+
+    pub fn is_readable(self) -> bool {
+        self.0.contains(EpollFlags::EPOLLIN)
+    }
+
+    pub fn is_writable(self) -> bool {
+        self.0.contains(EpollFlags::EPOLLOUT)
+    }
+
+    /// The peer has finished sending (EPOLLRDHUP), or the connection is
+    /// gone altogether (EPOLLHUP).
+    pub fn is_read_closed(self) -> bool {
+        self.0
+            .intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP)
+    }
+
+    /// Both directions are closed (EPOLLHUP): a write would fail.
+    pub fn is_write_closed(self) -> bool {
+        self.0.contains(EpollFlags::EPOLLHUP)
+    }
+
+    /// An error is pending; the next read or write reports it.
+    pub fn is_error(self) -> bool {
+        self.0.contains(EpollFlags::EPOLLERR)
+    }
+}
+// ANCHOR_END: handler
+
+/// The readiness a handler wants to hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interest(EpollFlags);
+
+impl Interest {
+    /// Input, and the peer's shutdown (EPOLLRDHUP), as mio does.
+    pub const READABLE: Interest = Interest(EpollFlags::EPOLLIN.union(EpollFlags::EPOLLRDHUP));
+    pub const WRITABLE: Interest = Interest(EpollFlags::EPOLLOUT);
+
+    /// Always edge-triggered, as in mio: level-triggered would report a
+    /// handler that left work undone on every wait, and a reactor that
+    /// dispatches without knowing what the handler does could only spin.
+    fn event(self, token: Token) -> EpollEvent {
+        EpollEvent::new(self.0 | EpollFlags::EPOLLET, token as u64)
+    }
+}
+
+impl BitOr for Interest {
+    type Output = Interest;
+
+    fn bitor(self, other: Interest) -> Interest {
+        Interest(self.0 | other.0)
+    }
+}
+
+/// What a handler may use during its turn.
+pub struct Context<'a, S> {
+    /// To add, modify or remove other handlers.
+    pub registry: &'a mut Registry<S>,
+    /// State all the handlers share: for the echo server, the buffer pool.
+    pub shared: &'a mut S,
+    stop: &'a mut bool,
+}
+
+impl<S> Context<'_, S> {
+    /// Makes [`Reactor::run`] return at the end of this turn.
+    pub fn stop(&mut self) {
+        *self.stop = true;
+    }
+}
+
+// ANCHOR: registry
+/// Handlers indexed by token. The token is the descriptor number, as in
+/// chapter 8: the kernel hands out the lowest free numbers, so the table
+/// stays as long as the number of open descriptors, and two live handlers
+/// never share a token.
+pub struct Registry<S> {
+    epoll: Epoll,
+    slots: Vec<Option<Slot<S>>>,
+}
+
+struct Slot<S> {
+    handler: Box<dyn Handler<S>>,
+    /// `Some` while the handler waits in the again queue: events that come
+    /// meanwhile are merged here, for its next turn.
+    queued: Option<Ready>,
+}
+
+impl<S> Registry<S> {
+    /// Registers `handler`, edge-triggered, and returns its token. On
+    /// failure the handler is dropped, which closes its descriptor.
+    pub fn add(&mut self, handler: Box<dyn Handler<S>>, interest: Interest) -> io::Result<Token> {
+        let token = token(&*handler);
+        self.epoll.add(handler.as_fd(), interest.event(token))?;
+        if self.slots.len() <= token {
+            self.slots.resize_with(token + 1, || None);
+        }
+        self.slots[token] = Some(Slot {
+            handler,
+            queued: None,
+        });
+        Ok(token)
+    }
+
+    /// Changes what a registered handler hears about. The echo server never
+    /// does: edge-triggered, a socket is registered for both directions once
+    /// (chapter 8). A level-triggered design calls this on every change of
+    /// state (chapter 7); it is mio's `Registry::reregister`.
+    #[allow(dead_code)]
+    pub fn modify(&self, fd: &impl AsFd, interest: Interest) -> io::Result<()> {
+        self.epoll.modify(fd, &mut interest.event(token(fd)))?;
+        Ok(())
+    }
+
+    /// Deregisters a handler and hands it back; dropping it closes its
+    /// descriptor. Not for the handler whose turn it is: that one is out of
+    /// its slot (see `Reactor::dispatch`) and returns `Next::Remove` instead.
+    #[allow(dead_code)]
+    pub fn remove(&mut self, token: Token) -> Option<Box<dyn Handler<S>>> {
+        let slot = self.slots.get_mut(token)?.take()?;
+        self.deregister(&*slot.handler);
+        Some(slot.handler)
+    }
+
+    /// Takes a handler off the interest list. Closing its descriptor does
+    /// that too, but only if no duplicate of it exists (`dup`, `fork`): the
+    /// registration belongs to the open file, not to the number (chapter 7).
+    /// The reactor cannot know, so it asks: a system call per handler, not
+    /// per event.
+    fn deregister(&self, handler: &dyn Handler<S>) {
+        if let Err(e) = self.epoll.delete(handler.as_fd()) {
+            eprintln!("epoll_ctl(DEL) fd {}: {e}", token(handler));
+        }
+    }
+}
+// ANCHOR_END: registry
+
+/// The registry, the state the handlers share, and the loop that drives them.
+pub struct Reactor<S> {
+    registry: Registry<S>,
+    shared: S,
+    events: Vec<EpollEvent>,
+    /// Handlers that returned `Next::Again`, to call in the next round.
+    again: Vec<Token>,
+    stopped: bool,
+}
+
+impl<S> Reactor<S> {
+    pub fn new(shared: S) -> io::Result<Reactor<S>> {
+        Ok(Reactor {
+            registry: Registry {
+                epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+                slots: Vec::new(),
+            },
+            shared,
+            // Room for many events: under load, one wait serves many handlers.
+            events: vec![EpollEvent::empty(); 1024],
+            again: Vec::new(),
+            stopped: false,
+        })
+    }
+
+    pub fn registry(&mut self) -> &mut Registry<S> {
+        &mut self.registry
+    }
+
+    // ANCHOR: dispatch
+    /// Waits for events and dispatches them until a handler calls
+    /// [`Context::stop`].
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut this_round = Vec::new();
+        while !self.stopped {
+            // No sleeping while handlers wait for another turn: no event
+            // would come to wake them.
+            let timeout = if self.again.is_empty() {
+                EpollTimeout::NONE
+            } else {
+                EpollTimeout::ZERO
+            };
+            let n = match self.registry.epoll.wait(&mut self.events, timeout) {
+                Ok(n) => n,
+                // With the stop signals blocked this is rare (a debugger, SIGSTOP).
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // The handlers that asked for another turn get it after every
+            // handler with an event has had one: no one goes twice before
+            // the others go once.
+            mem::swap(&mut self.again, &mut this_round);
+            for i in 0..n {
+                let event = self.events[i];
+                self.on_event(event.data() as Token, Ready(event.events()));
+                if self.stopped {
+                    return Ok(());
+                }
+            }
+            for token in this_round.drain(..) {
+                self.on_again(token);
+                if self.stopped {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, token: Token, ready: Ready) {
+        // `None` if a handler earlier in this round removed it.
+        let Some(slot) = self.registry.slots.get_mut(token).and_then(Option::as_mut) else {
+            return;
+        };
+        match &mut slot.queued {
+            // Its turn comes below, with the others': keep the news for it.
+            Some(missed) => *missed = Ready(missed.0 | ready.0),
+            None => self.dispatch(token, ready),
+        }
+    }
+
+    fn on_again(&mut self, token: Token) {
+        // `None` if the handler was removed meanwhile: its token may even
+        // name a newer handler by now, which did not ask for a turn.
+        let slot = self.registry.slots.get_mut(token).and_then(Option::as_mut);
+        if let Some(ready) = slot.and_then(|slot| slot.queued.take()) {
+            self.dispatch(token, ready);
+        }
+    }
+
+    /// One handler's turn. The handler leaves its slot for the duration: it
+    /// is borrowed mutably to run, and so is the registry, which it may use
+    /// to add others (a listener adds connections); out of the table, the
+    /// two borrows no longer overlap. No one can take the empty slot: a new
+    /// descriptor cannot get the number the handler's own still holds.
+    fn dispatch(&mut self, token: Token, ready: Ready) {
+        let Some(mut slot) = self.registry.slots[token].take() else {
+            return;
+        };
+        let mut cx = Context {
+            registry: &mut self.registry,
+            shared: &mut self.shared,
+            stop: &mut self.stopped,
+        };
+        match slot.handler.ready(ready, &mut cx) {
+            Next::Wait => {}
+            Next::Again => {
+                slot.queued = Some(Ready::EMPTY);
+                self.again.push(token);
+            }
+            Next::Remove => {
+                // Dropping the slot drops the handler and closes its descriptor.
+                self.registry.deregister(&*slot.handler);
+                return;
+            }
+        }
+        self.registry.slots[token] = Some(slot);
+    }
+    // ANCHOR_END: dispatch
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::BorrowedFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A handler on one end of a socket pair that reads what arrives, counts
+    /// its turns in the shared state, and does what the bytes say.
+    struct Probe(UnixStream);
+
+    impl AsFd for Probe {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+
+    impl Handler<Vec<u8>> for Probe {
+        fn ready(&mut self, _: Ready, cx: &mut Context<'_, Vec<u8>>) -> Next {
+            let mut buf = [0u8; 16];
+            let n = self.0.read(&mut buf).unwrap_or(0);
+            cx.shared.extend_from_slice(&buf[..n]);
+            match cx.shared.last() {
+                // Three more turns without a single new byte, then stop.
+                Some(b'a') if cx.shared.len() < 4 => {
+                    cx.shared.push(b'a');
+                    Next::Again
+                }
+                Some(b'r') => {
+                    cx.stop();
+                    Next::Remove
+                }
+                _ => {
+                    cx.stop();
+                    Next::Wait
+                }
+            }
+        }
+    }
+
+    fn pair() -> (UnixStream, Probe) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        (ours, Probe(theirs))
+    }
+
+    /// Runs `test` on another thread, failing if it takes more than a few
+    /// seconds: a reactor that misses an event waits forever.
+    fn bounded(test: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            test();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the reactor did not return in time");
+    }
+
+    #[test]
+    fn again_brings_turns_without_events() {
+        bounded(|| {
+            let mut reactor = Reactor::new(Vec::new()).unwrap();
+            let (mut peer, probe) = pair();
+            reactor
+                .registry()
+                .add(Box::new(probe), Interest::READABLE)
+                .unwrap();
+            peer.write_all(b"a").unwrap();
+            reactor.run().unwrap();
+            assert_eq!(reactor.shared, b"aaaa");
+        });
+    }
+
+    #[test]
+    fn a_removed_handler_is_deregistered_and_closed() {
+        bounded(|| {
+            let mut reactor = Reactor::new(Vec::new()).unwrap();
+            let (mut peer, probe) = pair();
+            let token = reactor
+                .registry()
+                .add(Box::new(probe), Interest::READABLE)
+                .unwrap();
+            peer.write_all(b"r").unwrap();
+            reactor.run().unwrap();
+            // `Next::Remove` dropped the handler: its peer reads EOF.
+            assert_eq!(peer.read(&mut [0; 1]).unwrap(), 0);
+            assert!(reactor.registry().remove(token).is_none());
+
+            // `remove` hands a handler back, off the interest list.
+            let (_peer, probe) = pair();
+            let token = reactor
+                .registry()
+                .add(Box::new(probe), Interest::READABLE)
+                .unwrap();
+            let probe = reactor.registry().remove(token).unwrap();
+            let err = reactor
+                .registry()
+                .modify(&probe.as_fd(), Interest::WRITABLE)
+                .unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(Errno::ENOENT as i32));
+        });
+    }
+}
