@@ -143,6 +143,9 @@ fn main() -> Result<()> {
 
     let open = fd2conn.iter().flatten().count();
     eprintln!("stop signal received: closing {open} connections");
+    // Deliberate: replies already handed to the kernel are still delivered
+    // after close; replies waiting in our own write buffers are dropped. A
+    // stop is a stop, and draining a client that never reads could take forever.
     drop(fd2conn);
     Ok(())
 }
