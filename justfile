@@ -46,3 +46,22 @@ check:
 # Run the CI script locally.
 ci:
     bash .ci/run
+
+# Build the book into book/book: generate the chapter diffs, check includes, anchors and links, build.
+book:
+    bash book/gen-diffs.sh
+    bash book/check.sh
+    mdbook build book
+
+# Build the book, then serve it on http://localhost:3000 (rerun to regenerate the diffs).
+serve-book: book
+    mdbook serve book
+
+# Check the book without keeping a build: missing includes or anchors, broken links.
+book-check:
+    bash book/gen-diffs.sh
+    bash book/check.sh
+
+# Benchmark every server against tokio (≈7 min; --quick for a smoke run): just bench --quick
+bench *args:
+    cargo run --release -p bench -- "$@"

@@ -1,0 +1,808 @@
+//! A load generator for the echo framing (`u32` little-endian length, then
+//! that many bytes; the reply is the identical frame).
+//!
+//! # Design
+//! - `threads` OS threads, each running its own `mio` (epoll) loop over its
+//!   share of the `conns` non-blocking connections: the load generator must
+//!   not be the bottleneck, so it never blocks and never has a thread per
+//!   connection.
+//! - `idle` more connections make one round trip during the ramp-up (so the
+//!   server has surely accepted them) and then stay silent: a server that
+//!   looks at every connection on every wake-up (`poll`) pays for them, one
+//!   that is told which are ready (`epoll`) does not.
+//! - Each connection keeps `depth` frames in flight (pipelining). New frames
+//!   are queued as replies arrive and written together, one `write` for many
+//!   frames; replies are read with large reads.
+//! - Every reply is checked byte for byte. Payloads differ per frame (a
+//!   stamp of the connection id and sequence number over a shifting byte
+//!   pattern), so a reply that is corrupt, truncated, *or out of order* is
+//!   caught.
+//! - Time is split into a ramp-up, a warm-up, a measured window, and a drain.
+//!   The ramp-up opens the connections, at most [`MAX_CONNECTING`] of them
+//!   unanswered at a time (more would overflow the server's accept queue,
+//!   and the kernel would drop SYNs and retry them only after a second), and
+//!   ends when every connection has had a reply, or at `connect_timeout`.
+//!   After the window no new frames are sent, and frames still unanswered at
+//!   the end of the drain are *lost*. Every phase has a deadline, so a server
+//!   that never answers (a blocking server with many clients) makes the run
+//!   end on time and report "stalled", never hang.
+//!
+//! # Its own ceiling
+//! The report includes the CPU the load generator itself used during the
+//! window (`loadgen_cpu`, in cores). Close to `threads` means it was busy
+//! all the time and may have been the bottleneck. `frames/s ÷ loadgen_cpu`
+//! is its ceiling: roughly how many frames per second one of its threads
+//! could drive against an infinitely fast server. Measured on the 2-core
+//! development machine (one thread, against ch08 and tokio-echo): about
+//! 3 M frames/s per core pipelined (100 conns × depth 16), and about
+//! 0.2 M frames/s per core at depth 1, where each frame costs it one `send`
+//! and one `recv`, the same two system calls it costs a good server: on two
+//! cores, load generator and server then saturate together.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use common::frame::{HEADER_LEN, MAX_MSG};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: SocketAddr,
+    pub conns: usize,
+    /// Extra connections that are answered once, then stay silent.
+    pub idle: usize,
+    /// Frames in flight per connection.
+    pub depth: usize,
+    /// Payload bytes per frame, at most [`MAX_MSG`].
+    pub size: usize,
+    /// Longest ramp-up: connections not answered by then count as stalled.
+    pub connect_timeout: Duration,
+    pub warmup: Duration,
+    pub secs: Duration,
+    /// How long to wait for the last replies after the window closes.
+    pub drain: Duration,
+    pub threads: usize,
+}
+
+/// What happened. Rates cover the measured window only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub addr: String,
+    pub conns: usize,
+    pub idle: usize,
+    pub depth: usize,
+    pub size: usize,
+    pub threads: usize,
+    /// Length of the measured window, in seconds.
+    pub secs: f64,
+    /// How long it took until every connection had been answered once (or
+    /// the connect timeout), in seconds: how fast the server takes on clients.
+    pub ramp_secs: f64,
+    /// Frames answered (and verified) within the window.
+    pub frames: u64,
+    pub frames_per_sec: f64,
+    /// Payload megabytes (10^6 bytes) echoed per second, one direction.
+    pub mb_per_sec: f64,
+    pub latency_us: Latency,
+    /// Connections that were established.
+    pub connected: usize,
+    /// Connections that failed, or were not established before the window closed.
+    pub connect_failed: usize,
+    /// Connections that never got a single reply (including those never
+    /// opened because the ones before them were not answered).
+    pub stalled: usize,
+    /// Connections the server closed or reset while we still expected replies.
+    pub closed: usize,
+    /// Replies that differed from the frame sent (content, length or order).
+    pub mismatches: u64,
+    /// Frames sent on a connection that was being answered, but never answered.
+    pub lost: u64,
+    /// The first verification error, to show what went wrong.
+    pub first_error: Option<String>,
+    /// CPU used by the load generator during the window, in cores (1.0 = one core busy).
+    pub loadgen_cpu: f64,
+}
+
+/// Round-trip times of the frames answered in the window, in microseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// How a run ended, from best to worst; also the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Every connection was served and every reply verified.
+    Ok = 0,
+    /// Wrong, lost or cut-off replies: the server is broken.
+    Failed = 1,
+    /// No wrong bytes, but some connections were never connected or never
+    /// answered: the server could not serve this load.
+    Stalled = 2,
+}
+
+impl Report {
+    pub fn verdict(&self) -> Verdict {
+        if self.mismatches > 0 || self.lost > 0 || self.closed > 0 {
+            Verdict::Failed
+        } else if self.stalled > 0 || self.connect_failed > 0 {
+            Verdict::Stalled
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    /// One human-readable summary: the numbers, then what went wrong if anything.
+    pub fn summary(&self) -> String {
+        let l = &self.latency_us;
+        let mut s = format!(
+            "{} conns={} idle={} depth={} size={}B: {:.0} frames/s, {:.1} MB/s, latency p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs, loadgen cpu {:.2} cores",
+            self.addr, self.conns, self.idle, self.depth, self.size, self.frames_per_sec, self.mb_per_sec,
+            l.p50, l.p99, l.p999, self.loadgen_cpu
+        );
+        if self.stalled > 0 {
+            s += &format!(
+                "\nSTALLED: {} of {} connections got no reply",
+                self.stalled,
+                self.conns + self.idle
+            );
+        }
+        if self.connect_failed > 0 {
+            s += &format!(
+                "\nSTALLED: {} of {} connections could not connect",
+                self.connect_failed,
+                self.conns + self.idle
+            );
+        }
+        if self.verdict() == Verdict::Failed {
+            s += &format!(
+                "\nFAILED: {} mismatched replies, {} lost frames, {} connections closed by the server",
+                self.mismatches, self.lost, self.closed
+            );
+            if let Some(e) = &self.first_error {
+                s += &format!("; first: {e}");
+            }
+        }
+        s
+    }
+}
+
+/// Connections opened but not yet answered, at most, over all threads.
+/// Servers listen with a backlog of up to 4096 (`somaxconn`); staying well
+/// under it keeps the accept queue from overflowing.
+pub const MAX_CONNECTING: usize = 1000;
+
+/// What the threads share: the ramp-up count and, once it is over, the clock.
+struct Shared {
+    total: usize,
+    /// Connections answered once, or given up on.
+    settled: Mutex<usize>,
+    all_settled: Condvar,
+    phases: OnceLock<Phases>,
+}
+
+impl Shared {
+    fn settle(&self) {
+        let mut n = self.settled.lock().expect("poisoned");
+        *n += 1;
+        if *n == self.total {
+            self.all_settled.notify_all();
+        }
+    }
+}
+
+/// Runs the load and waits for every thread; returns within about
+/// `connect_timeout + warmup + secs + drain` whatever the server does.
+pub fn run(config: &Config) -> Result<Report> {
+    if config.size > MAX_MSG {
+        bail!(
+            "--size {} is over the protocol's maximum of {MAX_MSG}",
+            config.size
+        );
+    }
+    if config.conns == 0 || config.depth == 0 || config.threads == 0 {
+        bail!("--conns, --depth and --threads must be at least 1");
+    }
+    if config.secs.is_zero() {
+        bail!("--secs must be more than 0");
+    }
+    let total = config.conns + config.idle;
+    let threads = config.threads.min(total);
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        total,
+        settled: Mutex::new(0),
+        all_settled: Condvar::new(),
+        phases: OnceLock::new(),
+    });
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            // Connection ids t, t+threads, t+2·threads, …: ids are unique across threads.
+            // Ids from `conns` on are the idle connections.
+            let ids: VecDeque<u32> = (t..total).step_by(threads).map(|i| i as u32).collect();
+            let (config, shared) = (config.clone(), shared.clone());
+            let max_connecting = (MAX_CONNECTING / threads).max(1);
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || Worker::new(&config, ids, max_connecting, shared)?.run())
+        })
+        .collect::<io::Result<_>>()?;
+
+    // Ramp-up: wait until every connection was answered once, or time is up.
+    let settled = shared.settled.lock().expect("poisoned");
+    let timeout = config.connect_timeout;
+    drop(
+        shared
+            .all_settled
+            .wait_timeout_while(settled, timeout, |n| *n < total),
+    );
+    let ramp_end = Instant::now();
+    let phases = Phases {
+        measure: ramp_end + config.warmup,
+        stop: ramp_end + config.warmup + config.secs,
+        end: ramp_end + config.warmup + config.secs + config.drain,
+    };
+    shared.phases.set(phases).expect("set once");
+
+    // Measure our own CPU over the window: sleeping here only decides *when*
+    // to sample, the workers are driven by their own clocks.
+    sleep_until(phases.measure);
+    let cpu_before = cpu_time()?;
+    sleep_until(phases.stop);
+    let cpu = (cpu_time()? - cpu_before).as_secs_f64() / config.secs.as_secs_f64();
+
+    let mut total = Tally::new();
+    for handle in handles {
+        let tally = handle.join().expect("a load generator thread panicked")?;
+        total.merge(tally)?;
+    }
+    let ramp_secs = (ramp_end - start).as_secs_f64();
+    Ok(total.report(config, threads, ramp_secs, cpu))
+}
+
+fn sleep_until(t: Instant) {
+    std::thread::sleep(t.saturating_duration_since(Instant::now()));
+}
+
+/// User + system CPU time of the whole process (all threads).
+fn cpu_time() -> Result<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?;
+    let d =
+        |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
+    Ok(d(usage.user_time()) + d(usage.system_time()))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    /// Replies from here on are counted.
+    measure: Instant,
+    /// No new frames from here on; later replies are checked but not counted.
+    stop: Instant,
+    /// Whatever is unanswered now is lost or stalled.
+    end: Instant,
+}
+
+// ANCHOR: payload
+/// A byte pattern that does not repeat within a frame; each frame's payload
+/// is a window into it, shifted per frame, with the first bytes overwritten
+/// by a stamp of (connection, sequence number).
+const PATTERN_LEN: usize = MAX_MSG + 256;
+
+fn pattern() -> Vec<u8> {
+    (0..PATTERN_LEN).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// Where frame `seq` of connection `conn` starts in the pattern, and its stamp.
+fn frame_key(conn: u32, seq: u64) -> (usize, [u8; 8]) {
+    let offset = (seq.wrapping_mul(31).wrapping_add(conn as u64) % 256) as usize;
+    (offset, mix(seq ^ ((conn as u64) << 40)).to_le_bytes())
+}
+
+/// A bijective bit mixer (from splitmix64): every stamp byte depends on both
+/// the connection and the sequence number, so even a 1-byte payload tells
+/// neighbouring frames apart.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
+}
+
+fn push_frame(out: &mut Vec<u8>, pattern: &[u8], size: usize, conn: u32, seq: u64) {
+    let (offset, stamp) = frame_key(conn, seq);
+    out.extend_from_slice(&(size as u32).to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&pattern[offset..offset + size]);
+    let n = size.min(stamp.len());
+    out[start..start + n].copy_from_slice(&stamp[..n]);
+}
+
+/// Checks one whole received frame against what frame `seq` must be.
+fn check_frame(frame: &[u8], pattern: &[u8], size: usize, conn: u32, seq: u64) -> bool {
+    let (offset, stamp) = frame_key(conn, seq);
+    let n = size.min(stamp.len());
+    frame[..HEADER_LEN] == (size as u32).to_le_bytes()
+        && frame[HEADER_LEN..HEADER_LEN + n] == stamp[..n]
+        && frame[HEADER_LEN + n..] == pattern[offset + n..offset + size]
+}
+// ANCHOR_END: payload
+
+enum State {
+    Connecting,
+    Open,
+    /// Closed by the server, by an error, or by us after a mismatch.
+    Done,
+}
+
+struct Conn {
+    id: u32,
+    stream: TcpStream,
+    state: State,
+    /// Bytes queued for the server; `out[written..]` is still unsent.
+    out: Vec<u8>,
+    written: usize,
+    /// Bytes received but not yet a whole frame.
+    inbuf: Vec<u8>,
+    next_send: u64,
+    next_recv: u64,
+    /// Send time of each frame in flight, oldest first.
+    in_flight: VecDeque<Instant>,
+    replies: u64,
+    /// Answered once or given up on: no longer part of the ramp-up.
+    settled: bool,
+    /// Sends one frame only.
+    idle: bool,
+}
+
+/// What one thread counted; merged across threads into a [`Report`].
+struct Tally {
+    hist: Histogram<u64>,
+    frames: u64,
+    connected: usize,
+    connect_failed: usize,
+    stalled: usize,
+    closed: usize,
+    mismatches: u64,
+    lost: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            // Nanoseconds, from 1 ns to 100 s, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
+            frames: 0,
+            connected: 0,
+            connect_failed: 0,
+            stalled: 0,
+            closed: 0,
+            mismatches: 0,
+            lost: 0,
+            first_error: None,
+        }
+    }
+
+    fn merge(&mut self, other: Tally) -> Result<()> {
+        self.hist.add(&other.hist).context("merging histograms")?;
+        self.frames += other.frames;
+        self.connected += other.connected;
+        self.connect_failed += other.connect_failed;
+        self.stalled += other.stalled;
+        self.closed += other.closed;
+        self.mismatches += other.mismatches;
+        self.lost += other.lost;
+        self.first_error = self.first_error.take().or(other.first_error);
+        Ok(())
+    }
+
+    fn error(&mut self, message: impl FnOnce() -> String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(message());
+        }
+    }
+
+    fn report(self, config: &Config, threads: usize, ramp_secs: f64, loadgen_cpu: f64) -> Report {
+        let secs = config.secs.as_secs_f64();
+        let us = |ns: u64| ns as f64 / 1000.0;
+        let h = &self.hist;
+        let latency_us = if h.is_empty() {
+            Latency::default()
+        } else {
+            Latency {
+                p50: us(h.value_at_quantile(0.5)),
+                p99: us(h.value_at_quantile(0.99)),
+                p999: us(h.value_at_quantile(0.999)),
+                max: us(h.max()),
+                mean: h.mean() / 1000.0,
+            }
+        };
+        Report {
+            addr: config.addr.to_string(),
+            conns: config.conns,
+            idle: config.idle,
+            depth: config.depth,
+            size: config.size,
+            threads,
+            secs,
+            ramp_secs,
+            frames: self.frames,
+            frames_per_sec: self.frames as f64 / secs,
+            mb_per_sec: (self.frames * config.size as u64) as f64 / secs / 1e6,
+            latency_us,
+            connected: self.connected,
+            connect_failed: self.connect_failed,
+            stalled: self.stalled,
+            closed: self.closed,
+            mismatches: self.mismatches,
+            lost: self.lost,
+            first_error: self.first_error,
+            loadgen_cpu,
+        }
+    }
+}
+
+/// One thread's event loop and its connections.
+struct Worker {
+    poll: Poll,
+    addr: SocketAddr,
+    conns: Vec<Conn>,
+    /// Connection ids below this are active, the others idle.
+    active: usize,
+    /// Ids of the connections not opened yet.
+    pending: VecDeque<u32>,
+    /// Opened connections not yet settled, and how many may be.
+    connecting: usize,
+    max_connecting: usize,
+    shared: Arc<Shared>,
+    /// The clock, once the ramp-up is over.
+    phases: Option<Phases>,
+    depth: usize,
+    size: usize,
+    pattern: Vec<u8>,
+    tally: Tally,
+}
+
+impl Worker {
+    fn new(
+        config: &Config,
+        pending: VecDeque<u32>,
+        max_connecting: usize,
+        shared: Arc<Shared>,
+    ) -> Result<Worker> {
+        let mut worker = Worker {
+            poll: Poll::new()?,
+            addr: config.addr,
+            conns: Vec::with_capacity(pending.len()),
+            active: config.conns,
+            pending,
+            connecting: 0,
+            max_connecting,
+            shared,
+            phases: None,
+            depth: config.depth,
+            size: config.size,
+            pattern: pattern(),
+            tally: Tally::new(),
+        };
+        worker.open_more()?;
+        Ok(worker)
+    }
+
+    /// Opens connections while fewer than `max_connecting` wait for their first reply.
+    fn open_more(&mut self) -> io::Result<()> {
+        while self.connecting < self.max_connecting {
+            let Some(id) = self.pending.pop_front() else {
+                return Ok(());
+            };
+            // Non-blocking connect: it completes when the socket turns writable.
+            match TcpStream::connect(self.addr) {
+                Ok(mut stream) => {
+                    let token = Token(self.conns.len());
+                    self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    self.conns.push(Conn {
+                        id,
+                        stream,
+                        state: State::Connecting,
+                        out: Vec::new(),
+                        written: 0,
+                        inbuf: Vec::new(),
+                        next_send: 0,
+                        next_recv: 0,
+                        in_flight: VecDeque::with_capacity(self.depth),
+                        replies: 0,
+                        settled: false,
+                        idle: id as usize >= self.active,
+                    });
+                    self.connecting += 1;
+                }
+                // Out of descriptors or ports: count it, carry on with the rest.
+                Err(_) => {
+                    self.tally.connect_failed += 1;
+                    self.shared.settle();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(mut self) -> Result<Tally> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if self.phases.is_none() {
+                self.phases = self.shared.phases.get().copied();
+            }
+            let now = Instant::now();
+            let timeout = match self.phases {
+                // Ramping up: look at the shared clock again soon.
+                None => Duration::from_millis(5),
+                Some(p) if now >= p.end || (now >= p.stop && self.all_answered()) => break,
+                // Wake at the next phase boundary even if nothing happens.
+                Some(p) => {
+                    [p.stop, p.end]
+                        .into_iter()
+                        .find(|&t| t > now)
+                        .unwrap_or(p.end)
+                        - now
+                }
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for event in events.iter() {
+                // A writable-only event needs no read: skipping it saves a
+                // read(2) that would only say EAGAIN.
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                self.handle(event.token().0, readable)?;
+            }
+        }
+        Ok(self.finish())
+    }
+
+    fn all_answered(&self) -> bool {
+        self.conns
+            .iter()
+            .all(|c| matches!(c.state, State::Done) || c.in_flight.is_empty())
+    }
+
+    /// Counts what each connection ended as.
+    fn finish(mut self) -> Tally {
+        for c in &self.conns {
+            match c.state {
+                State::Connecting => self.tally.connect_failed += 1,
+                State::Open if c.replies == 0 => self.tally.stalled += 1,
+                State::Open => self.tally.lost += c.in_flight.len() as u64,
+                State::Done => {}
+            }
+        }
+        self.tally.stalled += self.pending.len();
+        self.tally
+    }
+
+    /// Does everything a readiness event allows: finish connecting, read and
+    /// check replies, queue new frames, write.
+    fn handle(&mut self, token: usize, readable: bool) -> io::Result<()> {
+        self.handle_conn(token, readable);
+        // Answered once, or dead: let the next connection in.
+        let c = &mut self.conns[token];
+        if !c.settled && (c.replies > 0 || matches!(c.state, State::Done)) {
+            c.settled = true;
+            self.connecting -= 1;
+            self.shared.settle();
+            self.open_more()?;
+        }
+        Ok(())
+    }
+
+    fn handle_conn(&mut self, token: usize, readable: bool) {
+        let c = &mut self.conns[token];
+        if let State::Connecting = c.state {
+            match connected(&c.stream) {
+                Ok(true) => {
+                    c.state = State::Open;
+                    self.tally.connected += 1;
+                    // Frames are written as soon as they are queued: no Nagle delay.
+                    let _ = c.stream.set_nodelay(true);
+                }
+                Ok(false) => return,
+                Err(_) => {
+                    c.state = State::Done;
+                    self.tally.connect_failed += 1;
+                    return;
+                }
+            }
+        }
+        let read = if readable { self.read(token) } else { Ok(()) };
+        if let Err(e) = read.and_then(|()| self.write(token)) {
+            let c = &mut self.conns[token];
+            if !matches!(c.state, State::Done) {
+                c.state = State::Done;
+                self.tally.closed += 1;
+                self.tally.lost += c.in_flight.len() as u64;
+                let id = c.id;
+                self.tally.error(|| format!("connection {id}: {e}"));
+            }
+        }
+    }
+
+    /// Reads until the socket is empty, checking each whole reply.
+    fn read(&mut self, token: usize) -> io::Result<()> {
+        let frame_len = HEADER_LEN + self.size;
+        let c = &mut self.conns[token];
+        if !matches!(c.state, State::Open) {
+            return Ok(());
+        }
+        // At most `depth` frames can be owed to us, so this buffer always has room.
+        let cap = (self.depth * frame_len).clamp(4096, 1 << 20);
+        loop {
+            let filled = c.inbuf.len();
+            c.inbuf.resize(cap, 0);
+            let n = match c.stream.read(&mut c.inbuf[filled..]) {
+                Ok(0) => {
+                    c.inbuf.truncate(filled);
+                    let after_window = self.phases.is_some_and(|p| Instant::now() >= p.stop);
+                    if c.in_flight.is_empty() && after_window {
+                        return Ok(()); // nothing owed: not an error
+                    }
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "closed by the server",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    c.inbuf.truncate(filled);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    c.inbuf.truncate(filled);
+                    continue;
+                }
+                Err(e) => {
+                    c.inbuf.truncate(filled);
+                    return Err(e);
+                }
+            };
+            c.inbuf.truncate(filled + n);
+            // A short read emptied the socket: with edge-triggered epoll, data
+            // arriving from now on raises a new event, so the read(2) that
+            // would only say EAGAIN can be skipped: one syscall less per reply.
+            let drained = filled + n < cap;
+            let now = Instant::now();
+            let mut consumed = 0;
+            while c.inbuf.len() - consumed >= frame_len {
+                let Some(sent_at) = c.in_flight.pop_front() else {
+                    self.tally.mismatches += 1;
+                    let id = c.id;
+                    self.tally
+                        .error(|| format!("connection {id}: a reply to a frame never sent"));
+                    c.state = State::Done;
+                    return Ok(());
+                };
+                let frame = &c.inbuf[consumed..consumed + frame_len];
+                if !check_frame(frame, &self.pattern, self.size, c.id, c.next_recv) {
+                    self.tally.mismatches += 1;
+                    let (id, seq) = (c.id, c.next_recv);
+                    let head = &frame[..frame_len.min(16)];
+                    self.tally.error(|| {
+                        format!("connection {id}, frame {seq}: reply differs from the frame sent (starts {head:02x?})")
+                    });
+                    // The stream is out of step now: give up on this connection.
+                    c.state = State::Done;
+                    return Ok(());
+                }
+                consumed += frame_len;
+                c.next_recv += 1;
+                c.replies += 1;
+                if self
+                    .phases
+                    .is_some_and(|p| now >= p.measure && now < p.stop)
+                {
+                    self.tally.frames += 1;
+                    let ns = now.duration_since(sent_at).as_nanos() as u64;
+                    self.tally.hist.saturating_record(ns.max(1));
+                }
+            }
+            c.inbuf.drain(..consumed);
+            // A reply longer than what we sent would only show up as a mismatch
+            // later; a header announcing another size is caught right away.
+            if c.inbuf.len() >= HEADER_LEN
+                && c.inbuf[..HEADER_LEN] != (self.size as u32).to_le_bytes()
+            {
+                self.tally.mismatches += 1;
+                let id = c.id;
+                self.tally
+                    .error(|| format!("connection {id}: reply with a wrong length header"));
+                c.state = State::Done;
+                return Ok(());
+            }
+            if drained {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Tops the connection up to `depth` frames in flight and writes what it can.
+    fn write(&mut self, token: usize) -> io::Result<()> {
+        let c = &mut self.conns[token];
+        if !matches!(c.state, State::Open) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let limit = if c.idle { 1 } else { u64::MAX };
+        if self.phases.is_none_or(|p| now < p.stop) {
+            while c.in_flight.len() < self.depth && c.next_send < limit {
+                push_frame(&mut c.out, &self.pattern, self.size, c.id, c.next_send);
+                c.next_send += 1;
+                c.in_flight.push_back(now);
+            }
+        }
+        while c.written < c.out.len() {
+            match c.stream.write(&c.out[c.written..]) {
+                Ok(n) => c.written += n,
+                // The rest goes out on the next writable event.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        c.out.clear();
+        c.written = 0;
+        Ok(())
+    }
+}
+
+/// After a writable event on a connecting socket: has the connection been
+/// established (`true`), is it still pending (`false`), or did it fail?
+fn connected(stream: &TcpStream) -> io::Result<bool> {
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    match stream.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_check_only_against_themselves() {
+        let pattern = pattern();
+        for size in [0, 1, 7, 8, 9, 64, MAX_MSG] {
+            let mut out = Vec::new();
+            push_frame(&mut out, &pattern, size, 3, 10);
+            assert_eq!(out.len(), HEADER_LEN + size);
+            assert!(check_frame(&out, &pattern, size, 3, 10));
+            if size > 0 {
+                // Another frame of the same connection, or another connection's.
+                assert!(!check_frame(&out, &pattern, size, 3, 11), "size {size}");
+                assert!(!check_frame(&out, &pattern, size, 4, 10), "size {size}");
+                let mut corrupt = out.clone();
+                *corrupt.last_mut().unwrap() ^= 1;
+                assert!(!check_frame(&corrupt, &pattern, size, 3, 10), "size {size}");
+            }
+        }
+    }
+}
