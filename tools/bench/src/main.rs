@@ -417,6 +417,7 @@ fn run_one(
         ("--secs", t.secs.to_string()),
         ("--drain", t.drain.to_string()),
         ("--threads", threads.to_string()),
+        ("--server-pid", running.pid().to_string()),
     ]
     .into_iter()
     .flat_map(|(k, v)| [k.to_string(), v])

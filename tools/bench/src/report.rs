@@ -28,6 +28,8 @@ pub struct Cell {
     pub p99: f64,
     pub p999: f64,
     pub loadgen_cpu: f64,
+    /// Server CPU time per echoed frame, ns: its cost, whoever was the bottleneck.
+    pub server_ns_per_frame: f64,
     /// Highest peak RSS of the server over the repetitions, kB.
     pub hwm_kb: Option<u64>,
     /// Repetitions that stalled, of how many.
@@ -116,6 +118,7 @@ impl Summary {
                             p99: m(|r| r.latency_us.p99),
                             p999: m(|r| r.latency_us.p999),
                             loadgen_cpu: m(|r| r.loadgen_cpu),
+                            server_ns_per_frame: m(|r| r.server_ns_per_frame().unwrap_or(f64::NAN)),
                             hwm_kb: runs.iter().filter_map(|r| r.hwm_kb).max(),
                             stalled_reps,
                             reps_run: runs.len(),
@@ -233,6 +236,17 @@ impl Summary {
                 .collect();
             s += &table(&header, std::iter::once(row));
         }
+        s += "\nServer CPU time per echoed frame, ns (lower is better). When the load generator is the limit, throughput ties; this still shows what each frame costs the server:\n\n";
+        let rows = self.points.iter().zip(&self.cells).map(|(p, row)| {
+            [p.label(), p.what.to_string()]
+                .into_iter()
+                .chain(
+                    row.iter()
+                        .map(|c| cell_text(c, format!("{:.0}", c.server_ns_per_frame))),
+                )
+                .collect()
+        });
+        s += &table(&header, rows);
         s += "\nThe load generator's own CPU, cores (near 1.00 per loadgen thread: it, not the server, may have been the limit):\n\n";
         let rows = self.points.iter().zip(&self.cells).map(|(p, row)| {
             [p.label(), p.what.to_string()]
@@ -329,13 +343,13 @@ fn table(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> String {
 /// One row per (server, point) with the medians.
 pub fn write_csv(path: &Path, summary: &Summary) -> Result<()> {
     let mut s = String::from(
-        "server,conns,idle,depth,size,status,reps_ok,frames_per_sec,mb_per_sec,p50_us,p99_us,p999_us,loadgen_cpu,server_peak_rss_kb\n",
+        "server,conns,idle,depth,size,status,reps_ok,frames_per_sec,mb_per_sec,p50_us,p99_us,p999_us,loadgen_cpu,server_ns_per_frame,server_peak_rss_kb\n",
     );
     for (p, row) in summary.points.iter().zip(&summary.cells) {
         for (server, c) in summary.servers.iter().zip(row) {
             let _ = writeln!(
                 s,
-                "{server},{},{},{},{},{:?},{},{:.0},{:.2},{:.1},{:.1},{:.1},{:.2},{}",
+                "{server},{},{},{},{},{:?},{},{:.0},{:.2},{:.1},{:.1},{:.1},{:.2},{:.0},{}",
                 p.conns,
                 p.idle,
                 p.depth,
@@ -348,6 +362,7 @@ pub fn write_csv(path: &Path, summary: &Summary) -> Result<()> {
                 c.p99,
                 c.p999,
                 c.loadgen_cpu,
+                c.server_ns_per_frame,
                 c.hwm_kb.map(|v| v.to_string()).unwrap_or_default()
             );
         }

@@ -70,6 +70,8 @@ pub struct Config {
     /// How long to wait for the last replies after the window closes.
     pub drain: Duration,
     pub threads: usize,
+    /// The server's process id, to measure the CPU it uses during the window.
+    pub server_pid: Option<u32>,
 }
 
 /// What happened. Rates cover the measured window only.
@@ -109,6 +111,18 @@ pub struct Report {
     pub first_error: Option<String>,
     /// CPU used by the load generator during the window, in cores (1.0 = one core busy).
     pub loadgen_cpu: f64,
+    /// CPU used by the server during the window, in cores, if its pid was given.
+    #[serde(default)]
+    pub server_cpu: Option<f64>,
+}
+
+impl Report {
+    /// Server CPU time per echoed frame, in nanoseconds: what a frame costs
+    /// the server, whichever side was the bottleneck.
+    pub fn server_ns_per_frame(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.frames > 0).then(|| cpu * self.secs * 1e9 / self.frames as f64)
+    }
 }
 
 /// Round-trip times of the frames answered in the window, in microseconds.
@@ -152,6 +166,9 @@ impl Report {
             self.addr, self.conns, self.idle, self.depth, self.size, self.frames_per_sec, self.mb_per_sec,
             l.p50, l.p99, l.p999, self.loadgen_cpu
         );
+        if let (Some(cpu), Some(ns)) = (self.server_cpu, self.server_ns_per_frame()) {
+            s += &format!(", server cpu {cpu:.2} cores, {ns:.0} ns per frame");
+        }
         if self.stalled > 0 {
             s += &format!(
                 "\nSTALLED: {} of {} connections got no reply",
@@ -258,10 +275,17 @@ pub fn run(config: &Config) -> Result<Report> {
 
     // Measure our own CPU over the window: sleeping here only decides *when*
     // to sample, the workers are driven by their own clocks.
+    // The server's CPU too, over the same window, if we know its pid.
     sleep_until(phases.measure);
     let cpu_before = cpu_time()?;
+    let server_before = config.server_pid.and_then(process_cpu_time);
     sleep_until(phases.stop);
-    let cpu = (cpu_time()? - cpu_before).as_secs_f64() / config.secs.as_secs_f64();
+    let window = config.secs.as_secs_f64();
+    let cpu = (cpu_time()? - cpu_before).as_secs_f64() / window;
+    let server_cpu = match (server_before, config.server_pid.and_then(process_cpu_time)) {
+        (Some(before), Some(after)) => Some((after - before).as_secs_f64() / window),
+        _ => None,
+    };
 
     let mut total = Tally::new();
     for handle in handles {
@@ -269,7 +293,9 @@ pub fn run(config: &Config) -> Result<Report> {
         total.merge(tally)?;
     }
     let ramp_secs = (ramp_end - start).as_secs_f64();
-    Ok(total.report(config, threads, ramp_secs, cpu))
+    let mut report = total.report(config, threads, ramp_secs, cpu);
+    report.server_cpu = server_cpu;
+    Ok(report)
 }
 
 fn sleep_until(t: Instant) {
@@ -283,6 +309,20 @@ fn cpu_time() -> Result<Duration> {
     let d =
         |tv: nix::sys::time::TimeVal| Duration::new(tv.tv_sec() as u64, tv.tv_usec() as u32 * 1000);
     Ok(d(usage.user_time()) + d(usage.system_time()))
+}
+
+/// CPU time of another process, summed over its threads, from
+/// `/proc/PID/task/TID/schedstat` (nanoseconds on the CPU: finer than the
+/// 10 ms ticks of `/proc/PID/stat`); `None` if it is gone or unreadable.
+/// Threads that exit during the window are missed: none of our servers'
+/// threads do while connections stay open.
+fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -450,6 +490,7 @@ impl Tally {
             lost: self.lost,
             first_error: self.first_error,
             loadgen_cpu,
+            server_cpu: None,
         }
     }
 }

@@ -49,6 +49,9 @@ struct Args {
     /// Print the report as one JSON object instead of a human line.
     #[arg(long)]
     json: bool,
+    /// The server's pid: also report the CPU it uses during the window.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn main() -> Result<ExitCode> {
@@ -65,6 +68,7 @@ fn main() -> Result<ExitCode> {
         secs: secs(args.secs)?,
         drain: secs(args.drain)?,
         threads: args.threads,
+        server_pid: args.server_pid,
     };
     let report = loadgen::run(&config)?;
     if args.json {

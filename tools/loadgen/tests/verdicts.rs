@@ -40,6 +40,7 @@ fn config(addr: SocketAddr) -> Config {
         secs: Duration::from_millis(200),
         drain: Duration::from_millis(300),
         threads: 2,
+        server_pid: None,
     }
 }
 

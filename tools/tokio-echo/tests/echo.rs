@@ -90,6 +90,7 @@ fn loadgen_verifies_every_reply() {
         secs: Duration::from_millis(300),
         drain: Duration::from_millis(500),
         threads: 2,
+        server_pid: None,
     })
     .unwrap();
     assert_eq!(report.verdict(), Verdict::Ok, "{}", report.summary());
