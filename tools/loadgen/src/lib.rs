@@ -283,7 +283,8 @@ pub fn run(config: &Config) -> Result<Report> {
     let window = config.secs.as_secs_f64();
     let cpu = (cpu_time()? - cpu_before).as_secs_f64() / window;
     let server_cpu = match (server_before, config.server_pid.and_then(process_cpu_time)) {
-        (Some(before), Some(after)) => Some((after - before).as_secs_f64() / window),
+        // A thread that exited meanwhile takes its time with it: no answer then.
+        (Some(before), Some(after)) => after.checked_sub(before).map(|d| d.as_secs_f64() / window),
         _ => None,
     };
 
