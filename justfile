@@ -65,3 +65,7 @@ book-check:
 # Benchmark every server against tokio (≈7 min; --quick for a smoke run): just bench --quick
 bench *args:
     cargo run --release -p bench -- "$@"
+
+# Copy the last `just bench` run (bench-out/) into the book's Benchmarks chapter.
+bench-publish:
+    bash book/publish-bench.sh
