@@ -240,10 +240,18 @@ impl Summary {
         let rows = self.points.iter().zip(&self.cells).map(|(p, row)| {
             [p.label(), p.what.to_string()]
                 .into_iter()
-                .chain(
-                    row.iter()
-                        .map(|c| cell_text(c, format!("{:.0}", c.server_ns_per_frame))),
-                )
+                .chain(row.iter().map(|c| {
+                    // No figure when a server thread exited mid-window (see loadgen).
+                    let ns = c.server_ns_per_frame;
+                    cell_text(
+                        c,
+                        if ns.is_finite() {
+                            format!("{ns:.0}")
+                        } else {
+                            "–".into()
+                        },
+                    )
+                }))
                 .collect()
         });
         s += &table(&header, rows);
