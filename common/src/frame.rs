@@ -9,12 +9,14 @@ use std::io::{self, ErrorKind, Read, Write};
 
 use crate::signals;
 
+// ANCHOR: limits
 /// Largest payload a frame may carry. A longer announced length closes the connection.
 pub const MAX_MSG: usize = 4096;
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
 /// Largest whole frame: header plus the largest payload.
 pub const MAX_FRAME: usize = HEADER_LEN + MAX_MSG;
+// ANCHOR_END: limits
 
 // ANCHOR: parse
 /// What the bytes received so far hold at their start.

@@ -11,6 +11,7 @@ use crate::harness::{frame, Client, Options, Server};
 /// How long a client may wait for a reply while another client misbehaves.
 const PROMPT: Duration = Duration::from_millis(1000);
 
+// ANCHOR: test_idle_half_header
 pub fn idle_client_with_half_a_header_does_not_delay_others(bin: &str) {
     let server = Server::start(bin);
     let mut idle = server.connect();
@@ -23,6 +24,7 @@ pub fn idle_client_with_half_a_header_does_not_delay_others(bin: &str) {
     idle.send(&[0, 0, b'a', b'b', b'c']);
     assert_eq!(idle.recv_frame(), b"abc");
 }
+// ANCHOR_END: test_idle_half_header
 
 /// 200 clients connect at once, each pipelines 20 frames in one write, and
 /// each must get exactly its own 20 frames back, in order.

@@ -28,6 +28,7 @@ pub fn largest_frame(bin: &str) {
     server.connect().assert_echo(&payload);
 }
 
+// ANCHOR: test_pipelined
 /// 300 frames of random sizes in a single write, read back by another thread:
 /// the server must cut a byte stream into frames wherever the reads split it.
 pub fn pipelined_random_frames_in_one_write(bin: &str) {
@@ -53,7 +54,9 @@ pub fn pipelined_random_frames_in_one_write(bin: &str) {
     }
     writer.join().unwrap();
 }
+// ANCHOR_END: test_pipelined
 
+// ANCHOR: test_one_byte
 pub fn frame_sent_one_byte_at_a_time(bin: &str) {
     let server = Server::start(bin);
     let mut client = server.connect();
@@ -63,6 +66,7 @@ pub fn frame_sent_one_byte_at_a_time(bin: &str) {
     }
     assert_eq!(client.recv_exact(request.len()), request);
 }
+// ANCHOR_END: test_one_byte
 
 // ANCHOR: test_oversized
 fn oversized_length_closes_only_that_connection(bin: &str, announced: u32) {

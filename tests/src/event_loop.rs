@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::harness::{Client, Server};
 
+// ANCHOR: thousand
 pub fn thousand_simultaneous_connections(bin: &str) {
     let mut server = Server::start(bin);
     let mut clients: Vec<Client> = (0..1000).map(|_| server.connect()).collect();
@@ -16,6 +17,7 @@ pub fn thousand_simultaneous_connections(bin: &str) {
     drop(clients);
     server.assert_serves();
 }
+// ANCHOR_END: thousand
 
 // ANCHOR: test_sigint_idle
 pub fn sigint_while_idle_exits_within_a_second(bin: &str) {

@@ -36,6 +36,7 @@ pub fn serves_clients_one_after_another(bin: &str) {
     }
 }
 
+// ANCHOR: test_silent_oversized
 pub fn survives_silent_and_oversized_clients(bin: &str) {
     let mut server = Server::start(bin);
     // Connects and hangs up without a word: the read returns 0 (EOF).
@@ -47,6 +48,7 @@ pub fn survives_silent_and_oversized_clients(bin: &str) {
     server.assert_running();
     assert_eq!(hello(&server), REPLY);
 }
+// ANCHOR_END: test_silent_oversized
 
 pub fn sigint_exits_zero(bin: &str) {
     let mut server = Server::start(bin);

@@ -1,10 +1,13 @@
+// ANCHOR: suite
 conformance::suite!(env!("CARGO_BIN_EXE_ch04"), [echo]);
+// ANCHOR_END: suite
 
 use std::io::Read;
 use std::time::Duration;
 
 use conformance::harness::Server;
 
+// ANCHOR: second_client_waits
 /// The lesson of this chapter, pinned: while one client is connected, even
 /// idle, the next one is not served at all.
 #[test]
@@ -35,3 +38,4 @@ fn second_client_waits_for_the_first() {
         .unwrap();
     assert_eq!(second.recv_frame(), b"anyone there?");
 }
+// ANCHOR_END: second_client_waits
