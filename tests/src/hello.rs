@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::harness::Server;
 
+const IO_WAIT: Duration = Duration::from_secs(2);
+
 /// The fixed reply ch03 sends to whatever a client says.
 pub const REPLY: &[u8] = b"world";
 
@@ -23,10 +25,10 @@ fn hello(server: &Server) -> Vec<u8> {
 pub fn replies_once_and_closes(bin: &str) {
     let server = Server::start(bin);
     assert_eq!(hello(&server), REPLY);
-    assert!(
-        server.stderr().contains("hello"),
-        "the server logs what the client said"
-    );
+    // The log line travels through a pipe and a reader thread: wait for it.
+    server.eventually(IO_WAIT, "the server logs what the client said", |s| {
+        s.stderr().contains("client says: hello")
+    });
 }
 
 pub fn serves_clients_one_after_another(bin: &str) {

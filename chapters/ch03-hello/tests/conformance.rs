@@ -1,6 +1,7 @@
 conformance::suite!(env!("CARGO_BIN_EXE_ch03"), [hello]);
 
 use std::process::Command;
+use std::time::Duration;
 
 use conformance::harness::Server;
 
@@ -14,5 +15,7 @@ fn client_prints_the_reply() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "server says: world\n");
-    assert!(server.stderr().contains("client says: hi there"));
+    server.eventually(Duration::from_secs(2), "the server logs the message", |s| {
+        s.stderr().contains("client says: hi there")
+    });
 }
