@@ -13,7 +13,8 @@
 //! - `echo`: framing, every kind of bad input, signals (all echo servers);
 //! - `concurrent`: clients are served independently, a flood stalls no one
 //!   and grows no memory (ch05 onwards);
-//! - `event_loop`: a thousand connections on one thread, prompt stop (ch06 onwards).
+//! - `event_loop`: a thousand connections on one thread, prompt stop (ch06 onwards);
+//! - `scale`: a 10,000-frame burst, 10,000 quiet connections in little memory (ch08 onwards).
 //!
 //! Every test starts its own server on an ephemeral port, waits for its
 //! `listening on` line, and bounds every socket operation with a timeout.
@@ -23,6 +24,7 @@ pub mod echo;
 pub mod event_loop;
 pub mod harness;
 pub mod hello;
+pub mod scale;
 
 /// Generates one `#[test]` per case, grouped in a module per level.
 #[macro_export]
@@ -72,6 +74,12 @@ macro_rules! suite {
         $crate::suite!(@cases event_loop, $bin, [
             thousand_simultaneous_connections,
             sigint_while_idle_exits_within_a_second,
+        ]);
+    };
+    (@level scale, $bin:expr) => {
+        $crate::suite!(@cases scale, $bin, [
+            ten_thousand_pipelined_frames_come_back_in_order,
+            ten_thousand_idle_connections_cost_little_memory,
         ]);
     };
     (@cases $level:ident, $bin:expr, [$($case:ident),+ $(,)?]) => {
