@@ -1,81 +1,274 @@
-//! Command-line flags shared by every server: `--addr HOST:PORT` plus any
-//! chapter-specific `--name value` options.
+//! The command line every server shares: `--addr HOST:PORT`, `-h`/`--help`,
+//! and the chapter's own options; and how a server reports a user error:
+//! one line on stderr, exit status 1.
+//!
+//! A chapter declares each option as it reads it, so `--help` lists exactly
+//! the options the chapter takes:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let mut args = common::args::Args::from_env("ch11", "echo server with idle timeouts");
+//! let idle_ms: u64 = args.option("idle-timeout-ms", "MS", "close connections idle this long", 60_000);
+//! let addr = args.finish()?; // prints the usage and exits on --help
+//! # Ok(()) }
+//! ```
 
-use std::net::SocketAddr;
+use std::fmt::{Display, Write as _};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
 use std::str::FromStr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 /// Where a server listens when no `--addr` is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
 
-/// The parsed command line: the listening address and the other `--name value`
-/// pairs, which a chapter claims with [`Args::take`] before calling [`Args::finish`].
-#[derive(Debug)]
+/// Said under every server's usage: what happens without being asked.
+const FOOTER: &str = "\
+At start the server raises its soft limit on open files (ulimit -n) to the hard limit.
+Logs go to stderr; ECHO_LOG=error|warn|info|debug chooses how much (default: info).";
+
+/// The command line, claimed option by option with [`Args::option`] and
+/// [`Args::flag`], then checked by [`Args::finish`].
 pub struct Args {
-    pub addr: SocketAddr,
-    options: Vec<(String, String)>,
+    program: String,
+    about: &'static str,
+    /// Arguments not claimed yet.
+    unclaimed: Vec<String>,
+    /// One line of usage per declared option.
+    usage: Vec<(String, String)>,
+    help: bool,
+    /// The first bad value, reported by `finish` unless `--help` was asked.
+    error: Option<anyhow::Error>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Serve on this address.
+    Serve(SocketAddr),
+    /// Print this usage text and exit successfully.
+    Help(String),
 }
 
 impl Args {
-    /// Parses the process's own arguments.
-    pub fn from_env() -> Result<Args> {
-        Args::parse(std::env::args().skip(1))
+    /// The process's own arguments. `about` is the one-line description
+    /// printed by `--help`.
+    pub fn from_env(program: &str, about: &'static str) -> Args {
+        Args::parse(program, about, std::env::args().skip(1))
     }
 
-    /// Parses `--addr HOST:PORT`, `--addr=HOST:PORT` and other `--name value` pairs.
-    /// Port 0 asks the kernel for any free port.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args> {
-        let mut addr = DEFAULT_ADDR.to_string();
-        let mut options = Vec::new();
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let Some(flag) = arg.strip_prefix("--") else {
-                bail!("unexpected argument {arg:?} (usage: --addr HOST:PORT)");
-            };
-            let (name, value) = match flag.split_once('=') {
-                Some((name, value)) => (name.to_string(), value.to_string()),
-                None => {
-                    let value = args
-                        .next()
-                        .with_context(|| format!("--{flag} needs a value"))?;
-                    (flag.to_string(), value)
+    pub fn parse(
+        program: &str,
+        about: &'static str,
+        args: impl IntoIterator<Item = String>,
+    ) -> Args {
+        let mut unclaimed: Vec<String> = args.into_iter().collect();
+        let given = unclaimed.len();
+        unclaimed.retain(|a| a != "-h" && a != "--help");
+        let mut args = Args {
+            program: program.to_string(),
+            about,
+            help: unclaimed.len() != given,
+            unclaimed,
+            usage: Vec::new(),
+            error: None,
+        };
+        args.declare(
+            "addr",
+            "HOST:PORT",
+            "where to listen; port 0 picks a free port, a name is resolved",
+            DEFAULT_ADDR,
+        );
+        args
+    }
+
+    fn declare(&mut self, name: &str, value: &str, help: &str, default: impl Display) {
+        let flag = if value.is_empty() {
+            format!("--{name}")
+        } else {
+            format!("--{name} {value}")
+        };
+        let default = default.to_string();
+        let help = if default.is_empty() {
+            help.to_string()
+        } else {
+            format!("{help} [default: {default}]")
+        };
+        self.usage.push((flag, help));
+    }
+
+    /// Claims `--name VALUE` (or `--name=VALUE`), returning `default` when
+    /// it is absent. A bad value is reported by [`Args::finish`].
+    pub fn option<T>(&mut self, name: &str, value: &str, help: &str, default: T) -> T
+    where
+        T: FromStr + Display,
+        T::Err: Display,
+    {
+        self.declare(name, value, help, &default);
+        match self.claim_last(name) {
+            Ok(None) => default,
+            Ok(Some(text)) => match text.parse() {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    self.fail(anyhow!("--{name} {text:?}: {e}"));
+                    default
                 }
-            };
-            if name == "addr" {
-                addr = value;
-            } else {
-                options.push((name, value));
+            },
+            Err(e) => {
+                self.fail(e);
+                default
             }
         }
-        let addr = addr
-            .parse()
-            .with_context(|| format!("--addr {addr:?} is not HOST:PORT, e.g. {DEFAULT_ADDR}"))?;
-        Ok(Args { addr, options })
     }
 
-    /// Removes `--name value` and parses the value; `None` if it was not given.
-    pub fn take<T>(&mut self, name: &str) -> Result<Option<T>>
-    where
-        T: FromStr,
-        T::Err: std::error::Error + Send + Sync + 'static,
-    {
-        let Some(i) = self.options.iter().position(|(n, _)| n == name) else {
+    /// Claims `--name`, an option without a value.
+    pub fn flag(&mut self, name: &str, help: &str) -> bool {
+        self.declare(name, "", help, "");
+        let flag = format!("--{name}");
+        let before = self.unclaimed.len();
+        self.unclaimed.retain(|a| *a != flag);
+        before != self.unclaimed.len()
+    }
+
+    /// The value of the last `--name`, as in most programs: a later flag
+    /// overrides an earlier one (a script's default, then the user's).
+    fn claim_last(&mut self, name: &str) -> Result<Option<String>> {
+        let mut last = None;
+        while let Some(value) = self.claim(name)? {
+            last = Some(value);
+        }
+        Ok(last)
+    }
+
+    fn claim(&mut self, name: &str) -> Result<Option<String>> {
+        let flag = format!("--{name}");
+        let with_value = format!("--{name}=");
+        let Some(i) = self
+            .unclaimed
+            .iter()
+            .position(|a| *a == flag || a.starts_with(&with_value))
+        else {
             return Ok(None);
         };
-        let (_, value) = self.options.remove(i);
-        let parsed = value
-            .parse()
-            .with_context(|| format!("--{name} {value:?} is not valid"))?;
-        Ok(Some(parsed))
+        let arg = self.unclaimed.remove(i);
+        if let Some(value) = arg.strip_prefix(&with_value) {
+            return Ok(Some(value.to_string()));
+        }
+        if i < self.unclaimed.len() {
+            Ok(Some(self.unclaimed.remove(i)))
+        } else {
+            bail!("{flag} needs a value")
+        }
     }
 
-    /// Fails on any option no one claimed, so a typo is an error, not a silent default.
-    pub fn finish(self) -> Result<SocketAddr> {
-        if let Some((name, _)) = self.options.first() {
-            bail!("unknown option --{name}");
+    fn fail(&mut self, error: anyhow::Error) {
+        self.error.get_or_insert(error);
+    }
+
+    /// Checks the command line: `--help`, then bad values, then anything
+    /// left unclaimed (a typo must be an error, not a silent default).
+    pub fn outcome(mut self) -> Result<Outcome> {
+        let addr = self.option("addr", "HOST:PORT", "", DEFAULT_ADDR.to_string());
+        self.usage.pop(); // declared first, in `parse`, to be listed first
+        if self.help {
+            return Ok(Outcome::Help(self.usage_text()));
         }
-        Ok(self.addr)
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if let Some(arg) = self.unclaimed.first() {
+            if arg.starts_with('-') {
+                bail!("unknown option {arg} (see --help)");
+            }
+            bail!("unexpected argument {arg:?} (see --help)");
+        }
+        Ok(Outcome::Serve(resolve(&addr)?))
+    }
+
+    /// [`Args::outcome`] for a server's `main`: on `--help` prints the usage
+    /// and exits with status 0; otherwise returns where to listen.
+    pub fn finish(self) -> Result<SocketAddr> {
+        match self.outcome()? {
+            Outcome::Serve(addr) => Ok(addr),
+            Outcome::Help(text) => {
+                let _ = io::stdout().write_all(text.as_bytes());
+                std::process::exit(0);
+            }
+        }
+    }
+
+    fn usage_text(&self) -> String {
+        let mut rows = self.usage.clone();
+        rows.push(("-h, --help".into(), "print this help and exit".into()));
+        let width = rows.iter().map(|(flag, _)| flag.len()).max().unwrap_or(0);
+        let mut text = format!(
+            "{}: {}\n\nUsage: {} [OPTIONS]\n\nOptions:\n",
+            self.program, self.about, self.program
+        );
+        for (flag, help) in rows {
+            let indent = if flag.starts_with("--") {
+                "      "
+            } else {
+                "  "
+            };
+            let _ = writeln!(text, "{indent}{flag:<width$}  {help}");
+        }
+        let _ = writeln!(text, "\n{FOOTER}");
+        text
+    }
+}
+
+/// Turns `HOST:PORT` into an address, resolving a host name (the first IPv4
+/// address it has, else the first address), with an error that says what
+/// is wrong with it.
+pub fn resolve(text: &str) -> Result<SocketAddr> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        bail!("--addr {text:?} is not HOST:PORT, e.g. {DEFAULT_ADDR}");
+    };
+    let port: u16 = port.parse().map_err(|_| match port.parse::<u64>() {
+        Ok(_) => anyhow!("--addr {text}: port {port} is out of range (0 to 65535)"),
+        Err(_) => anyhow!("--addr {text}: port {port:?} is not a number"),
+    })?;
+    // [::1]:1234 is how an IPv6 address and a port are written together.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("--addr {text}: cannot resolve host {host:?}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .with_context(|| format!("--addr {text}: host {host:?} has no address"))
+}
+
+/// Runs a server's real `main` and turns an error into one line on stderr
+/// and exit status 1: `ch09: cannot listen on 127.0.0.1:1234: Address
+/// already in use`. (Returning `anyhow::Result` from `main` would print
+/// `Error: ...` and, with `RUST_BACKTRACE=1` set, a backtrace: noise for a
+/// user who typed a wrong port.)
+pub fn run(main: impl FnOnce() -> Result<()>) -> ExitCode {
+    match main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let argv0 = std::env::args().next().unwrap_or_default();
+            let program = Path::new(&argv0)
+                .file_name()
+                .map_or("server".into(), |name| name.to_string_lossy());
+            // No unwrap: a broken stderr must not turn an error into a panic.
+            let _ = writeln!(io::stderr(), "{program}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -83,24 +276,83 @@ impl Args {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Args> {
-        Args::parse(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Args {
+        Args::parse("chXX", "a test", args.iter().map(|s| s.to_string()))
+    }
+
+    fn serve(args: Args) -> Result<SocketAddr> {
+        match args.outcome()? {
+            Outcome::Serve(addr) => Ok(addr),
+            Outcome::Help(_) => panic!("help"),
+        }
     }
 
     #[test]
     fn default_and_explicit_addr() {
-        assert_eq!(parse(&[]).unwrap().addr.to_string(), DEFAULT_ADDR);
-        assert_eq!(parse(&["--addr", "127.0.0.1:0"]).unwrap().addr.port(), 0);
-        assert_eq!(parse(&["--addr=127.0.0.1:7"]).unwrap().addr.port(), 7);
+        assert_eq!(serve(parse(&[])).unwrap().to_string(), DEFAULT_ADDR);
+        assert_eq!(serve(parse(&["--addr", "127.0.0.1:0"])).unwrap().port(), 0);
+        assert_eq!(serve(parse(&["--addr=127.0.0.1:7"])).unwrap().port(), 7);
+        let last = serve(parse(&["--addr", "127.0.0.1:0", "--addr", "127.0.0.1:5"]));
+        assert_eq!(last.unwrap().port(), 5, "the last --addr wins");
+        assert_eq!(
+            serve(parse(&["--addr", "[::1]:8"])).unwrap().to_string(),
+            "[::1]:8"
+        );
+        let local = serve(parse(&["--addr", "localhost:9"])).unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 9);
     }
 
     #[test]
     fn options_are_claimed_or_rejected() {
-        let mut args = parse(&["--idle-timeout-ms", "500"]).unwrap();
-        assert_eq!(args.take::<u64>("idle-timeout-ms").unwrap(), Some(500));
-        assert!(args.finish().is_ok());
-        assert!(parse(&["--bogus", "1"]).unwrap().finish().is_err());
-        assert!(parse(&["--addr", "nonsense"]).is_err());
-        assert!(parse(&["stray"]).is_err());
+        let mut args = parse(&["--idle-timeout-ms", "500", "--pin"]);
+        assert_eq!(args.option("idle-timeout-ms", "MS", "", 1u64), 500);
+        assert!(args.flag("pin", ""));
+        assert!(serve(args).is_ok());
+        let mut args = parse(&[]);
+        assert_eq!(args.option("idle-timeout-ms", "MS", "", 1u64), 1);
+        assert!(!args.flag("pin", ""));
+
+        let error = |args: &[&str]| format!("{:#}", serve(parse(args)).unwrap_err());
+        assert_eq!(
+            error(&["--bogus", "1"]),
+            "unknown option --bogus (see --help)"
+        );
+        assert_eq!(
+            error(&["stray"]),
+            "unexpected argument \"stray\" (see --help)"
+        );
+        assert_eq!(error(&["--addr"]), "--addr needs a value");
+        assert!(error(&["--addr", "nonsense"]).contains("is not HOST:PORT"));
+        assert_eq!(
+            error(&["--addr", "127.0.0.1:99999"]),
+            "--addr 127.0.0.1:99999: port 99999 is out of range (0 to 65535)"
+        );
+        assert!(error(&["--addr", "no-such-host.invalid:1"])
+            .starts_with("--addr no-such-host.invalid:1: cannot resolve host"));
+        let mut args = parse(&["--idle-timeout-ms", "soon"]);
+        args.option("idle-timeout-ms", "MS", "", 1u64);
+        assert_eq!(
+            format!("{:#}", serve(args).unwrap_err()),
+            "--idle-timeout-ms \"soon\": invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn help_lists_every_option_and_wins_over_errors() {
+        for help in ["-h", "--help"] {
+            let mut args = parse(&[help, "--idle-timeout-ms", "soon", "--bogus"]);
+            args.option("idle-timeout-ms", "MS", "close idle connections", 60_000u64);
+            let Outcome::Help(text) = args.outcome().unwrap() else {
+                panic!("no help");
+            };
+            assert!(text.contains("Usage: chXX [OPTIONS]"), "{text}");
+            assert!(text.contains("--addr HOST:PORT"), "{text}");
+            assert!(text.contains("[default: 127.0.0.1:1234]"), "{text}");
+            assert!(
+                text.contains("--idle-timeout-ms MS  close idle connections [default: 60000]"),
+                "{text}"
+            );
+            assert!(text.contains("-h, --help"), "{text}");
+        }
     }
 }

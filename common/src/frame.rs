@@ -1,13 +1,13 @@
 //! The wire format: a frame is a 4-byte little-endian length, then that many
 //! payload bytes. The echo reply to a frame is the identical frame.
 //!
-//! Two ways to read frames live here: blocking [`read_frame`] / [`write_frame`]
-//! for the blocking chapters, and the incremental [`parse_frame`] for event
-//! loops, which only ever see "the bytes that have arrived so far".
+//! Two ways to read frames live here: [`read_frame`] / [`write_frame`] on any
+//! `Read`/`Write` (a blocking socket), and the incremental [`parse_frame`]
+//! for event loops, which only ever see "the bytes that have arrived so far".
+//! The codec knows nothing of sockets or signals: a blocking server that must
+//! notice Ctrl-C wraps its stream in [`crate::signals::Stoppable`].
 
 use std::io::{self, ErrorKind, Read, Write};
-
-use crate::signals;
 
 // ANCHOR: limits
 /// Largest payload a frame may carry. A longer announced length closes the connection.
@@ -89,7 +89,6 @@ pub fn read_frame(r: &mut impl Read, payload: &mut [u8; MAX_MSG]) -> io::Result<
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        stop_point()?;
         match r.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -103,47 +102,15 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 // ANCHOR: write_frame
 /// Writes the frame carrying `payload`, header and payload in one buffer so a
-/// small frame costs one `write` system call.
+/// small frame costs one `write` system call (and one TCP segment).
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
     let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
     encode_frame(payload, &mut frame);
-    let mut sent = 0;
-    while sent < frame.len() {
-        // A *short write* sends only part of the buffer (the socket's send
-        // buffer was nearly full); loop until the whole frame is out.
-        stop_point()?;
-        match w.write(&frame[sent..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    // write_all loops over *short writes*: a write may take only part of the
+    // buffer (the socket's send buffer was nearly full).
+    w.write_all(&frame)
 }
 // ANCHOR_END: write_frame
-
-// ANCHOR: eintr
-/// Called before every blocking `read` or `write`. A blocked call that a
-/// signal handler interrupts fails with `EINTR`; the loops above then come
-/// back here, and we either carry on or, if the signal asked the server to
-/// stop, give up with `Interrupted`. (std's `read_exact` and `write_all`
-/// retry `EINTR` silently, which would leave a server deaf to Ctrl-C until
-/// its client spoke: that is why we loop by hand.)
-///
-/// Checking *before* the call matters too: a signal that lands between two
-/// calls interrupts nothing, so without this check the next `read` would
-/// wait for the client. A window of a few instructions remains between the
-/// check and the system call; chapter 6 closes it for good by turning the
-/// signal into a file descriptor it waits on together with the sockets.
-fn stop_point() -> io::Result<()> {
-    if signals::stop_requested() {
-        Err(ErrorKind::Interrupted.into())
-    } else {
-        Ok(())
-    }
-}
-// ANCHOR_END: eintr
 
 #[cfg(test)]
 mod tests {

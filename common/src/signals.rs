@@ -6,7 +6,7 @@
 //! - event loops turn the signals into a readable file descriptor
 //!   ([`stop_signalfd`]) and wait for it like for any socket.
 
-use std::io;
+use std::io::{self, ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
@@ -45,6 +45,60 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 // ANCHOR_END: handler
+
+// ANCHOR: stoppable
+/// A blocking stream that gives up when a stop is requested.
+///
+/// A signal that arrives while the thread is blocked in `read` or `write`
+/// makes the call fail with `EINTR` (the handler has no `SA_RESTART`); we
+/// then check the flag and either stop or call again. std's `read_exact` and
+/// `write_all` would retry `EINTR` silently, leaving a server deaf to Ctrl-C
+/// until its client spoke: that is why this wrapper sits *under* them.
+///
+/// It also checks *before* each call: a signal that lands between two calls
+/// interrupts nothing, and without the check the next `read` would wait for
+/// the client. A window of a few instructions remains between the check and
+/// the system call; the event loops close it for good by waiting for the
+/// signal as a file descriptor ([`stop_signalfd`]).
+pub struct Stoppable<S>(pub S);
+
+/// The error a [`Stoppable`] stream returns once a stop is requested.
+pub fn is_stop(e: &io::Error) -> bool {
+    e.kind() == ErrorKind::Other && e.to_string() == STOPPING
+}
+
+const STOPPING: &str = "stopping: SIGINT or SIGTERM received";
+
+impl<S> Stoppable<S> {
+    fn call<T>(&mut self, mut f: impl FnMut(&mut S) -> io::Result<T>) -> io::Result<T> {
+        loop {
+            if stop_requested() {
+                return Err(io::Error::other(STOPPING));
+            }
+            match f(&mut self.0) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+        }
+    }
+}
+
+impl<S: Read> Read for Stoppable<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.call(|s| s.read(buf))
+    }
+}
+
+impl<S: Write> Write for Stoppable<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.call(|s| s.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.call(|s| s.flush())
+    }
+}
+// ANCHOR_END: stoppable
 
 // ANCHOR: signalfd
 /// Blocks SIGINT and SIGTERM and returns a descriptor that becomes readable

@@ -1,7 +1,5 @@
 //! Level `event_loop`: one thread, many connections, bounded memory.
 
-use std::time::Duration;
-
 use crate::harness::{Client, Server};
 
 // ANCHOR: thousand
@@ -18,13 +16,3 @@ pub fn thousand_simultaneous_connections(bin: &str) {
     server.assert_serves();
 }
 // ANCHOR_END: thousand
-
-// ANCHOR: test_sigint_idle
-pub fn sigint_while_idle_exits_within_a_second(bin: &str) {
-    let mut server = Server::start(bin);
-    let client = server.connect();
-    server.assert_serves();
-    server.assert_stops_cleanly_on(libc::SIGINT, Duration::from_secs(1));
-    drop(client);
-}
-// ANCHOR_END: test_sigint_idle

@@ -30,6 +30,13 @@ pub struct Options<'a> {
     pub args: &'a [&'a str],
     /// `RLIMIT_NOFILE` for the server process.
     pub max_open_files: Option<u64>,
+    /// The soft `RLIMIT_NOFILE` alone, the hard limit left as it is.
+    pub soft_open_files: Option<u64>,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+    /// Start the server with stderr a pipe whose reader has gone, as under
+    /// `server 2>&1 | head -1` once `head` has exited.
+    pub broken_stderr: bool,
 }
 
 impl Server {
@@ -45,14 +52,20 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(limit) = options.max_open_files {
+        cmd.envs(options.env.iter().copied());
+        let limits = match (options.max_open_files, options.soft_open_files) {
+            (Some(limit), _) => Some((limit, limit)),
+            (None, Some(soft)) => Some((soft, hard_open_file_limit())),
+            (None, None) => None,
+        };
+        if let Some((soft, hard)) = limits {
             // SAFETY: runs in the forked child before exec; setrlimit is
             // async-signal-safe and touches no memory shared with the parent.
             unsafe {
                 cmd.pre_exec(move || {
                     let rlim = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
+                        rlim_cur: soft,
+                        rlim_max: hard,
                     };
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
                         return Err(io::Error::last_os_error());
@@ -67,13 +80,18 @@ impl Server {
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-            }
-        });
+        if options.broken_stderr {
+            // Closing the only read end: every write to it fails with EPIPE.
+            drop(pipe);
+        } else {
+            let sink = stderr.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
 
         // Wait for the `listening on` line: the only synchronisation needed.
         let stdout = child.stdout.take().unwrap();
@@ -239,6 +257,55 @@ fn raise_open_file_limit() {
             }
         }
     });
+}
+
+fn hard_open_file_limit() -> u64 {
+    let mut rlim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    rlim.rlim_max
+}
+
+/// Runs `bin` with `args` to completion, for what it prints and how it
+/// exits, killing it if it takes longer than `timeout` (a server that does
+/// not know `--help` starts serving instead of exiting).
+pub fn run_bounded(
+    bin: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> std::process::Output {
+    let child = Command::new(bin)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is
+            // our child, not yet waited for, so it cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = tx.send(());
+    watchdog.join().unwrap();
+    assert!(
+        output.status.signal() != Some(libc::SIGKILL),
+        "`{bin} {}` still ran after {timeout:?}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// A client connection with every wait bounded by [`IO_TIMEOUT`].

@@ -19,12 +19,15 @@
 //! Every test starts its own server on an ephemeral port, waits for its
 //! `listening on` line, and bounds every socket operation with a timeout.
 
+pub mod cli;
 pub mod concurrent;
 pub mod echo;
 pub mod event_loop;
+pub mod graceful;
 pub mod harness;
 pub mod hello;
 pub mod scale;
+pub mod wire;
 
 /// Generates one `#[test]` per case, grouped in a module per level.
 #[macro_export]
@@ -73,7 +76,32 @@ macro_rules! suite {
     (@level event_loop, $bin:expr) => {
         $crate::suite!(@cases event_loop, $bin, [
             thousand_simultaneous_connections,
-            sigint_while_idle_exits_within_a_second,
+        ]);
+    };
+    (@level cli, $bin:expr) => {
+        $crate::suite!(@cases cli, $bin, [
+            help_lists_every_option,
+            user_errors_are_one_clear_line,
+            addr_accepts_a_host_name,
+        ]);
+    };
+    (@level wire, $bin:expr) => {
+        $crate::suite!(@cases wire, $bin, [
+            small_pipelined_frames_are_answered_at_once,
+            good_frame_then_bad_length_in_one_write,
+            urgent_data_does_not_stall_the_connection,
+            broken_stderr_never_stops_the_server,
+            raises_its_open_file_limit,
+            accept_errors_do_not_strand_clients,
+        ]);
+    };
+    (@level graceful, $bin:expr) => {
+        $crate::suite!(@cases graceful, $bin, [
+            stop_answers_every_frame_received,
+            stop_after_a_flood_ends_with_eof_not_reset,
+            stop_does_not_wait_past_the_grace_period,
+            idle_client_sees_eof_and_the_server_exits_when_it_leaves,
+            help_shows_the_grace_period,
         ]);
     };
     (@level scale, $bin:expr) => {

@@ -9,21 +9,28 @@ use std::io;
 use std::mem;
 use std::net::{SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::ExitCode;
 
-use anyhow::{bail, Result};
-use common::{args::Args, net, signals};
+use anyhow::{bail, Context, Result};
+use common::{args::Args, info, net, signals, warn};
 
 /// What the server answers, whatever the client said.
 const REPLY: &[u8] = b"world";
 
-fn main() -> Result<()> {
-    let addr = Args::from_env()?.finish()?;
+fn main() -> ExitCode {
+    common::args::run(serve)
+}
+
+fn serve() -> Result<()> {
+    let addr =
+        Args::from_env("ch03", "answers \"world\" to every client, then hangs up").finish()?;
+    net::raise_fd_limit()?;
     // Ctrl-C must interrupt a blocked accept or read: see common::signals.
     signals::install_stop_handler()?;
     let SocketAddr::V4(addr) = addr else {
         bail!("ch03 speaks IPv4 only, got {addr}");
     };
-    let listener = listen(addr)?;
+    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     // std's local_addr is getsockname(2): with port 0 it tells which port the kernel chose.
     net::announce(&TcpListener::from(listener.try_clone()?))?;
 
@@ -43,7 +50,7 @@ fn main() -> Result<()> {
             let err = io::Error::last_os_error();
             // EINTR: a signal arrived while we waited; the loop condition decides.
             if err.kind() != io::ErrorKind::Interrupted {
-                eprintln!("accept: {err}");
+                warn!("accept: {err}");
             }
             continue;
         }
@@ -51,11 +58,12 @@ fn main() -> Result<()> {
         // OwnedFd closes it when `conn` goes out of scope.
         let conn = unsafe { OwnedFd::from_raw_fd(fd) };
         if let Err(err) = say_hello(conn.as_raw_fd()) {
-            eprintln!("connection: {err}");
+            // A client that resets is its own business: say it, quietly.
+            common::debug!("connection: {err}");
         }
     }
     // ANCHOR_END: accept_loop
-    eprintln!("stopping");
+    info!("stopping");
     Ok(())
 }
 
@@ -117,7 +125,7 @@ fn say_hello(conn: RawFd) -> io::Result<()> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    eprintln!(
+    info!(
         "client says: {}",
         String::from_utf8_lossy(&buf[..n as usize])
     );
@@ -125,7 +133,9 @@ fn say_hello(conn: RawFd) -> io::Result<()> {
     // MSG_NOSIGNAL: if the client has gone, fail with EPIPE instead of raising
     // SIGPIPE, whose default action kills the process. (Rust's runtime already
     // ignores SIGPIPE before main; the flag says so where it matters.)
-    // A 5-byte write into an empty send buffer is never short; ch04 handles short writes.
+    // A 5-byte write into an empty send buffer is never short; ch04 handles
+    // short writes. And a first small segment is never held back by Nagle's
+    // algorithm, which waits only while earlier data is unacknowledged (ch04).
     // SAFETY: the pointer and length describe REPLY, a static.
     let sent = unsafe { libc::send(conn, REPLY.as_ptr().cast(), REPLY.len(), libc::MSG_NOSIGNAL) };
     if sent < 0 {

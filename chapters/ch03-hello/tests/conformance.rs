@@ -1,4 +1,4 @@
-conformance::suite!(env!("CARGO_BIN_EXE_ch03"), [hello]);
+conformance::suite!(env!("CARGO_BIN_EXE_ch03"), [hello, cli]);
 
 use std::process::Command;
 use std::time::Duration;

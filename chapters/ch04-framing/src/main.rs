@@ -6,44 +6,65 @@
 //! Still blocking, still one client at a time: while one client is connected,
 //! or merely idle, every other client waits in the listen backlog.
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::TcpStream;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use common::frame::{self, MAX_MSG};
-use common::{args::Args, net, signals};
+use common::net::{self, AcceptError};
+use common::signals::{self, Stoppable};
+use common::{args::Args, debug, info, warn};
+
+fn main() -> ExitCode {
+    common::args::run(serve_forever)
+}
 
 // ANCHOR: main
-fn main() -> Result<()> {
-    let addr = Args::from_env()?.finish()?;
+fn serve_forever() -> Result<()> {
+    let addr = Args::from_env(
+        "ch04",
+        "echoes length-prefixed frames, one client at a time",
+    )
+    .finish()?;
+    net::raise_fd_limit()?;
     signals::install_stop_handler()?;
     let listener = net::listen_and_announce(addr)?;
 
     while !signals::stop_requested() {
         let stream = match net::accept(&listener) {
             Ok(stream) => stream,
-            // A signal interrupted the wait; the loop condition decides.
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // EINTR (a signal: the loop condition decides), or a client
+            // that gave up while it waited in the backlog.
+            Err(AcceptError::Retry(_)) => continue,
             Err(e) => {
-                eprintln!("accept: {e}");
+                warn!("accept: {e}");
                 continue;
             }
         };
         // The whole server is busy with this one client until it leaves.
-        match serve(stream) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {} // stopping
-            Err(e) => eprintln!("closing connection: {e}"),
+        if let Err(e) = serve(stream) {
+            if !signals::is_stop(&e) {
+                // A reset, a bad frame, EOF mid-frame: the client's doing.
+                debug!("closing connection: {e}");
+            }
         }
     }
-    eprintln!("stopping");
+    // The socket of a client still connected is closed as we return; bytes
+    // it sent that we never read make that close a reset (chapter 6).
+    info!("stopping");
     Ok(())
 }
 // ANCHOR_END: main
 
 // ANCHOR: serve
 /// Echoes frames until the client closes the connection or breaks the protocol.
-fn serve(mut stream: TcpStream) -> io::Result<()> {
+fn serve(stream: TcpStream) -> io::Result<()> {
+    // One write per reply: without this, Nagle's algorithm holds back every
+    // reply sent while the one before is unacknowledged (see the chapter).
+    stream.set_nodelay(true)?;
+    // Ctrl-C must be able to interrupt us while we wait for this client.
+    let mut stream = Stoppable(stream);
     let mut payload = [0u8; MAX_MSG];
     while let Some(len) = frame::read_frame(&mut stream, &mut payload)? {
         frame::write_frame(&mut stream, &payload[..len])?;

@@ -1,5 +1,5 @@
 // ANCHOR: suite
-conformance::suite!(env!("CARGO_BIN_EXE_ch04"), [echo]);
+conformance::suite!(env!("CARGO_BIN_EXE_ch04"), [echo, cli, wire]);
 // ANCHOR_END: suite
 
 use std::io::Read;

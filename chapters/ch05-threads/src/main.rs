@@ -5,44 +5,97 @@
 //! switch for every message.
 
 use std::fs::File;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use common::frame::{self, MAX_MSG};
-use common::{args::Args, net, signals};
+use common::net::{self, AcceptError};
+use common::signals::{self, Stoppable};
+use common::{args::Args, debug, info, warn};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
 
+// ANCHOR: max_threads
+/// How many clients are served at once unless `--max-threads` says otherwise.
+///
+/// Each thread costs four memory mappings (its stack and guard page, and the
+/// alternate signal stack and guard page Rust gives every thread), and Linux
+/// allows a process 65,530 mappings (`vm.max_map_count`). At about 16,000
+/// threads the next one cannot set up its guard page, and Rust aborts the
+/// whole process. So we stop well short of that, and turn the rest away.
+const DEFAULT_MAX_THREADS: usize = 10_000;
+// ANCHOR_END: max_threads
+
+fn main() -> ExitCode {
+    common::args::run(serve_forever)
+}
+
 // ANCHOR: main
-fn main() -> Result<()> {
-    let addr = Args::from_env()?.finish()?;
+fn serve_forever() -> Result<()> {
+    let mut args = Args::from_env("ch05", "echoes frames, one thread per client");
+    let max_threads = args.option(
+        "max-threads",
+        "N",
+        "serve at most N clients at once; turn away the others",
+        DEFAULT_MAX_THREADS,
+    );
+    let addr = args.finish()?;
+    ensure!(max_threads > 0, "--max-threads must be at least 1");
+    net::raise_fd_limit()?;
     signals::install_stop_handler()?;
     let listener = net::listen_and_announce(addr)?;
     let mut spare_fd = Some(File::open("/dev/null")?);
+    let threads = Arc::new(AtomicUsize::new(0));
 
     while !signals::stop_requested() {
-        match net::accept(&listener) {
-            Ok(stream) => spawn_worker(stream),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if is_out_of_fds(&e) => {
-                if let Some(stream) = accept_with_spare_fd(&listener, &mut spare_fd) {
-                    spawn_worker(stream);
-                }
+        let stream = match net::accept(&listener) {
+            Ok(stream) => stream,
+            // EINTR (the loop condition decides), or a client that gave up.
+            Err(AcceptError::Retry(_)) => continue,
+            Err(AcceptError::NoFds(_)) => match accept_with_spare_fd(&listener, &mut spare_fd) {
+                Some(stream) => stream,
+                None => continue,
+            },
+            Err(e) => {
+                warn!("accept: {e}");
+                continue;
             }
-            Err(e) => eprintln!("accept: {e}"),
+        };
+        if threads.load(Ordering::Relaxed) >= max_threads {
+            // Closing at once is kinder than a client left waiting, and the
+            // clients already here keep their threads.
+            debug!("{max_threads} threads busy: turned a client away");
+            continue;
         }
+        spawn_worker(stream, &threads);
     }
-    // Returning from main ends the process, worker threads included: the
-    // kernel closes their sockets. Replies already written are delivered;
-    // a client in the middle of a frame simply sees the connection close.
-    eprintln!("stopping");
+    // Returning from main ends the process, worker threads included, and the
+    // kernel closes their sockets. A reply already written is delivered,
+    // unless the client had sent more that we never read: then the close is
+    // a reset, which discards it (chapter 6 stops gracefully).
+    info!("stopping");
     Ok(())
 }
 // ANCHOR_END: main
 
 // ANCHOR: spawn
-fn spawn_worker(stream: TcpStream) {
+/// Holds one unit of the thread count while a worker runs: dropped when
+/// the thread ends, however it ends.
+struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn spawn_worker(stream: TcpStream, threads: &Arc<AtomicUsize>) {
+    threads.fetch_add(1, Ordering::Relaxed);
+    let busy = Busy(threads.clone());
     // A new thread inherits the signal mask of its creator. Block SIGINT and
     // SIGTERM while spawning, so workers never take them: the kernel then
     // delivers them to the main thread, whose accept() fails with EINTR.
@@ -54,24 +107,30 @@ fn spawn_worker(stream: TcpStream) {
         Some(&mut previous),
     );
     let spawned = thread::Builder::new().spawn(move || {
+        let _busy = busy;
         if let Err(e) = serve(stream) {
-            eprintln!("closing connection: {e}");
+            if !signals::is_stop(&e) {
+                debug!("closing connection: {e}");
+            }
         }
     });
     if blocked.is_ok() {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
     }
-    // Out of memory or over the thread limit: the stream was dropped (closed)
-    // with the closure, and the server carries on.
+    // Out of memory or over a limit on threads (EAGAIN): the closure, with
+    // the stream and the count, was dropped, so the client is closed and
+    // the count is right.
     if let Err(e) = spawned {
-        eprintln!("cannot start a thread: {e}");
+        warn!("cannot start a thread: {e}");
     }
 }
 // ANCHOR_END: spawn
 
 // ANCHOR: serve
 /// Chapter 4's loop, unchanged: it only blocks this client's own thread now.
-fn serve(mut stream: TcpStream) -> io::Result<()> {
+fn serve(stream: TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut stream = Stoppable(stream);
     let mut payload = [0u8; MAX_MSG];
     while let Some(len) = frame::read_frame(&mut stream, &mut payload)? {
         frame::write_frame(&mut stream, &payload[..len])?;
@@ -81,10 +140,6 @@ fn serve(mut stream: TcpStream) -> io::Result<()> {
 // ANCHOR_END: serve
 
 // ANCHOR: emfile
-fn is_out_of_fds(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
 /// accept(2) reserves a descriptor before it takes a connection, so at the
 /// descriptor limit it fails at once, every time: the loop would spin at full
 /// CPU while clients wait in the backlog. So we keep one descriptor in
@@ -99,7 +154,7 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
     match accepted {
         Ok(stream) if spare_fd.is_some() => Some(stream),
         Ok(stream) => {
-            eprintln!("out of file descriptors: turning a client away");
+            warn!("out of file descriptors: turned a client away");
             drop(stream);
             *spare_fd = File::open("/dev/null").ok();
             None

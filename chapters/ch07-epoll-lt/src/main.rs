@@ -8,40 +8,51 @@
 
 use std::fs::File;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use common::args::Args;
 use common::frame::{parse_frame, Parse, MAX_FRAME};
-use common::net::{announce, listen, set_nonblocking};
+use common::log::count;
+use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
+use common::{debug, error, info, warn};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::socket::{accept4, send, MsgFlags, SockFlag};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::read;
 
 // ANCHOR: conn
 /// What a connection is doing, which decides what it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Reading requests: waits for the socket to be readable.
-    Req,
+    /// Waiting for requests: for the socket to be readable.
+    Reading,
     /// Sending a reply: waits for the socket to be writable.
-    Res,
+    Writing,
+    /// Every reply is sent and our side shut down; waits for the peer's EOF
+    /// before closing (see `close_gracefully`).
+    Closing,
     /// Finished, cleanly or not: the loop closes it.
-    End,
+    Done,
 }
 
 struct Conn {
     fd: OwnedFd,
     state: State,
-    /// Received bytes not yet answered: `rbuf[..rbuf_len]`.
-    rbuf: [u8; MAX_FRAME],
-    rbuf_len: usize,
-    /// The reply being sent: `wbuf[wbuf_sent..wbuf_len]` has yet to go.
-    wbuf: [u8; MAX_FRAME],
-    wbuf_len: usize,
-    wbuf_sent: usize,
+    /// Received bytes not yet answered: `incoming[..incoming_len]`.
+    incoming: [u8; MAX_FRAME],
+    incoming_len: usize,
+    /// The reply being sent: `reply[reply_sent..reply_len]` has yet to go.
+    reply: [u8; MAX_FRAME],
+    reply_len: usize,
+    reply_sent: usize,
+    /// How many more bytes we will read: no limit while serving; once the
+    /// requests are over (a bad frame, a stop), what had arrived by then.
+    read_limit: Option<usize>,
 }
 // ANCHOR_END: conn
 
@@ -51,12 +62,13 @@ impl Conn {
     fn new(fd: OwnedFd) -> Box<Conn> {
         Box::new(Conn {
             fd,
-            state: State::Req,
-            rbuf: [0; MAX_FRAME],
-            rbuf_len: 0,
-            wbuf: [0; MAX_FRAME],
-            wbuf_len: 0,
-            wbuf_sent: 0,
+            state: State::Reading,
+            incoming: [0; MAX_FRAME],
+            incoming_len: 0,
+            reply: [0; MAX_FRAME],
+            reply_len: 0,
+            reply_sent: 0,
+            read_limit: None,
         })
     }
 }
@@ -64,39 +76,36 @@ impl Conn {
 /// Connections indexed by their file descriptor: the kernel hands out the
 /// lowest free numbers, so the table stays about as long as the number of
 /// open connections.
-type Fd2Conn = Vec<Option<Box<Conn>>>;
+type Connections = Vec<Option<Box<Conn>>>;
 
 // ANCHOR: interest
 /// The readiness a connection waits for in its current state.
 fn interest(state: State) -> EpollFlags {
     match state {
-        State::Req => EpollFlags::EPOLLIN,
-        State::Res => EpollFlags::EPOLLOUT,
-        State::End => EpollFlags::empty(),
+        State::Reading | State::Closing => EpollFlags::EPOLLIN,
+        State::Writing => EpollFlags::EPOLLOUT,
+        State::Done => EpollFlags::empty(),
     }
 }
 
 /// Tells epoll about a change of state: the one extra system call a state
 /// change costs, where `poll` paid for every connection on every wait.
+/// A connection that is `Done` needs no call: closing its socket takes it
+/// off the interest list (see the chapter for when that is not so).
 fn update_interest(epoll: &Epoll, conn: &mut Conn) {
-    let result = if conn.state == State::End {
-        // close(2) would also drop the socket from the interest list, but
-        // only once no other descriptor (a dup, a forked child's copy) refers
-        // to the same socket. Saying so is cheap and never wrong.
-        epoll.delete(&conn.fd)
-    } else {
-        let mut event = EpollEvent::new(interest(conn.state), token(&conn.fd));
-        epoll.modify(&conn.fd, &mut event)
-    };
-    if let Err(e) = result {
-        eprintln!("fd {}: epoll_ctl: {e}", conn.fd.as_raw_fd());
-        conn.state = State::End;
+    if conn.state == State::Done {
+        return;
+    }
+    let mut event = EpollEvent::new(interest(conn.state), token(&conn.fd));
+    if let Err(e) = epoll.modify(&conn.fd, &mut event) {
+        error!("fd {}: epoll_ctl: {e}", conn.fd.as_raw_fd());
+        conn.state = State::Done;
     }
 }
 // ANCHOR_END: interest
 
 /// Each event carries a 64-bit tag chosen at registration: for a connection,
-/// its descriptor number, which is also its index in `fd2conn`.
+/// its descriptor number, which is also its index in `conns`.
 fn token(fd: &OwnedFd) -> u64 {
     fd.as_raw_fd() as u64
 }
@@ -104,13 +113,31 @@ fn token(fd: &OwnedFd) -> u64 {
 const STOP: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
 
-fn main() -> Result<()> {
-    let addr = Args::from_env()?.finish()?;
+/// How long a stop waits for connections to finish, unless `--grace-ms` says.
+const DEFAULT_GRACE_MS: u64 = 1000;
+
+fn main() -> ExitCode {
+    common::args::run(serve)
+}
+
+fn serve() -> Result<()> {
+    let mut args = Args::from_env(
+        "ch06",
+        "echoes frames to every client from one thread, with epoll(7)",
+    );
+    let grace_ms = args.option(
+        "grace-ms",
+        "MS",
+        "on SIGINT/SIGTERM, how long to let connections finish",
+        DEFAULT_GRACE_MS,
+    );
+    let addr = args.finish()?;
+    net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.
     let stop = stop_signalfd().context("signalfd")?;
-    let listener = listen(addr).with_context(|| format!("listen on {addr}"))?;
+    let listener = net::listen(addr)?;
     // A listener that is not ready must make accept fail with EAGAIN, not wait.
-    set_nonblocking(&listener)?;
+    net::set_nonblocking(&listener)?;
     let mut spare_fd = Some(File::open("/dev/null").context("open the spare fd")?);
 
     // ANCHOR: epoll_setup
@@ -120,14 +147,17 @@ fn main() -> Result<()> {
     epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
     let mut events = vec![EpollEvent::empty(); 256];
     // ANCHOR_END: epoll_setup
-    announce(&listener)?;
+    net::announce(&listener)?;
 
     // ANCHOR: event_loop
-    let mut fd2conn: Fd2Conn = Vec::new();
+    let mut listener = Some(listener);
+    let mut conns: Connections = Vec::new();
+    // Set when a stop signal arrives: the moment we give up on stragglers.
+    let mut deadline: Option<Instant> = None;
     'event_loop: loop {
         // Returns only ready descriptors, up to `events.len()` at a time; any
         // others are still ready next time (level-triggered).
-        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+        let n = match epoll.wait(&mut events, time_left(deadline)) {
             Ok(n) => n,
             // With the stop signals blocked this is rare (a debugger, SIGSTOP).
             Err(Errno::EINTR) => continue,
@@ -135,34 +165,101 @@ fn main() -> Result<()> {
         };
         for event in &events[..n] {
             match event.data() {
-                STOP => break 'event_loop,
-                LISTENER => accept_new_conn(&epoll, &listener, &mut fd2conn, &mut spare_fd),
+                STOP if stop_requested_again(&stop, deadline) => break 'event_loop,
+                STOP => {
+                    // Stop accepting: closing the listener refuses new
+                    // clients at once, and takes it off the interest list.
+                    listener = None;
+                    deadline = Some(Instant::now() + Duration::from_millis(grace_ms));
+                    let open = conns.iter().flatten().count();
+                    info!("stopping: letting {} finish", count(open, "connection"));
+                    for slot in conns.iter_mut() {
+                        if let Some(conn) = slot.as_deref_mut() {
+                            let waited_for = conn.state;
+                            stop_reading(conn);
+                            after_io(&epoll, slot, waited_for);
+                        }
+                    }
+                }
+                LISTENER => {
+                    if let Some(listener) = &listener {
+                        accept_new_conn(&epoll, listener, &mut conns, &mut spare_fd);
+                    }
+                }
                 fd => {
-                    let Some(conn) = fd2conn[fd as usize].as_deref_mut() else {
+                    let slot = &mut conns[fd as usize];
+                    let Some(conn) = slot.as_deref_mut() else {
                         continue;
                     };
                     let waited_for = conn.state;
                     connection_io(conn);
-                    if conn.state != waited_for {
-                        update_interest(&epoll, conn);
-                    }
-                    if conn.state == State::End {
-                        // Dropping the Conn closes the socket.
-                        fd2conn[fd as usize] = None;
-                    }
+                    after_io(&epoll, slot, waited_for);
                 }
+            }
+        }
+        if let Some(deadline) = deadline {
+            // Closing the map closes every connection still open.
+            if conns.iter().all(Option::is_none) || Instant::now() >= deadline {
+                break;
             }
         }
     }
     // ANCHOR_END: event_loop
-
-    let open = fd2conn.iter().flatten().count();
-    eprintln!("stop signal received: closing {open} connections");
-    // Deliberate: replies already handed to the kernel are still delivered
-    // after close; replies waiting in our own write buffers are dropped. A
-    // stop is a stop, and draining a client that never reads could take forever.
-    drop(fd2conn);
+    let late = conns.iter().flatten().count();
+    if late > 0 {
+        info!("grace period over: closing {}", count(late, "connection"));
+    }
     Ok(())
+}
+
+// ANCHOR: stop
+/// Reads the pending stop signal. Returns true if one had already asked us
+/// to stop: a second Ctrl-C stops at once.
+fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
+    match stop.read_signal() {
+        Ok(Some(_)) => deadline.is_some(),
+        // A spurious wakeup: nothing was pending after all.
+        Ok(None) => false,
+        Err(e) => {
+            error!("signalfd: {e}");
+            true
+        }
+    }
+}
+
+/// How long `epoll_wait` may wait: for ever, until a stop sets a deadline.
+fn time_left(deadline: Option<Instant>) -> EpollTimeout {
+    let Some(deadline) = deadline else {
+        return EpollTimeout::NONE;
+    };
+    // Rounded up: waking a little early would only make us wait again.
+    let left = deadline.saturating_duration_since(Instant::now());
+    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
+}
+
+/// A stop answers what the client had sent when the signal came, and no
+/// more: the bytes in our buffer and in the socket's receive queue.
+fn stop_reading(conn: &mut Conn) {
+    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
+    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
+    if conn.state == State::Reading {
+        finish_if_no_more_requests(conn);
+    }
+}
+// ANCHOR_END: stop
+
+/// After a connection's turn: tells epoll if what it waits for changed,
+/// and closes it if it is done (dropping the `Conn` closes the socket).
+fn after_io(epoll: &Epoll, slot: &mut Option<Box<Conn>>, waited_for: State) {
+    let Some(conn) = slot.as_deref_mut() else {
+        return;
+    };
+    if conn.state != waited_for {
+        update_interest(epoll, conn);
+    }
+    if conn.state == State::Done {
+        *slot = None;
+    }
 }
 
 // ANCHOR: accept
@@ -171,32 +268,33 @@ fn main() -> Result<()> {
 fn accept_new_conn(
     epoll: &Epoll,
     listener: &TcpListener,
-    fd2conn: &mut Fd2Conn,
+    conns: &mut Connections,
     spare_fd: &mut Option<File>,
 ) {
-    // SOCK_NONBLOCK: the socket is born non-blocking, no extra fcntl needed.
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    match accept4(listener.as_raw_fd(), flags) {
+    match accept_nonblocking(listener) {
         Ok(fd) => {
-            // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let event = EpollEvent::new(interest(State::Req), token(&fd));
+            // We write each reply as soon as it is whole: see chapter 4.
+            if let Err(e) = net::set_nodelay(&fd) {
+                error!("setsockopt(TCP_NODELAY): {e}");
+            }
+            let event = EpollEvent::new(interest(State::Reading), token(&fd));
             if let Err(e) = epoll.add(&fd, event) {
                 // Dropping `fd` closes the connection we cannot watch.
-                eprintln!("epoll_ctl: {e}");
+                error!("epoll_ctl: {e}");
                 return;
             }
             let slot = fd.as_raw_fd() as usize;
-            if fd2conn.len() <= slot {
-                fd2conn.resize_with(slot + 1, || None);
+            if conns.len() <= slot {
+                conns.resize_with(slot + 1, || None);
             }
-            fd2conn[slot] = Some(Conn::new(fd));
+            conns[slot] = Some(Conn::new(fd));
         }
-        Err(Errno::EMFILE | Errno::ENFILE) => turn_away_one(listener, spare_fd),
-        // The client gave up while waiting in the backlog (ECONNABORTED), or
-        // is already gone (EAGAIN): nothing to do. EINTR: the next wait retries.
-        Err(Errno::ECONNABORTED | Errno::EAGAIN | Errno::EINTR) => {}
-        Err(e) => eprintln!("accept: {e}"),
+        // Nobody after all, or one client failed: the next wait tells.
+        Err(AcceptError::Empty | AcceptError::Retry(_)) => {}
+        Err(AcceptError::NoFds(_)) => turn_away_one(listener, spare_fd),
+        // The listener stays readable, so the next wait retries.
+        Err(e @ AcceptError::NoMemory(_)) => warn!("accept: {e}"),
+        Err(e @ AcceptError::Fatal(_)) => error!("accept: {e}"),
     }
 }
 // ANCHOR_END: accept
@@ -209,10 +307,8 @@ fn accept_new_conn(
 /// waiting forever), and take the spare back.
 fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) {
     drop(spare_fd.take());
-    if let Ok(fd) = accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-        // SAFETY: accept4 just returned this descriptor; nothing else owns it.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        eprintln!("out of file descriptors: turned a connection away");
+    if accept_nonblocking(listener).is_ok() {
+        warn!("out of file descriptors: turned a connection away");
     }
     *spare_fd = File::open("/dev/null").ok();
 }
@@ -222,18 +318,22 @@ fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) {
 /// Runs a connection that the kernel reported ready.
 fn connection_io(conn: &mut Conn) {
     match conn.state {
-        State::Req => state_req(conn),
-        State::Res => {
-            state_res(conn);
+        State::Reading => state_reading(conn),
+        State::Writing => {
+            state_writing(conn);
             // Reply sent: answer the frames that arrived in the same read
             // as the one just answered before waiting for more input. The
             // client may be waiting for exactly those replies and send
             // nothing more until it gets them.
-            if conn.state == State::Req {
+            if conn.state == State::Reading {
                 while try_one_request(conn) {}
             }
         }
-        State::End => {}
+        State::Closing => close_gracefully(conn),
+        State::Done => {}
+    }
+    if conn.state == State::Reading {
+        finish_if_no_more_requests(conn);
     }
 }
 
@@ -243,7 +343,7 @@ fn connection_io(conn: &mut Conn) {
 /// this loop forever, and every other client would wait.
 const READS_PER_WAKEUP: usize = 16;
 
-fn state_req(conn: &mut Conn) {
+fn state_reading(conn: &mut Conn) {
     for _ in 0..READS_PER_WAKEUP {
         if !try_fill_buffer(conn) {
             break;
@@ -251,7 +351,7 @@ fn state_req(conn: &mut Conn) {
     }
 }
 
-fn state_res(conn: &mut Conn) {
+fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
 // ANCHOR_END: state_machine
@@ -260,36 +360,40 @@ fn state_res(conn: &mut Conn) {
 /// Reads once into the free end of the read buffer and answers every whole
 /// frame now in it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn) -> bool {
-    // In `Req` the buffer never holds a whole frame (we answer those at
-    // once), so it has room: a read of zero bytes below really means EOF.
-    debug_assert!(conn.rbuf_len < conn.rbuf.len());
-    let result = loop {
-        match read(&conn.fd, &mut conn.rbuf[conn.rbuf_len..]) {
-            Err(Errno::EINTR) => continue,
-            result => break result,
-        }
-    };
-    match result {
+    // While `Reading` the buffer never holds a whole frame (we answer those
+    // at once), so it has room: a read of zero bytes below really means EOF.
+    let room = conn.incoming.len() - conn.incoming_len;
+    let room = conn.read_limit.map_or(room, |limit| room.min(limit));
+    if room == 0 {
+        return false;
+    }
+    let free = &mut conn.incoming[conn.incoming_len..][..room];
+    match retry_eintr(|| read(&conn.fd, free)) {
         Ok(0) => {
-            // EOF. Nothing is lost by closing now: we only read in `Req`, when
-            // every frame received so far has been answered and sent.
-            if conn.rbuf_len > 0 {
-                eprintln!("fd {}: EOF in the middle of a frame", conn.fd.as_raw_fd());
+            // EOF. Nothing is lost by closing now: we only read in `Reading`,
+            // when every frame received so far has been answered and sent.
+            if conn.incoming_len > 0 {
+                debug!("fd {}: EOF in the middle of a frame", conn.fd.as_raw_fd());
             }
-            conn.state = State::End;
+            conn.state = State::Done;
             return false;
         }
-        Ok(n) => conn.rbuf_len += n,
+        Ok(n) => {
+            conn.incoming_len += n;
+            if let Some(limit) = &mut conn.read_limit {
+                *limit -= n;
+            }
+        }
         Err(Errno::EAGAIN) => return false,
         Err(e) => {
-            eprintln!("fd {}: read: {e}", conn.fd.as_raw_fd());
-            conn.state = State::End;
+            debug!("fd {}: read: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
             return false;
         }
     }
     // Pipelining: one read may bring several frames.
     while try_one_request(conn) {}
-    conn.state == State::Req
+    conn.state == State::Reading
 }
 // ANCHOR_END: read
 
@@ -297,62 +401,100 @@ fn try_fill_buffer(conn: &mut Conn) -> bool {
 /// Answers the frame at the start of the read buffer, if it is whole.
 /// Returns true if the reply went out and the next frame can be tried.
 fn try_one_request(conn: &mut Conn) -> bool {
-    let len = match parse_frame(&conn.rbuf[..conn.rbuf_len]) {
+    let len = match parse_frame(&conn.incoming[..conn.incoming_len]) {
         Parse::Incomplete => return false,
         Parse::TooLong { announced } => {
             let fd = conn.fd.as_raw_fd();
-            eprintln!("fd {fd}: frame of {announced} bytes is too long");
-            conn.state = State::End;
+            debug!("fd {fd}: frame of {announced} bytes is too long: closing");
+            // Every frame before it was answered; nothing after it can be.
+            conn.incoming_len = 0;
+            conn.read_limit = Some(0);
             return false;
         }
         Parse::Frame { len } => len,
     };
     // The echo reply is the request frame itself.
-    conn.wbuf[..len].copy_from_slice(&conn.rbuf[..len]);
-    conn.wbuf_len = len;
-    conn.wbuf_sent = 0;
+    conn.reply[..len].copy_from_slice(&conn.incoming[..len]);
+    conn.reply_len = len;
+    conn.reply_sent = 0;
     // Shift what follows to the front. Simple, but it copies the rest of the
     // buffer once per frame; chapter 8 does better.
-    conn.rbuf.copy_within(len..conn.rbuf_len, 0);
-    conn.rbuf_len -= len;
+    conn.incoming.copy_within(len..conn.incoming_len, 0);
+    conn.incoming_len -= len;
 
-    conn.state = State::Res;
+    conn.state = State::Writing;
     // Send now rather than wait to be told the socket is writable: it
     // usually is, and this saves a trip around the loop.
-    state_res(conn);
-    conn.state == State::Req
+    state_writing(conn);
+    conn.state == State::Reading
 }
 // ANCHOR_END: parse
 
 // ANCHOR: write
 /// Sends what is left of the reply. Returns true to try again after a short
-/// write; on EAGAIN it stays in `Res` until the socket is writable again.
+/// write; on EAGAIN it stays in `Writing` until the socket is writable again.
 fn try_flush_buffer(conn: &mut Conn) -> bool {
-    let unsent = &conn.wbuf[conn.wbuf_sent..conn.wbuf_len];
-    let result = loop {
-        // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
-        // instead of raising SIGPIPE. Rust ignores SIGPIPE before `main`
-        // anyway; the flag states the intent where it matters.
-        match send(conn.fd.as_raw_fd(), unsent, MsgFlags::MSG_NOSIGNAL) {
-            Err(Errno::EINTR) => continue,
-            result => break result,
-        }
-    };
-    match result {
-        Ok(n) => conn.wbuf_sent += n,
+    let unsent = &conn.reply[conn.reply_sent..conn.reply_len];
+    // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
+    // instead of raising SIGPIPE. Rust ignores SIGPIPE before `main`
+    // anyway; the flag states the intent where it matters.
+    match retry_eintr(|| send(conn.fd.as_raw_fd(), unsent, MsgFlags::MSG_NOSIGNAL)) {
+        Ok(n) => conn.reply_sent += n,
         Err(Errno::EAGAIN) => return false,
         Err(e) => {
-            eprintln!("fd {}: send: {e}", conn.fd.as_raw_fd());
-            conn.state = State::End;
+            // EPIPE or ECONNRESET: the peer is gone, which is its right.
+            debug!("fd {}: send: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
             return false;
         }
     }
-    if conn.wbuf_sent < conn.wbuf_len {
+    if conn.reply_sent < conn.reply_len {
         // A short write: the socket's send buffer filled up. The next
         // attempt sends more or reports EAGAIN.
         return true;
     }
-    conn.state = State::Req;
+    conn.state = State::Reading;
     false
 }
 // ANCHOR_END: write
+
+// ANCHOR: close
+/// Once a connection will read no more requests (it sent a bad frame, or
+/// the server is stopping) and every reply is sent, we shut down our
+/// sending side: the client reads our last reply, then EOF.
+///
+/// Why not close at once: `close` on a socket with unread input makes the
+/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
+/// sent that the client has not received yet. So we wait for the client's
+/// EOF, reading and dropping what it still sends, and only then close. A
+/// client that never hangs up is closed when the stop's grace period ends.
+fn finish_if_no_more_requests(conn: &mut Conn) {
+    if conn.read_limit != Some(0) {
+        return;
+    }
+    if conn.incoming_len > 0 {
+        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
+        conn.incoming_len = 0;
+    }
+    conn.state = match net::shutdown_write(&conn.fd) {
+        Ok(()) => State::Closing,
+        Err(_) => State::Done, // the peer is gone already
+    };
+}
+
+fn close_gracefully(conn: &mut Conn) {
+    for _ in 0..READS_PER_WAKEUP {
+        match retry_eintr(|| read(&conn.fd, &mut conn.incoming)) {
+            // Dropped: we answer no more requests.
+            Ok(1..) => continue,
+            // Not yet: the client has not read everything, or not hung up.
+            Err(Errno::EAGAIN) => return,
+            // EOF (it has all our replies) or an error: close now.
+            Ok(0) | Err(_) => {
+                conn.state = State::Done;
+                return;
+            }
+        }
+    }
+}
+// ANCHOR_END: close

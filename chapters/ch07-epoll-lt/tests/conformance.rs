@@ -1,1 +1,4 @@
-conformance::suite!(env!("CARGO_BIN_EXE_ch07"), [echo, concurrent, event_loop]);
+conformance::suite!(
+    env!("CARGO_BIN_EXE_ch07"),
+    [echo, concurrent, event_loop, cli, wire, graceful]
+);

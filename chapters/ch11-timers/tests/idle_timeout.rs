@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use conformance::harness::{frame, Client, Options, Server};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ch10");
+const BIN: &str = env!("CARGO_BIN_EXE_ch11");
 const TIMEOUT: Duration = Duration::from_millis(200);
 /// How late after its deadline a connection may be closed.
 const SLACK: Duration = Duration::from_millis(100);

@@ -1,10 +1,9 @@
-//! A small reactor: chapter 9's, with a clock.
+//! A small reactor: chapter 9's event loop with the echo server taken out.
 //!
-//! It knows four things: a table that maps a token to a handler, the epoll
-//! instance the handlers are registered with, a loop that waits for events
-//! and calls the handler each one names, and now the idle list (`idle.rs`):
-//! which handlers have been quiet longest, so that `epoll_wait` can sleep
-//! until the first of them is due, and the loop can close the ones that are.
+//! It knows three things: a table that maps a token to a handler, the epoll
+//! instance the handlers are registered with, and a loop that waits for
+//! events and calls the handler each one names. What a handler does with its
+//! turn (accept, echo, stop) is the server's business, in `main.rs`.
 
 use std::io;
 use std::mem;
@@ -15,14 +14,25 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use crate::idle::IdleList;
+// ANCHOR: token
+/// Names a handler in the registry and in the events, as mio's `Token`
+/// does: here, its descriptor number, so the table stays as long as the
+/// number of open descriptors and two live handlers never share a token.
+///
+/// The kernel reuses a closed descriptor's number for the next one, so a
+/// token outlives what it named: an event already fetched for a handler
+/// that has since been removed may reach its successor. Handlers must
+/// therefore tolerate spurious calls: a read that says `EAGAIN`, a write
+/// with nothing to send. Mio writes the same rule down for its users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub usize);
 
-/// Names a handler in the registry and in the events: its descriptor number.
-pub type Token = usize;
-
-fn token<F: AsFd + ?Sized>(fd: &F) -> Token {
-    fd.as_fd().as_raw_fd() as Token
+impl Token {
+    fn of(fd: &(impl AsFd + ?Sized)) -> Token {
+        Token(fd.as_fd().as_raw_fd() as usize)
+    }
 }
+// ANCHOR_END: token
 
 // ANCHOR: handler
 /// Something the reactor calls when its descriptor becomes ready.
@@ -33,18 +43,18 @@ fn token<F: AsFd + ?Sized>(fd: &F) -> Token {
 /// an indirect call per event. An `enum` of handler kinds would avoid both
 /// (a `match` the compiler can inline, handlers stored inline in the table)
 /// but closes the set of kinds: reactor and server become one module again.
-/// mio takes a third way and has no handlers at all: `Poll::poll` returns
-/// events tagged with the caller's `Token`, and the caller dispatches. Tokio
-/// builds on that, waking the task that waits on a socket instead of calling
-/// a handler; the task does the I/O.
 pub trait Handler<S>: AsFd {
     /// Does the work `ready` allows. Registration is edge-triggered: work
     /// until `EAGAIN` or return [`Next::Again`], as no reminder will come.
     fn ready(&mut self, ready: Ready, cx: &mut Context<'_, S>) -> Next;
 
-    /// Called when the handler has been idle for `timeout` (see
-    /// [`Context::touch`]), just before the reactor drops it.
-    fn idle(&mut self, _timeout: Duration) {}
+    /// The server is stopping (see [`Context::stop`]): finish up. By
+    /// default a handler is simply removed; one with work in hand says how
+    /// long it needs, as `ready` does, and is called on its events until it
+    /// returns [`Next::Remove`] or the grace period ends.
+    fn stop(&mut self, _cx: &mut Context<'_, S>) -> Next {
+        Next::Remove
+    }
 }
 
 /// What a handler wants after its turn.
@@ -53,10 +63,10 @@ pub enum Next {
     /// Call me on the next event.
     Wait,
     /// Call me again after the others, event or not: I stopped with work
-    /// left, and the edge that announced it is used up (chapter 8's
+    /// left, and the edge that announced it is used up (chapter 9's
     /// unfinished connections, made general).
     Again,
-    /// I am done: deregister and drop me, which closes my descriptor.
+    /// I am done: drop me, which closes my descriptor.
     Remove,
 }
 
@@ -108,7 +118,7 @@ impl Interest {
     /// handler that left work undone on every wait, and a reactor that
     /// dispatches without knowing what the handler does could only spin.
     fn event(self, token: Token) -> EpollEvent {
-        EpollEvent::new(self.0 | EpollFlags::EPOLLET, token as u64)
+        EpollEvent::new(self.0 | EpollFlags::EPOLLET, token.0 as u64)
     }
 }
 
@@ -120,15 +130,6 @@ impl BitOr for Interest {
     }
 }
 
-/// Whether the idle timeout applies to a handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Idle {
-    /// Close it once it has been idle for the timeout: connections.
-    Close,
-    /// Never: the listener, the signal.
-    Keep,
-}
-
 /// What a handler may use during its turn.
 pub struct Context<'a, S> {
     /// To add, modify or remove other handlers.
@@ -136,35 +137,24 @@ pub struct Context<'a, S> {
     /// State all the handlers share: for the echo server, the buffer pool.
     pub shared: &'a mut S,
     stop: &'a mut bool,
-    /// The handler whose turn it is.
-    token: Token,
 }
 
 impl<S> Context<'_, S> {
-    /// Makes [`Reactor::run`] return at the end of this turn.
+    /// Asks the reactor to stop at the end of this turn: it calls every
+    /// handler's [`Handler::stop`], then runs until they are all removed
+    /// or the grace period given to [`Reactor::run`] ends.
     pub fn stop(&mut self) {
         *self.stop = true;
-    }
-
-    /// Records activity: the handler's idle timeout starts over. What counts
-    /// as activity is the handler's call; the reactor cannot tell a useful
-    /// event from a useless one.
-    pub fn touch(&mut self) {
-        self.registry.idle.touch(self.token, Instant::now());
     }
 }
 
 // ANCHOR: registry
-/// Handlers indexed by token. The token is the descriptor number, as in
-/// chapter 8: the kernel hands out the lowest free numbers, so the table
-/// stays as long as the number of open descriptors, and two live handlers
-/// never share a token.
+/// Handlers indexed by token.
 pub struct Registry<S> {
     epoll: Epoll,
     slots: Vec<Option<Slot<S>>>,
-    /// The handlers registered with `Idle::Close`. Beside the slots, not in
-    /// them, so that a handler can be touched while it is out of its slot.
-    idle: IdleList,
+    /// How many slots are taken.
+    len: usize,
 }
 
 struct Slot<S> {
@@ -177,58 +167,57 @@ struct Slot<S> {
 impl<S> Registry<S> {
     /// Registers `handler`, edge-triggered, and returns its token. On
     /// failure the handler is dropped, which closes its descriptor.
-    /// Registering counts as activity: the idle timeout starts now.
-    pub fn add(
-        &mut self,
-        handler: Box<dyn Handler<S>>,
-        interest: Interest,
-        idle: Idle,
-    ) -> io::Result<Token> {
-        let token = token(&*handler);
+    pub fn add(&mut self, handler: Box<dyn Handler<S>>, interest: Interest) -> io::Result<Token> {
+        let token = Token::of(&*handler);
         self.epoll.add(handler.as_fd(), interest.event(token))?;
-        if idle == Idle::Close {
-            self.idle.push_back(token, Instant::now());
+        if self.slots.len() <= token.0 {
+            self.slots.resize_with(token.0 + 1, || None);
         }
-        if self.slots.len() <= token {
-            self.slots.resize_with(token + 1, || None);
-        }
-        self.slots[token] = Some(Slot {
+        self.slots[token.0] = Some(Slot {
             handler,
             queued: None,
         });
+        self.len += 1;
         Ok(token)
     }
 
     /// Changes what a registered handler hears about. The echo server never
     /// does: edge-triggered, a socket is registered for both directions once
-    /// (chapter 8). A level-triggered design calls this on every change of
-    /// state (chapter 7); it is mio's `Registry::reregister`.
+    /// (chapter 9). A level-triggered design calls this on every change of
+    /// state (chapter 8); it is mio's `Registry::reregister`.
     #[allow(dead_code)]
     pub fn modify(&self, fd: &impl AsFd, interest: Interest) -> io::Result<()> {
-        self.epoll.modify(fd, &mut interest.event(token(fd)))?;
+        self.epoll.modify(fd, &mut interest.event(Token::of(fd)))?;
         Ok(())
     }
 
-    /// Deregisters a handler and hands it back; dropping it closes its
-    /// descriptor. Not for the handler whose turn it is: that one is out of
-    /// its slot (see `Reactor::dispatch`) and returns `Next::Remove` instead.
+    /// Deregisters a handler and hands it back, its descriptor still open:
+    /// so it must leave the interest list explicitly (`EPOLL_CTL_DEL`).
+    /// Not for the handler whose turn it is: that one is out of its slot
+    /// (see `Reactor::dispatch`) and returns `Next::Remove` instead.
     #[allow(dead_code)]
     pub fn remove(&mut self, token: Token) -> Option<Box<dyn Handler<S>>> {
-        let slot = self.slots.get_mut(token)?.take()?;
-        self.deregister(token, &*slot.handler);
+        let slot = self.slots.get_mut(token.0)?.take()?;
+        self.len -= 1;
+        if let Err(e) = self.epoll.delete(slot.handler.as_fd()) {
+            common::error!("epoll_ctl(DEL) fd {}: {e}", token.0);
+        }
         Some(slot.handler)
     }
 
-    /// Takes a handler off the interest list. Closing its descriptor does
-    /// that too, but only if no duplicate of it exists (`dup`, `fork`): the
-    /// registration belongs to the open file, not to the number (chapter 7).
-    /// The reactor cannot know, so it asks: a system call per handler, not
-    /// per event. And the handler leaves the idle list.
-    fn deregister(&mut self, token: Token, handler: &dyn Handler<S>) {
-        if let Err(e) = self.epoll.delete(handler.as_fd()) {
-            eprintln!("epoll_ctl(DEL) fd {token}: {e}");
-        }
-        self.idle.remove(token);
+    /// Drops a handler, closing its descriptor. No `EPOLL_CTL_DEL`: closing
+    /// takes it off the interest list, since handlers own their descriptors
+    /// and never duplicate them (chapter 7 says why that matters).
+    fn drop_handler(&mut self, slot: Slot<S>) {
+        self.len -= 1;
+        drop(slot);
+    }
+
+    fn tokens(&self) -> Vec<Token> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .map(Token)
+            .collect()
     }
 }
 // ANCHOR_END: registry
@@ -237,28 +226,24 @@ impl<S> Registry<S> {
 pub struct Reactor<S> {
     registry: Registry<S>,
     shared: S,
-    /// How long a handler registered with `Idle::Close` may stay idle.
-    idle_timeout: Duration,
     events: Vec<EpollEvent>,
     /// Handlers that returned `Next::Again`, to call in the next round.
     again: Vec<Token>,
-    stopped: bool,
+    stop_requested: bool,
 }
 
 impl<S> Reactor<S> {
-    pub fn new(shared: S, idle_timeout: Duration) -> io::Result<Reactor<S>> {
+    pub fn new(shared: S) -> io::Result<Reactor<S>> {
         Ok(Reactor {
             registry: Registry {
                 epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
                 slots: Vec::new(),
-                idle: IdleList::default(),
+                len: 0,
             },
             shared,
-            idle_timeout,
-            // Room for many events: under load, one wait serves many handlers.
-            events: vec![EpollEvent::empty(); 1024],
+            events: vec![EpollEvent::empty(); 256],
             again: Vec::new(),
-            stopped: false,
+            stop_requested: false,
         })
     }
 
@@ -268,11 +253,28 @@ impl<S> Reactor<S> {
 
     // ANCHOR: dispatch
     /// Waits for events and dispatches them until a handler calls
-    /// [`Context::stop`]; closes the handlers that stay idle too long.
-    pub fn run(&mut self) -> io::Result<()> {
+    /// [`Context::stop`] and then every handler is gone, or `grace` has
+    /// passed since the stop. Returns how many handlers were still there.
+    pub fn run(&mut self, grace: Duration) -> io::Result<usize> {
         let mut this_round = Vec::new();
-        while !self.stopped {
-            let timeout = self.timeout();
+        let mut deadline = None;
+        loop {
+            if mem::take(&mut self.stop_requested) && deadline.is_none() {
+                deadline = Some(Instant::now() + grace);
+                self.stop_all();
+            }
+            if let Some(deadline) = deadline {
+                if self.registry.len == 0 || Instant::now() >= deadline {
+                    return Ok(self.registry.len);
+                }
+            }
+            // No sleeping while handlers wait for another turn: no event
+            // would come to wake them.
+            let timeout = if self.again.is_empty() {
+                time_left(deadline)
+            } else {
+                EpollTimeout::ZERO
+            };
             let n = match self.registry.epoll.wait(&mut self.events, timeout) {
                 Ok(n) => n,
                 // With the stop signals blocked this is rare (a debugger, SIGSTOP).
@@ -285,42 +287,48 @@ impl<S> Reactor<S> {
             mem::swap(&mut self.again, &mut this_round);
             for i in 0..n {
                 let event = self.events[i];
-                self.on_event(event.data() as Token, Ready(event.events()));
-                if self.stopped {
-                    return Ok(());
-                }
+                self.on_event(Token(event.data() as usize), Ready(event.events()));
             }
             for token in this_round.drain(..) {
                 self.on_again(token);
-                if self.stopped {
-                    return Ok(());
-                }
             }
-            // Last: a handler whose input came just in time has touched its
-            // entry by now, and is served rather than closed.
-            self.reap();
         }
-        Ok(())
     }
 
     fn on_event(&mut self, token: Token, ready: Ready) {
         // `None` if a handler earlier in this round removed it.
-        let Some(slot) = self.registry.slots.get_mut(token).and_then(Option::as_mut) else {
+        let Some(slot) = self
+            .registry
+            .slots
+            .get_mut(token.0)
+            .and_then(Option::as_mut)
+        else {
             return;
         };
         match &mut slot.queued {
             // Its turn comes below, with the others': keep the news for it.
             Some(missed) => *missed = Ready(missed.0 | ready.0),
-            None => self.dispatch(token, ready),
+            None => self.dispatch(token, |handler, cx| handler.ready(ready, cx)),
         }
     }
 
     fn on_again(&mut self, token: Token) {
         // `None` if the handler was removed meanwhile: its token may even
         // name a newer handler by now, which did not ask for a turn.
-        let slot = self.registry.slots.get_mut(token).and_then(Option::as_mut);
+        let slot = self
+            .registry
+            .slots
+            .get_mut(token.0)
+            .and_then(Option::as_mut);
         if let Some(ready) = slot.and_then(|slot| slot.queued.take()) {
-            self.dispatch(token, ready);
+            self.dispatch(token, |handler, cx| handler.ready(ready, cx));
+        }
+    }
+
+    /// Tells every handler that the server is stopping.
+    fn stop_all(&mut self) {
+        for token in self.registry.tokens() {
+            self.dispatch(token, |handler, cx| handler.stop(cx));
         }
     }
 
@@ -329,72 +337,45 @@ impl<S> Reactor<S> {
     /// to add others (a listener adds connections); out of the table, the
     /// two borrows no longer overlap. No one can take the empty slot: a new
     /// descriptor cannot get the number the handler's own still holds.
-    fn dispatch(&mut self, token: Token, ready: Ready) {
-        let Some(mut slot) = self.registry.slots[token].take() else {
+    fn dispatch(
+        &mut self,
+        token: Token,
+        turn: impl FnOnce(&mut dyn Handler<S>, &mut Context<'_, S>) -> Next,
+    ) {
+        let Some(mut slot) = self.registry.slots[token.0].take() else {
             return;
         };
         let mut cx = Context {
             registry: &mut self.registry,
             shared: &mut self.shared,
-            stop: &mut self.stopped,
-            token,
+            stop: &mut self.stop_requested,
         };
-        match slot.handler.ready(ready, &mut cx) {
+        match turn(&mut *slot.handler, &mut cx) {
             Next::Wait => {}
-            Next::Again => {
+            Next::Again if slot.queued.is_none() => {
                 slot.queued = Some(Ready::EMPTY);
                 self.again.push(token);
             }
+            // Already queued: its turn comes.
+            Next::Again => {}
             Next::Remove => {
-                // Dropping the slot drops the handler and closes its descriptor.
-                self.registry.deregister(token, &*slot.handler);
+                self.registry.drop_handler(slot);
                 return;
             }
         }
-        self.registry.slots[token] = Some(slot);
+        self.registry.slots[token.0] = Some(slot);
     }
     // ANCHOR_END: dispatch
+}
 
-    // ANCHOR: timeout
-    /// How long `epoll_wait` may sleep: until the oldest entry's deadline,
-    /// rounded *up* to whole milliseconds. Rounded down, it would wake up to
-    /// a millisecond early, find nothing due, and wait 0 ms: a busy loop
-    /// until the deadline. `Instant` is CLOCK_MONOTONIC, the clock epoll
-    /// times its own waits with: setting the wall clock moves neither.
-    fn timeout(&self) -> EpollTimeout {
-        // No sleeping while handlers wait for another turn: no event would
-        // come to wake them.
-        if !self.again.is_empty() {
-            return EpollTimeout::ZERO;
-        }
-        let oldest = self.registry.idle.oldest();
-        // `None` too if the deadline is too far to represent: then it never comes.
-        let Some(deadline) = oldest.and_then(|t| t.checked_add(self.idle_timeout)) else {
-            return EpollTimeout::NONE;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = left.as_nanos().div_ceil(1_000_000);
-        // Past i32::MAX ms (24 days), wake up then and look again.
-        EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
-    }
-    // ANCHOR_END: timeout
-
-    // ANCHOR: reap
-    /// Closes every handler idle for the timeout or longer. They are the
-    /// front of the idle list, so this looks at one entry more than it closes.
-    fn reap(&mut self) {
-        let Some(cutoff) = Instant::now().checked_sub(self.idle_timeout) else {
-            return; // The clock has not run that long yet.
-        };
-        while let Some(token) = self.registry.idle.pop_idle_since(cutoff) {
-            if let Some(mut slot) = self.registry.slots[token].take() {
-                slot.handler.idle(self.idle_timeout);
-                // Dropping the slot closes the descriptor.
-                self.registry.deregister(token, &*slot.handler);
-            }
-        }
-    }
-    // ANCHOR_END: reap
+/// How long `epoll_wait` may wait: for ever, until a stop sets a deadline.
+fn time_left(deadline: Option<Instant>) -> EpollTimeout {
+    let Some(deadline) = deadline else {
+        return EpollTimeout::NONE;
+    };
+    // Rounded up: waking a little early would only make us wait again.
+    let left = deadline.saturating_duration_since(Instant::now());
+    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
 }
 
 #[cfg(test)]
@@ -404,7 +385,6 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::sync::mpsc;
     use std::thread;
-    use std::time::Duration;
 
     use super::*;
 
@@ -439,10 +419,6 @@ mod tests {
                 }
             }
         }
-
-        fn idle(&mut self, _: Duration) {
-            let _ = self.0.write_all(b"idle");
-        }
     }
 
     fn pair() -> (UnixStream, Probe) {
@@ -466,29 +442,30 @@ mod tests {
     #[test]
     fn again_brings_turns_without_events() {
         bounded(|| {
-            let mut reactor = Reactor::new(Vec::new(), Duration::MAX).unwrap();
+            let mut reactor = Reactor::new(Vec::new()).unwrap();
             let (mut peer, probe) = pair();
             reactor
                 .registry()
-                .add(Box::new(probe), Interest::READABLE, Idle::Keep)
+                .add(Box::new(probe), Interest::READABLE)
                 .unwrap();
             peer.write_all(b"a").unwrap();
-            reactor.run().unwrap();
+            // The probe is removed by the stop: the run ends at once.
+            assert_eq!(reactor.run(Duration::from_secs(5)).unwrap(), 0);
             assert_eq!(reactor.shared, b"aaaa");
         });
     }
 
     #[test]
-    fn a_removed_handler_is_deregistered_and_closed() {
+    fn a_removed_handler_is_closed_and_a_handed_back_one_deregistered() {
         bounded(|| {
-            let mut reactor = Reactor::new(Vec::new(), Duration::MAX).unwrap();
+            let mut reactor = Reactor::new(Vec::new()).unwrap();
             let (mut peer, probe) = pair();
             let token = reactor
                 .registry()
-                .add(Box::new(probe), Interest::READABLE, Idle::Keep)
+                .add(Box::new(probe), Interest::READABLE)
                 .unwrap();
             peer.write_all(b"r").unwrap();
-            reactor.run().unwrap();
+            reactor.run(Duration::from_secs(5)).unwrap();
             // `Next::Remove` dropped the handler: its peer reads EOF.
             assert_eq!(peer.read(&mut [0; 1]).unwrap(), 0);
             assert!(reactor.registry().remove(token).is_none());
@@ -497,7 +474,7 @@ mod tests {
             let (_peer, probe) = pair();
             let token = reactor
                 .registry()
-                .add(Box::new(probe), Interest::READABLE, Idle::Keep)
+                .add(Box::new(probe), Interest::READABLE)
                 .unwrap();
             let probe = reactor.registry().remove(token).unwrap();
             let err = reactor
@@ -505,34 +482,6 @@ mod tests {
                 .modify(&probe.as_fd(), Interest::WRITABLE)
                 .unwrap_err();
             assert_eq!(err.raw_os_error(), Some(Errno::ENOENT as i32));
-        });
-    }
-
-    #[test]
-    fn an_idle_handler_is_told_and_closed_after_the_timeout() {
-        bounded(|| {
-            let (mut idle_peer, idle) = pair();
-            let (mut stop_peer, stopper) = pair();
-            let start = Instant::now();
-            let reactor = thread::spawn(move || {
-                let timeout = Duration::from_millis(50);
-                let mut reactor = Reactor::new(Vec::new(), timeout).unwrap();
-                let registry = reactor.registry();
-                registry
-                    .add(Box::new(idle), Interest::READABLE, Idle::Close)
-                    .unwrap();
-                registry
-                    .add(Box::new(stopper), Interest::READABLE, Idle::Keep)
-                    .unwrap();
-                reactor.run().unwrap();
-            });
-            let mut told = String::new();
-            idle_peer.read_to_string(&mut told).unwrap();
-            assert_eq!(told, "idle", "told, then closed");
-            assert!(start.elapsed() >= Duration::from_millis(50));
-            // The other one, exempt, is still there to stop the reactor.
-            stop_peer.write_all(b"s").unwrap();
-            reactor.join().unwrap();
         });
     }
 }

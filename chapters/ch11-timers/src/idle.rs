@@ -22,21 +22,21 @@ use crate::reactor::Token;
 pub struct IdleList {
     links: Vec<Link>,
     /// Least recently active entry, or `NIL` if the list is empty.
-    head: Token,
+    head: usize,
     /// Most recently active entry, or `NIL`.
-    tail: Token,
+    tail: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Link {
-    prev: Token,
-    next: Token,
+    prev: usize,
+    next: usize,
     /// When the entry was last active; `None` while it is not in the list.
     last_active: Option<Instant>,
 }
 
 /// Ends the list: no descriptor has this number.
-const NIL: Token = Token::MAX;
+const NIL: usize = usize::MAX;
 
 const UNLINKED: Link = Link {
     prev: NIL,
@@ -56,7 +56,7 @@ impl Default for IdleList {
 }
 
 impl IdleList {
-    fn contains(&self, token: Token) -> bool {
+    fn contains(&self, Token(token): Token) -> bool {
         self.links
             .get(token)
             .is_some_and(|link| link.last_active.is_some())
@@ -64,7 +64,8 @@ impl IdleList {
 
     /// Appends `token`, active at `now`, as the most recently active entry.
     pub fn push_back(&mut self, token: Token, now: Instant) {
-        debug_assert!(!self.contains(token), "token {token} is already listed");
+        debug_assert!(!self.contains(token), "{token:?} is already listed");
+        let Token(token) = token;
         if self.links.len() <= token {
             self.links.resize(token + 1, UNLINKED);
         }
@@ -81,7 +82,7 @@ impl IdleList {
     }
 
     /// Takes `token` out of the list, if it is in it.
-    pub fn remove(&mut self, token: Token) {
+    pub fn remove(&mut self, Token(token): Token) {
         let Some(link) = self.links.get_mut(token) else {
             return;
         };
@@ -120,7 +121,7 @@ impl IdleList {
     /// Takes out the least recently active entry if it was last active at
     /// `cutoff` or before.
     pub fn pop_idle_since(&mut self, cutoff: Instant) -> Option<Token> {
-        let token = self.head;
+        let token = Token(self.head);
         if self.oldest()? > cutoff {
             return None;
         }
@@ -136,8 +137,10 @@ mod tests {
     use super::*;
 
     /// Pops every entry idle since `cutoff`, oldest first.
-    fn pop_all(list: &mut IdleList, cutoff: Instant) -> Vec<Token> {
-        std::iter::from_fn(|| list.pop_idle_since(cutoff)).collect()
+    fn pop_all(list: &mut IdleList, cutoff: Instant) -> Vec<usize> {
+        std::iter::from_fn(|| list.pop_idle_since(cutoff))
+            .map(|Token(t)| t)
+            .collect()
     }
 
     #[test]
@@ -146,12 +149,12 @@ mod tests {
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut list = IdleList::default();
         for (i, token) in [5, 3, 9, 0].into_iter().enumerate() {
-            list.push_back(token, at(i as u64));
+            list.push_back(Token(token), at(i as u64));
         }
-        list.touch(5, at(10)); // head to the back
-        list.touch(0, at(11)); // tail stays at the back
-        list.touch(9, at(12)); // from the middle
-        list.touch(42, at(13)); // not listed: stays out
+        list.touch(Token(5), at(10)); // head to the back
+        list.touch(Token(0), at(11)); // tail stays at the back
+        list.touch(Token(9), at(12)); // from the middle
+        list.touch(Token(42), at(13)); // not listed: stays out
         assert_eq!(list.oldest(), Some(at(1)));
         assert_eq!(pop_all(&mut list, at(10)), [3, 5]);
         assert_eq!(pop_all(&mut list, at(11)), [0]);
@@ -166,14 +169,14 @@ mod tests {
         let t0 = Instant::now();
         let mut list = IdleList::default();
         for token in 0..5 {
-            list.push_back(token, t0);
+            list.push_back(Token(token), t0);
         }
         for token in [0, 2, 4, 4, 7] {
-            list.remove(token);
+            list.remove(Token(token));
         }
         assert_eq!(pop_all(&mut list, t0), [1, 3]);
         // A removed token can be listed again, as a reused descriptor is.
-        list.push_back(2, t0);
+        list.push_back(Token(2), t0);
         assert_eq!(pop_all(&mut list, t0), [2]);
     }
 }

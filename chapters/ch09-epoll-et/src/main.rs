@@ -1,0 +1,624 @@
+//! Chapter 9: the chapter 8 server on edge-triggered epoll.
+//!
+//! Level-triggered epoll repeats "still ready" on every wait, so chapter 8
+//! switched each socket between readable and writable with a system call
+//! per change. Edge-triggered epoll reports a change once: we register a
+//! socket once, for both directions, and never touch it again. Nobody
+//! reminds us, so a connection remembers what the edges said and works
+//! until `EAGAIN`, and one that stops early for fairness's sake must be
+//! remembered too: no edge will come for the input it left.
+
+mod buffer;
+
+use std::fs::File;
+use std::mem;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use buffer::{Buf, Pool};
+use common::args::Args;
+use common::frame::{parse_frame, Parse};
+use common::log::count;
+use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
+use common::signals::stop_signalfd;
+use common::{debug, error, info, warn};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{send, MsgFlags};
+use nix::unistd::read;
+
+// ANCHOR: conn
+/// What a connection is doing. It no longer decides what epoll reports
+/// (always both directions), only what the connection does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for requests: reads while the socket is readable.
+    Reading,
+    /// Sending replies: waits for the socket to be writable, reading nothing.
+    Writing,
+    /// Every reply is sent and our side shut down; waits for the peer's EOF
+    /// before closing (see `close_gracefully`).
+    Closing,
+    /// Finished, cleanly or not: the loop closes it.
+    Done,
+}
+
+/// Memory per connection: this struct (136 bytes) plus, while bytes
+/// are in them, a read and a write buffer of 16 to 256 KiB each (see
+/// `buffer.rs`): at most 512 KiB, whatever the client does, and nothing
+/// but the struct while it is quiet.
+struct Conn {
+    fd: OwnedFd,
+    state: State,
+    /// Received bytes not yet answered.
+    incoming: Buf,
+    /// Replies not yet sent.
+    outgoing: Buf,
+    /// How many more bytes we will read: no limit while serving; once the
+    /// requests are over (a bad frame, a stop), what had arrived by then.
+    read_limit: Option<usize>,
+    /// Edges seen and not yet used up: the socket may have input to read, or
+    /// room to write. The kernel will not say so again.
+    readable: bool,
+    writable: bool,
+    /// It used up its turn with input left, and waits in the `unfinished` list.
+    unfinished: bool,
+}
+// ANCHOR_END: conn
+
+impl Conn {
+    fn new(fd: OwnedFd) -> Conn {
+        Conn {
+            fd,
+            state: State::Reading,
+            incoming: Buf::default(),
+            outgoing: Buf::default(),
+            read_limit: None,
+            // Registering reports the socket's current state as a first edge
+            // (a new socket is writable), so we start out knowing nothing.
+            readable: false,
+            writable: false,
+            unfinished: false,
+        }
+    }
+}
+
+/// Connections indexed by their file descriptor: the kernel hands out the
+/// lowest free numbers, so the table stays about as long as the number of
+/// open connections. A `Conn` is small now that its buffers are only
+/// borrowed from the pool, so the table holds it inline.
+type Connections = Vec<Option<Conn>>;
+
+// ANCHOR: register
+/// Registers a connection once, for good: both directions, edge-triggered.
+fn register(epoll: &Epoll, fd: &OwnedFd) -> nix::Result<()> {
+    let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
+    epoll.add(fd, EpollEvent::new(interest, token(fd)))
+}
+
+/// Remembers what an edge said. Errors and hang-ups count for both
+/// directions: the next read or send reports them.
+fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
+    use EpollFlags as E;
+    if flags.intersects(E::EPOLLIN | E::EPOLLHUP | E::EPOLLERR) {
+        conn.readable = true;
+    }
+    if flags.intersects(E::EPOLLOUT | E::EPOLLHUP | E::EPOLLERR) {
+        conn.writable = true;
+    }
+}
+// ANCHOR_END: register
+
+/// Each event carries a 64-bit tag chosen at registration: for a connection,
+/// its descriptor number, which is also its index in `conns`.
+fn token(fd: &OwnedFd) -> u64 {
+    fd.as_raw_fd() as u64
+}
+/// Tags that no descriptor number can take.
+const STOP: u64 = u64::MAX;
+const LISTENER: u64 = u64::MAX - 1;
+
+/// How long a stop waits for connections to finish, unless `--grace-ms` says.
+const DEFAULT_GRACE_MS: u64 = 1000;
+
+fn main() -> ExitCode {
+    common::args::run(serve)
+}
+
+fn serve() -> Result<()> {
+    let mut args = Args::from_env(
+        "ch06",
+        "echoes frames from one thread, with epoll(7), many replies per send",
+    );
+    let grace_ms = args.option(
+        "grace-ms",
+        "MS",
+        "on SIGINT/SIGTERM, how long to let connections finish",
+        DEFAULT_GRACE_MS,
+    );
+    let addr = args.finish()?;
+    net::raise_fd_limit()?;
+    // First, before any thread exists: this blocks SIGINT and SIGTERM.
+    let stop = stop_signalfd().context("signalfd")?;
+    let listener = net::listen(addr)?;
+    // A listener that is not ready must make accept fail with EAGAIN, not wait.
+    net::set_nonblocking(&listener)?;
+    let mut spare_fd = Some(File::open("/dev/null").context("open the spare fd")?);
+
+    // ANCHOR: epoll_setup
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create1")?;
+    // The signalfd is just another readable descriptor (see common::signals).
+    epoll.add(&stop, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
+    let edges = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+    epoll.add(&listener, EpollEvent::new(edges, LISTENER))?;
+    let mut events = vec![EpollEvent::empty(); 256];
+    // ANCHOR_END: epoll_setup
+    net::announce(&listener)?;
+
+    // ANCHOR: event_loop
+    let mut listener = Some(listener);
+    let mut conns: Connections = Vec::new();
+    let mut pool = Pool::default();
+    // Connections that stopped with input left: no edge will come for it, so
+    // we keep our own list, and do not sleep while it has entries.
+    let mut unfinished: Vec<usize> = Vec::new();
+    let mut next_round: Vec<usize> = Vec::new();
+    // The listener's edge is used up but clients are still waiting (the
+    // kernel was short of memory): the same, for `accept`.
+    let mut accept_again = false;
+    // Set when a stop signal arrives: the moment we give up on stragglers.
+    let mut deadline: Option<Instant> = None;
+    'event_loop: loop {
+        let timeout = if unfinished.is_empty() && !accept_again {
+            time_left(deadline)
+        } else {
+            EpollTimeout::ZERO
+        };
+        let n = match epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            // With the stop signals blocked this is rare (a debugger, SIGSTOP).
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("epoll_wait"),
+        };
+        for event in &events[..n] {
+            match event.data() {
+                STOP if stop_requested_again(&stop, deadline) => break 'event_loop,
+                STOP => {
+                    // Stop accepting: closing the listener refuses new
+                    // clients at once, and takes it off the interest list.
+                    listener = None;
+                    deadline = Some(Instant::now() + Duration::from_millis(grace_ms));
+                    let open = conns.iter().flatten().count();
+                    info!("stopping: letting {} finish", count(open, "connection"));
+                    for fd in 0..conns.len() {
+                        let Some(conn) = conns[fd].as_mut() else {
+                            continue;
+                        };
+                        stop_reading(conn);
+                        // An unfinished one gets its turn below.
+                        if !conn.unfinished {
+                            take_turn(&mut conns, fd, &mut pool, &mut unfinished);
+                        }
+                    }
+                }
+                LISTENER => {
+                    if let Some(listener) = &listener {
+                        accept_again =
+                            accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd);
+                    }
+                }
+                fd => {
+                    let Some(conn) = conns[fd as usize].as_mut() else {
+                        continue;
+                    };
+                    remember_edge(conn, event.events());
+                    // An unfinished one gets its turn below, after the others.
+                    if !conn.unfinished {
+                        take_turn(&mut conns, fd as usize, &mut pool, &mut unfinished);
+                    }
+                }
+            }
+        }
+        mem::swap(&mut unfinished, &mut next_round);
+        for fd in next_round.drain(..) {
+            take_turn(&mut conns, fd, &mut pool, &mut unfinished);
+        }
+        if let Some(listener) = listener.as_ref().filter(|_| accept_again) {
+            accept_again = accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd);
+        }
+        if let Some(deadline) = deadline {
+            // Closing the map closes every connection still open.
+            if conns.iter().all(Option::is_none) || Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    // ANCHOR_END: event_loop
+    let late = conns.iter().flatten().count();
+    if late > 0 {
+        info!("grace period over: closing {}", count(late, "connection"));
+    }
+    Ok(())
+}
+
+// ANCHOR: stop
+/// Reads the pending stop signal. Returns true if one had already asked us
+/// to stop: a second Ctrl-C stops at once.
+fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
+    match stop.read_signal() {
+        Ok(Some(_)) => deadline.is_some(),
+        // A spurious wakeup: nothing was pending after all.
+        Ok(None) => false,
+        Err(e) => {
+            error!("signalfd: {e}");
+            true
+        }
+    }
+}
+
+/// How long `epoll_wait` may wait: for ever, until a stop sets a deadline.
+fn time_left(deadline: Option<Instant>) -> EpollTimeout {
+    let Some(deadline) = deadline else {
+        return EpollTimeout::NONE;
+    };
+    // Rounded up: waking a little early would only make us wait again.
+    let left = deadline.saturating_duration_since(Instant::now());
+    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
+}
+
+/// A stop answers what the client had sent when the signal came, and no
+/// more: the bytes in our buffer and in the socket's receive queue.
+fn stop_reading(conn: &mut Conn) {
+    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
+    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
+    if conn.state == State::Reading {
+        finish_if_no_more_requests(conn);
+    }
+}
+// ANCHOR_END: stop
+
+// ANCHOR: take_turn
+/// Lets a connection do what its readiness allows; then closes it, or queues
+/// it for another turn if it stopped before running out of input.
+fn take_turn(conns: &mut Connections, fd: usize, pool: &mut Pool, unfinished: &mut Vec<usize>) {
+    let slot = &mut conns[fd];
+    let Some(conn) = slot.as_mut() else {
+        return;
+    };
+    let turn = connection_io(conn, pool);
+    conn.unfinished = turn == Turn::Unfinished;
+    if conn.unfinished {
+        unfinished.push(fd);
+    }
+    if conn.state == State::Done {
+        // Dropping the Conn closes the socket, which also takes it off the
+        // interest list (chapter 7).
+        *slot = None;
+    }
+}
+// ANCHOR_END: take_turn
+
+// ANCHOR: accept
+/// Accepts every pending connection. The listener's edge came once for all
+/// of them: stopping before EAGAIN would strand the rest in the backlog
+/// until yet another client arrives. Returns true if some are left that
+/// must be tried again without waiting for an edge.
+fn accept_new_conns(
+    epoll: &Epoll,
+    listener: &TcpListener,
+    conns: &mut Connections,
+    spare_fd: &mut Option<File>,
+) -> bool {
+    loop {
+        match accept_nonblocking(listener) {
+            Ok(fd) => {
+                // We write each reply as soon as it is whole: see chapter 4.
+                if let Err(e) = net::set_nodelay(&fd) {
+                    error!("setsockopt(TCP_NODELAY): {e}");
+                }
+                if let Err(e) = register(epoll, &fd) {
+                    // Dropping `fd` closes the connection we cannot watch.
+                    error!("epoll_ctl: {e}");
+                    continue;
+                }
+                let slot = fd.as_raw_fd() as usize;
+                if conns.len() <= slot {
+                    conns.resize_with(slot + 1, || None);
+                }
+                conns[slot] = Some(Conn::new(fd));
+            }
+            Err(AcceptError::Empty) => return false,
+            // One client failed: on to the next.
+            Err(AcceptError::Retry(_)) => continue,
+            Err(AcceptError::NoFds(_)) => {
+                if !turn_away_one(listener, spare_fd) {
+                    return false;
+                }
+            }
+            // The others wait: the loop tries again after this round.
+            Err(e @ AcceptError::NoMemory(_)) => {
+                warn!("accept: {e}");
+                return true;
+            }
+            Err(e @ AcceptError::Fatal(_)) => {
+                error!("accept: {e}");
+                return false;
+            }
+        }
+    }
+}
+// ANCHOR_END: accept
+
+// ANCHOR: emfile
+/// Out of file descriptors, `accept` fails and leaves the connection in the
+/// backlog. Level-triggered, the loop would spin; edge-triggered, we would
+/// never hear of that client again. We keep one descriptor in reserve for
+/// this moment: give it up, accept the connection, close it at once (the
+/// client sees a clean close instead of waiting forever), take the spare
+/// back. Returns true if it turned a connection away, so the caller can go on.
+fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> bool {
+    drop(spare_fd.take());
+    let turned_away = accept_nonblocking(listener).is_ok();
+    if turned_away {
+        warn!("out of file descriptors: turned a connection away");
+    }
+    *spare_fd = File::open("/dev/null").ok();
+    turned_away
+}
+// ANCHOR_END: emfile
+
+// ANCHOR: state_machine
+/// How a connection's turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Nothing more to do until the next edge.
+    Idle,
+    /// It used up its reads for this turn with input still pending.
+    Unfinished,
+}
+
+/// Does all the work the connection's readiness allows, then gives back
+/// the memory of any buffer it has emptied.
+fn connection_io(conn: &mut Conn, pool: &mut Pool) -> Turn {
+    let turn = loop {
+        let before = conn.state;
+        let turn = match conn.state {
+            State::Reading => state_reading(conn, pool),
+            State::Writing => {
+                state_writing(conn);
+                // Replies sent: answer the frames that waited for room in
+                // the write buffer before waiting for more input.
+                if conn.state == State::Reading {
+                    answer_requests(conn, pool);
+                }
+                Turn::Idle
+            }
+            State::Closing => close_gracefully(conn, pool),
+            State::Done => Turn::Idle,
+        };
+        if conn.state == State::Reading {
+            finish_if_no_more_requests(conn);
+        }
+        // A new state may have work that an edge announced earlier: input
+        // that came while we were writing. Nobody will announce it again.
+        if conn.state == before || turn == Turn::Unfinished {
+            break turn;
+        }
+    };
+    conn.incoming.release(pool);
+    conn.outgoing.release(pool);
+    turn
+}
+
+/// Reads per connection per turn. Without a limit, a client that sends and
+/// reads as fast as we echo never lets a read come back empty, and we
+/// would serve it forever. Unlike level-triggered, stopping early is not
+/// free: the connection must go on the `unfinished` list.
+const READS_PER_TURN: usize = 16;
+
+fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
+    for _ in 0..READS_PER_TURN {
+        if !try_fill_buffer(conn, pool) {
+            return Turn::Idle;
+        }
+    }
+    Turn::Unfinished
+}
+
+fn state_writing(conn: &mut Conn) {
+    while try_flush_buffer(conn) {}
+}
+// ANCHOR_END: state_machine
+
+// ANCHOR: read
+/// Reads once into the read buffer and answers every whole frame now in
+/// it. Returns true while there may be more to read.
+fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
+    if !conn.readable {
+        return false;
+    }
+    // While `Reading` the buffer holds at most part of one frame (we answer
+    // whole ones at once), so it has room: a read of zero bytes means EOF.
+    let free = conn.incoming.unfilled(pool);
+    let room = conn
+        .read_limit
+        .map_or(free.len(), |limit| free.len().min(limit));
+    if room == 0 {
+        return false;
+    }
+    match retry_eintr(|| read(&conn.fd, &mut free[..room])) {
+        Ok(0) => {
+            // EOF. Nothing is lost by closing now: we only read in `Reading`,
+            // when every frame received so far has been answered and sent.
+            if !conn.incoming.is_empty() {
+                debug!("fd {}: EOF in the middle of a frame", conn.fd.as_raw_fd());
+            }
+            conn.state = State::Done;
+            return false;
+        }
+        // Even a short read does not prove the socket empty: TCP stops a read
+        // at the urgent mark (MSG_OOB), with more bytes behind it. Only
+        // EAGAIN does, so we read until we hear it.
+        Ok(n) => {
+            conn.incoming.commit(n);
+            if let Some(limit) = &mut conn.read_limit {
+                *limit -= n;
+            }
+        }
+        Err(Errno::EAGAIN) => {
+            conn.readable = false;
+            return false;
+        }
+        Err(e) => {
+            debug!("fd {}: read: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
+            return false;
+        }
+    }
+    // Pipelining: one read may bring many frames, and they are answered
+    // together.
+    answer_requests(conn, pool);
+    conn.state == State::Reading
+}
+// ANCHOR_END: read
+
+// ANCHOR: parse
+/// Appends the reply to every whole frame in the read buffer to the write
+/// buffer, while it has room: many replies, to go out in one send.
+fn try_requests(conn: &mut Conn, pool: &mut Pool) {
+    loop {
+        let len = match parse_frame(conn.incoming.data()) {
+            Parse::Incomplete => return,
+            Parse::TooLong { announced } => {
+                let fd = conn.fd.as_raw_fd();
+                debug!("fd {fd}: frame of {announced} bytes is too long: closing");
+                // Every frame before it is answered; nothing after it can be.
+                conn.incoming.clear();
+                conn.read_limit = Some(0);
+                return;
+            }
+            Parse::Frame { len } => len,
+        };
+        // The echo reply is the request frame itself.
+        if !conn.outgoing.append(&conn.incoming.data()[..len], pool) {
+            // Full: the rest waits until the replies drain (backpressure).
+            return;
+        }
+        // Step past the frame; the bytes move only at the next read, if at all.
+        conn.incoming.consume(len);
+    }
+}
+
+/// Answers the whole frames in the read buffer and sends the replies, as
+/// long as the socket takes them. Ends `Reading` with everything answered
+/// and sent, or `Writing` with replies waiting for room in the socket.
+fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
+    loop {
+        try_requests(conn, pool);
+        if conn.outgoing.is_empty() {
+            return;
+        }
+        conn.state = State::Writing;
+        // Send now rather than wait to be told the socket is writable: it
+        // usually is, and this saves a trip around the loop.
+        state_writing(conn);
+        if conn.state != State::Reading {
+            return;
+        }
+        // All sent: the frames a full write buffer held back come next.
+    }
+}
+// ANCHOR_END: parse
+
+// ANCHOR: write
+/// Sends the pending replies, all in one call if the socket takes them.
+/// Returns true to try again after a short write; on EAGAIN it stays in
+/// `Writing` until the socket is writable again.
+fn try_flush_buffer(conn: &mut Conn) -> bool {
+    if !conn.writable {
+        return false;
+    }
+    let unsent = conn.outgoing.data();
+    // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
+    // instead of raising SIGPIPE. Rust ignores SIGPIPE before `main`
+    // anyway; the flag states the intent where it matters.
+    match retry_eintr(|| send(conn.fd.as_raw_fd(), unsent, MsgFlags::MSG_NOSIGNAL)) {
+        Ok(n) => conn.outgoing.consume(n),
+        Err(Errno::EAGAIN) => {
+            conn.writable = false;
+            return false;
+        }
+        Err(e) => {
+            // EPIPE or ECONNRESET: the peer is gone, which is its right.
+            debug!("fd {}: send: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
+            return false;
+        }
+    }
+    if !conn.outgoing.is_empty() {
+        // A short write: the socket's send buffer filled up. The next
+        // attempt sends more or reports EAGAIN.
+        return true;
+    }
+    conn.state = State::Reading;
+    false
+}
+// ANCHOR_END: write
+
+// ANCHOR: close
+/// Once a connection will read no more requests (it sent a bad frame, or
+/// the server is stopping) and every reply is sent, we shut down our
+/// sending side: the client reads our last reply, then EOF.
+///
+/// Why not close at once: `close` on a socket with unread input makes the
+/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
+/// sent that the client has not received yet. So we wait for the client's
+/// EOF, reading and dropping what it still sends, and only then close. A
+/// client that never hangs up is closed when the stop's grace period ends.
+fn finish_if_no_more_requests(conn: &mut Conn) {
+    if conn.read_limit != Some(0) {
+        return;
+    }
+    if !conn.incoming.is_empty() {
+        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
+        conn.incoming.clear();
+    }
+    conn.state = match net::shutdown_write(&conn.fd) {
+        Ok(()) => State::Closing,
+        Err(_) => State::Done, // the peer is gone already
+    };
+}
+
+fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
+    for _ in 0..READS_PER_TURN {
+        if !conn.readable {
+            return Turn::Idle;
+        }
+        match retry_eintr(|| read(&conn.fd, conn.incoming.unfilled(pool))) {
+            // Dropped: we answer no more requests.
+            Ok(1..) => continue,
+            // Not yet: the client has not read everything, or not hung up.
+            Err(Errno::EAGAIN) => conn.readable = false,
+            // EOF (it has all our replies) or an error: close now.
+            Ok(0) | Err(_) => conn.state = State::Done,
+        }
+        return Turn::Idle;
+    }
+    Turn::Unfinished
+}
+// ANCHOR_END: close
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conn_is_small_without_its_buffers() {
+        // The memory per connection stated at `Conn` counts on this.
+        assert!(std::mem::size_of::<Option<Conn>>() <= 136);
+    }
+}

@@ -1,0 +1,4 @@
+conformance::suite!(
+    env!("CARGO_BIN_EXE_ch10"),
+    [echo, concurrent, event_loop, scale, cli, wire, graceful]
+);

@@ -1,0 +1,74 @@
+//! The command line, as a user meets it: `--help`, and one clear line for
+//! every mistake, never a backtrace. For every server, ch03 included.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::harness::{run_bounded, Options, Server};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `--help` and `-h` print the usage, with `--addr` and every flag, and exit 0.
+pub fn help_lists_every_option(bin: &str) {
+    for flag in ["--help", "-h"] {
+        let out = run_bounded(bin, &[flag], &[], RUN_TIMEOUT);
+        let usage = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "`{flag}` exited with {}", out.status);
+        assert!(
+            usage.contains("Usage:") && usage.contains("--addr HOST:PORT"),
+            "`{flag}` printed no usage with --addr:\n{usage}"
+        );
+        assert!(
+            usage.contains("-h, --help"),
+            "the usage omits -h, --help:\n{usage}"
+        );
+    }
+}
+
+/// A user error is one line on stderr naming what is wrong, and exit status
+/// 1; no backtrace, even with RUST_BACKTRACE=1 set as on many machines.
+pub fn user_errors_are_one_clear_line(bin: &str) {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = taken.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--addr", &in_use], &in_use),
+        (&["--addr", "127.0.0.1:99999"], "out of range"),
+        (&["--addr", "127.0.0.1"], "HOST:PORT"),
+        (&["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, must_mention) in cases {
+        let out = run_bounded(bin, args, &[("RUST_BACKTRACE", "1")], RUN_TIMEOUT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let command = args.join(" ");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "`{command}` should exit with status 1; stderr: {stderr}"
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "`{command}` should explain itself in one line, not:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(must_mention),
+            "`{command}`: the error does not mention {must_mention:?}: {stderr}"
+        );
+    }
+}
+
+/// `--addr localhost:0` resolves the name, as `ping localhost` would.
+pub fn addr_accepts_a_host_name(bin: &str) {
+    let server = Server::start_with(
+        bin,
+        Options {
+            args: &["--addr", "localhost:0"],
+            ..Options::default()
+        },
+    );
+    assert!(
+        server.addr.ip().is_loopback(),
+        "listening on {}",
+        server.addr
+    );
+}

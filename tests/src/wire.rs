@@ -1,0 +1,213 @@
+//! What real peers do to a TCP connection that a polite test client never
+//! does: pipeline small frames and wait, mix a valid frame with a bad one,
+//! send urgent data; and what real machines do to a server: break its
+//! stderr, lower its file limit, fail an `accept`. For every echo server.
+
+use std::io::{ErrorKind, Read};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::harness::{frame, Options, Server};
+
+// ANCHOR: nagle
+/// A client writes three small frames at once and waits for the three
+/// replies, twenty times. A server that writes one reply per `send` with
+/// Nagle's algorithm on makes the second reply wait for the client's
+/// delayed ACK of the first: about 40 ms per exchange on Linux.
+pub fn small_pipelined_frames_are_answered_at_once(bin: &str) {
+    let server = Server::start(bin);
+    let mut client = server.connect();
+    let burst: Vec<u8> = [&b"one"[..], b"two", b"three"]
+        .iter()
+        .flat_map(|p| frame(p))
+        .collect();
+    let mut exchanges = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        client.send(&burst);
+        assert_eq!(client.recv_exact(burst.len()), burst);
+        exchanges.push(start.elapsed());
+    }
+    exchanges.sort();
+    let median = exchanges[exchanges.len() / 2];
+    assert!(
+        median < Duration::from_millis(15),
+        "three small pipelined frames took {median:?} to come back (median of 20): \
+         the replies wait for the client's delayed ACK (Nagle's algorithm; set TCP_NODELAY)"
+    );
+}
+// ANCHOR_END: nagle
+
+// ANCHOR: bad_after_good
+/// A valid frame and a bad length header arrive in the same segment: the
+/// frame is answered, then the connection is closed, and only that one.
+pub fn good_frame_then_bad_length_in_one_write(bin: &str) {
+    let mut server = Server::start(bin);
+    for bad in [4097u32, u32::MAX] {
+        let mut client = server.connect();
+        let mut bytes = frame(b"good");
+        bytes.extend_from_slice(&bad.to_le_bytes());
+        client.send(&bytes);
+        assert_eq!(
+            client.recv_frame(),
+            b"good",
+            "the frame before a bad length header must still be answered"
+        );
+        client.assert_closed_by_server();
+        server.assert_serves();
+    }
+}
+// ANCHOR_END: bad_after_good
+
+// ANCHOR: urgent
+/// A frame, one byte of TCP urgent data (`send(MSG_OOB)`), another frame:
+/// both frames are answered. The urgent byte is taken out of the stream
+/// (no `SO_OOBINLINE`), but a `read` stops short at the urgent mark, and a
+/// server that takes a short read to mean "nothing left" never reads the
+/// second frame: no new data comes, so edge-triggered epoll reports nothing.
+pub fn urgent_data_does_not_stall_the_connection(bin: &str) {
+    let server = Server::start(bin);
+    let mut client = server.connect();
+    client.assert_echo(b"warm up");
+    client.send_frame(b"before");
+    send_urgent_byte(&client.stream);
+    client.send_frame(b"after");
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert_eq!(client.recv_frame(), b"before");
+    let mut after = [0u8; 9];
+    match client.stream.read_exact(&mut after) {
+        Ok(()) => assert_eq!(&after[..], &frame(b"after")[..]),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => panic!(
+            "the frame after one byte of urgent data got no reply in 3 s: \
+             the server stopped reading at the urgent mark and waits for an edge that never comes"
+        ),
+        Err(e) => panic!("reading the reply after urgent data: {e}"),
+    }
+}
+// ANCHOR_END: urgent
+
+fn send_urgent_byte(stream: &std::net::TcpStream) {
+    // SAFETY: the pointer and length describe a 1-byte static buffer.
+    let sent = unsafe { libc::send(stream.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(
+        sent,
+        1,
+        "send(MSG_OOB): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+// ANCHOR: broken_stderr
+/// stderr is a pipe nobody reads any more (`server 2>&1 | head -1`, a log
+/// shipper that died), and every log line is on (`ECHO_LOG=debug`). Bad
+/// frames, vanishing clients and a stop all make the server log: none of
+/// it may take it down (`eprintln!` panics when its write fails).
+pub fn broken_stderr_never_stops_the_server(bin: &str) {
+    let mut server = Server::start_with(
+        bin,
+        Options {
+            env: &[("ECHO_LOG", "debug")],
+            broken_stderr: true,
+            ..Options::default()
+        },
+    );
+    let mut client = server.connect();
+    client.send(&u32::MAX.to_le_bytes());
+    client.assert_closed_by_server();
+    let mut client = server.connect();
+    client.send(&frame(b"interrupted")[..6]);
+    drop(client);
+    server.connect().reset();
+    server.assert_serves();
+    server.assert_stops_cleanly_on(libc::SIGINT, Duration::from_secs(3));
+}
+// ANCHOR_END: broken_stderr
+
+// ANCHOR: fd_limit
+/// Started with the usual soft limit on open files (here 256) under a
+/// higher hard limit, the server raises its soft limit to the hard one.
+pub fn raises_its_open_file_limit(bin: &str) {
+    let server = Server::start_with(
+        bin,
+        Options {
+            soft_open_files: Some(256),
+            ..Options::default()
+        },
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(
+        numbers[0], numbers[1],
+        "the server kept its soft limit on open files below the hard limit: {line}"
+    );
+}
+// ANCHOR_END: fd_limit
+
+// ANCHOR: accept_errors
+/// Every other `accept` fails, before taking a connection, with a network
+/// error (EPROTO) or a shortage of memory (ENOBUFS). Every client must
+/// still be served: accept(2) says to retry, and an edge-triggered server
+/// that gives up instead leaves the client in the backlog for good.
+pub fn accept_errors_do_not_strand_clients(bin: &str) {
+    let shim = accept_error_shim();
+    for errno in [libc::EPROTO, libc::ENOBUFS] {
+        let errno = errno.to_string();
+        let mut server = Server::start_with(
+            bin,
+            Options {
+                env: &[
+                    ("LD_PRELOAD", shim.to_str().unwrap()),
+                    ("ECHO_TEST_ACCEPT_ERRNO", &errno),
+                ],
+                ..Options::default()
+            },
+        );
+        for i in 0..4 {
+            let mut client = server.connect();
+            client
+                .stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            client.send_frame(b"anyone?");
+            let mut reply = [0u8; 11];
+            if let Err(e) = client.stream.read_exact(&mut reply) {
+                panic!(
+                    "client {i} got no reply in 3 s when accept failed with errno {errno}: \
+                     the server gave up accepting ({e})"
+                );
+            }
+        }
+        server.assert_running();
+    }
+}
+// ANCHOR_END: accept_errors
+
+/// Compiles tests/fixtures/accept_errors.c into a shared object, once.
+fn accept_error_shim() -> PathBuf {
+    static SHIM: OnceLock<PathBuf> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/accept_errors.c");
+        let out =
+            std::env::temp_dir().join(format!("echo-accept-errors-{}.so", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .arg("-ldl")
+            .status()
+            .expect("cc (a C compiler) is needed to build the accept(2) error shim");
+        assert!(status.success(), "cc failed to build {}", source.display());
+        out
+    })
+    .clone()
+}
