@@ -97,7 +97,7 @@ fn oversized_length_closes_only_that_connection(target: &Target, announced: u32)
         panic!("a header announcing {announced} bytes (the maximum is {MAX_MSG}) must close the connection, but {e}");
     }
     if let Err(e) = server.try_serves() {
-        panic!("after closing the connection that announced {announced} bytes, {e}");
+        panic!("once the connection that announced {announced} bytes was closed, {e}");
     }
 }
 // ANCHOR_END: test_oversized

@@ -61,20 +61,7 @@ impl Target {
 
     /// The command as a person would type it, for reports.
     pub fn display(&self) -> String {
-        self.command
-            .iter()
-            .map(|arg| {
-                let plain = arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@{}".contains(c));
-                if plain && !arg.is_empty() {
-                    arg.clone()
-                } else {
-                    format!("'{}'", arg.replace('\'', r"'\''"))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        shell_words(&self.command)
     }
 
     pub fn start(&self) -> Server {
@@ -155,7 +142,7 @@ impl Target {
                 Ok(())
             });
         }
-        let shown = argv.join(" ");
+        let shown = shell_words(&argv);
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the server `{shown}`: {e}"));
@@ -188,11 +175,31 @@ impl Target {
     }
 }
 
+/// Arguments as a shell would need them typed.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| {
+            let plain = arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@{}".contains(c));
+            if plain && !arg.is_empty() {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A port that is free right now, for a server that must be told one.
 fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     listener.local_addr().unwrap().port()
 }
+
+/// How much of a server's stdout or stderr is kept.
+const MAX_KEPT_OUTPUT: usize = 1 << 20;
 
 /// Copies a pipe into `sink` until it closes, so a chatty server never
 /// blocks on a full pipe; sends the first line to `first_line` if given.
@@ -207,10 +214,17 @@ fn drain(
         while let Ok(n @ 1..) = pipe.read(&mut chunk) {
             let mut all = sink.lock().unwrap();
             all.extend_from_slice(&chunk[..n]);
-            if let Some(end) = all.iter().position(|&b| b == b'\n') {
-                if let Some(tx) = first_line.take() {
-                    let _ = tx.send(String::from_utf8_lossy(&all[..=end]).into_owned());
+            if first_line.is_some() {
+                if let Some(end) = all.iter().position(|&b| b == b'\n') {
+                    let line = String::from_utf8_lossy(&all[..=end]).into_owned();
+                    let _ = first_line.take().unwrap().send(line);
                 }
+            }
+            // A server logging an error in a busy loop writes megabytes a
+            // second: keep the latest output only.
+            if all.len() > MAX_KEPT_OUTPUT {
+                let excess = all.len() - MAX_KEPT_OUTPUT / 2;
+                all.drain(..excess);
             }
         }
         // Closed without a newline: whatever there is counts as the line.
@@ -295,7 +309,9 @@ impl Server {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| {
                 panic!(
-                    "the first line `{shown}` printed was {:?}, not `listening on HOST:PORT`",
+                    "`{shown}` printed {:?} as its first line, not `listening on HOST:PORT` \
+                     (a server that announces nothing can be told its port: see --port \
+                     and the {{port}} placeholder)",
                     line.trim_end()
                 )
             })
@@ -361,6 +377,9 @@ impl Server {
         self.try_connect()
             .and_then(|mut client| client.try_echo(b"still serving?"))
             .map_err(|e| {
+                // A dying server resets connections before it is gone: if
+                // it is exiting, that is the news, not the reset.
+                let _ = self.wait_exit_quietly(Duration::from_secs(1));
                 self.try_running()
                     .err()
                     .unwrap_or_else(|| format!("a new client was not served: {e}"))

@@ -1,5 +1,7 @@
 //! The conformance suite: one set of cases, written once, run against every
-//! chapter's server binary over real sockets on 127.0.0.1.
+//! chapter's server binary over real sockets on 127.0.0.1, and, through the
+//! `conform` tool (`src/main.rs`, `just conform LEVEL -- COMMAND`), against
+//! any echo server at all, written in any language.
 //!
 //! Every case is listed once, in the registry ([`cases::CASES`]), with what
 //! it checks and the section of the book that explains its failure.

@@ -139,8 +139,9 @@ impl<W: Write> Report<W> {
         }
         let _ = writeln!(
             self.out,
-            "\n{} cases: {} passed, {failed} failed ({:.1} s)",
+            "\n{} case{}: {} passed, {failed} failed ({:.1} s)",
             outcomes.len(),
+            if outcomes.len() == 1 { "" } else { "s" },
             outcomes.len() - failed,
             total.as_secs_f64()
         );
