@@ -73,6 +73,7 @@ impl fmt::Display for Level {
     }
 }
 
+// ANCHOR: case
 /// One check of a server's behaviour.
 pub struct Case {
     /// The function's name; `level::name` is the test's name.
@@ -85,6 +86,7 @@ pub struct Case {
     /// Runs the case against a server; panics (with a sentence) on failure.
     pub run: fn(&Target),
 }
+// ANCHOR_END: case
 
 impl Case {
     /// `level::name`, unique in the registry.
@@ -227,6 +229,7 @@ pub static CASES: &[Case] = &[
         explains: book::SIGNALS,
         run: echo::sigint_exits_zero,
     },
+    // ANCHOR: entry
     Case {
         name: "sigterm_exits_zero",
         level: Level::Echo,
@@ -234,6 +237,7 @@ pub static CASES: &[Case] = &[
         explains: book::SIGNALS,
         run: echo::sigterm_exits_zero,
     },
+    // ANCHOR_END: entry
     Case {
         name: "sigint_while_a_client_is_connected",
         level: Level::Echo,

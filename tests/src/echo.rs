@@ -242,10 +242,12 @@ pub fn sigint_exits_zero(target: &Target) {
     server.assert_stops_cleanly_on(libc::SIGINT, STOP_TIMEOUT);
 }
 
+// ANCHOR: test_sigterm
 pub fn sigterm_exits_zero(target: &Target) {
     let mut server = target.start();
     server.assert_stops_cleanly_on(libc::SIGTERM, STOP_TIMEOUT);
 }
+// ANCHOR_END: test_sigterm
 
 // ANCHOR: test_sigint_connected
 /// A blocking server is parked in `read` here, waiting for the rest of a frame.
