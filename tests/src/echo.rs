@@ -6,7 +6,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{difference, frame, join, secs, Client, Options, Rng, Target, MAX_MSG};
+use crate::harness::{
+    difference, frame, join, read_failure, secs, Client, Options, Rng, Target, IO_TIMEOUT, MAX_MSG,
+};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -291,8 +293,8 @@ pub fn big_burst_read_back_slowly_comes_back_in_order(target: &Target) {
             ),
             Ok(n) => received.extend_from_slice(&chunk[..n]),
             Err(e) => panic!(
-                "6 MB of frames read back slowly: after {} of {total} bytes of replies: {e}",
-                received.len()
+                "6 MB of frames read back slowly: {}",
+                read_failure(&e, received.len(), total, IO_TIMEOUT)
             ),
         }
     }

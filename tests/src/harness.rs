@@ -756,7 +756,7 @@ impl Client {
 }
 
 /// Why reading `want` bytes stopped after `got`, in words.
-fn read_failure(e: &io::Error, got: usize, want: usize, timeout: Duration) -> String {
+pub fn read_failure(e: &io::Error, got: usize, want: usize, timeout: Duration) -> String {
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut if got == 0 => {
             format!("no reply within {}", secs(timeout))
