@@ -529,8 +529,9 @@ impl Drop for Server {
         // SAFETY: kill(2) has no memory-safety preconditions; the process
         // group is our own child's.
         unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
-        let _ = self.child.wait();
+        // Before the wait, which frees the pid for reuse.
         unregister_live(self.pid());
+        let _ = self.child.wait();
         if thread::panicking() && SHOW_SERVER_OUTPUT.load(Ordering::Relaxed) {
             eprintln!("--- server stderr ---\n{}---", self.stderr());
         }
