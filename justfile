@@ -37,6 +37,10 @@ diff from to:
     [ -d "${a[0]}" ] && [ -d "${b[0]}" ] || { echo "no such chapter: {{from}} or {{to}}" >&2; just chapters; exit 2; }
     git diff --no-index --color=auto "${a[0]}src" "${b[0]}src" || [ $? -eq 1 ]
 
+# Test any echo server with the suite (options before the command; see --help): just conform event_loop -- target/release/ch07
+conform level *command:
+    @cargo run --quiet --release -p conformance -- --level "$1" "${@:2}"
+
 # Format, lint and test, as CI does.
 check:
     cargo fmt --all --check

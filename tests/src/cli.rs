@@ -4,14 +4,14 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::harness::{run_bounded, Options, Server};
+use crate::harness::{run_bounded, Options, Target};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `--help` and `-h` print the usage, with `--addr` and every flag, and exit 0.
-pub fn help_lists_every_option(bin: &str) {
+pub fn help_lists_every_option(target: &Target) {
     for flag in ["--help", "-h"] {
-        let out = run_bounded(bin, &[flag], &[], RUN_TIMEOUT);
+        let out = run_bounded(&target.command, &[flag], &[], RUN_TIMEOUT);
         let usage = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "`{flag}` exited with {}", out.status);
         assert!(
@@ -27,7 +27,7 @@ pub fn help_lists_every_option(bin: &str) {
 
 /// A user error is one line on stderr naming what is wrong, and exit status
 /// 1; no backtrace, even with RUST_BACKTRACE=1 set as on many machines.
-pub fn user_errors_are_one_clear_line(bin: &str) {
+pub fn user_errors_are_one_clear_line(target: &Target) {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let in_use = taken.local_addr().unwrap().to_string();
     let cases: [(&[&str], &str); 4] = [
@@ -37,7 +37,12 @@ pub fn user_errors_are_one_clear_line(bin: &str) {
         (&["--no-such-flag"], "--no-such-flag"),
     ];
     for (args, must_mention) in cases {
-        let out = run_bounded(bin, args, &[("RUST_BACKTRACE", "1")], RUN_TIMEOUT);
+        let out = run_bounded(
+            &target.command,
+            args,
+            &[("RUST_BACKTRACE", "1")],
+            RUN_TIMEOUT,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         let command = args.join(" ");
         assert_eq!(
@@ -58,14 +63,11 @@ pub fn user_errors_are_one_clear_line(bin: &str) {
 }
 
 /// `--addr localhost:0` resolves the name, as `ping localhost` would.
-pub fn addr_accepts_a_host_name(bin: &str) {
-    let server = Server::start_with(
-        bin,
-        Options {
-            args: &["--addr", "localhost:0"],
-            ..Options::default()
-        },
-    );
+pub fn addr_accepts_a_host_name(target: &Target) {
+    let server = target.start_with(Options {
+        args: &["--addr", "localhost:0"],
+        ..Options::default()
+    });
     assert!(
         server.addr.ip().is_loopback(),
         "listening on {}",

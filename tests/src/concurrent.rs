@@ -6,30 +6,47 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Client, Options, Server};
+use crate::harness::{frame, join, secs, Client, Options, Target, IO_TIMEOUT};
 
 /// How long a client may wait for a reply while another client misbehaves.
 const PROMPT: Duration = Duration::from_millis(1000);
 
 // ANCHOR: test_idle_half_header
-pub fn idle_client_with_half_a_header_does_not_delay_others(bin: &str) {
-    let server = Server::start(bin);
+pub fn idle_client_with_half_a_header_does_not_delay_others(target: &Target) {
+    let server = target.start();
     let mut idle = server.connect();
     idle.send(&[3, 0]);
     for _ in 0..3 {
         let start = Instant::now();
-        server.connect().assert_echo(b"not waiting for anyone");
-        assert!(start.elapsed() < PROMPT, "took {:?}", start.elapsed());
+        let mut other = server.connect();
+        // Long enough to be sure, short enough not to waste the reader's time.
+        let patience = Duration::from_secs(5);
+        other.stream.set_read_timeout(Some(patience)).unwrap();
+        if let Err(e) = other.try_echo(b"not waiting for anyone") {
+            panic!("while one client sat idle with half a header, another got {e}: the server serves one client at a time");
+        }
+        let took = start.elapsed();
+        assert!(
+            took < PROMPT,
+            "while one client sat idle with half a header, another waited {} for its echo",
+            secs(took)
+        );
     }
     idle.send(&[0, 0, b'a', b'b', b'c']);
-    assert_eq!(idle.recv_frame(), b"abc");
+    let reply = idle
+        .try_recv_frame()
+        .unwrap_or_else(|e| panic!("the idle client finished its frame at last, but {e}"));
+    assert_eq!(
+        reply, b"abc",
+        "the idle client's late frame came back different"
+    );
 }
 // ANCHOR_END: test_idle_half_header
 
 /// 200 clients connect at once, each pipelines 20 frames in one write, and
 /// each must get exactly its own 20 frames back, in order.
-pub fn two_hundred_clients_pipelining_get_their_own_replies(bin: &str) {
-    let server = Server::start(bin);
+pub fn two_hundred_clients_pipelining_get_their_own_replies(target: &Target) {
+    let server = target.start();
     let payload = |client: usize, i: usize| format!("client {client} frame {i}").into_bytes();
     let mut clients: Vec<Client> = (0..200).map(|_| server.connect()).collect();
     for (c, client) in clients.iter_mut().enumerate() {
@@ -38,7 +55,19 @@ pub fn two_hundred_clients_pipelining_get_their_own_replies(bin: &str) {
     }
     for (c, client) in clients.iter_mut().enumerate() {
         for i in 0..20 {
-            assert_eq!(client.recv_frame(), payload(c, i), "client {c} frame {i}");
+            let reply = client.try_recv_frame().unwrap_or_else(|e| {
+                let hint = if c > 0 {
+                    ", though the clients before it were answered: is the server serving one client at a time?"
+                } else {
+                    ""
+                };
+                panic!("200 clients connected at once and sent 20 frames each; for client {c}'s frame {i}: {e}{hint}")
+            });
+            assert!(
+                reply == payload(c, i),
+                "200 clients sent 20 frames each: client {c} got {:?} for its frame {i}",
+                String::from_utf8_lossy(&reply)
+            );
         }
     }
 }
@@ -47,8 +76,8 @@ pub fn two_hundred_clients_pipelining_get_their_own_replies(bin: &str) {
 const MAX_RSS_GROWTH: u64 = 16 << 20;
 
 // ANCHOR: test_flood_memory
-pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn flooding_client_neither_stalls_others_nor_grows_memory(target: &Target) {
+    let mut server = target.start();
     server.assert_serves();
     let rss_before = server.rss_bytes();
 
@@ -69,7 +98,7 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(1))
                     }
-                    Err(e) => panic!("flooding: {e}"),
+                    Err(e) => panic!("the server broke the connection of a client that sent without reading: {e}"),
                 }
             }
             (flooder, sent)
@@ -84,23 +113,28 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
     let mut i = 0u32;
     while start.elapsed() < Duration::from_secs(3) {
         let t = Instant::now();
-        other.assert_echo(&i.to_le_bytes());
+        if let Err(e) = other.try_echo(&i.to_le_bytes()) {
+            stop.store(true, Ordering::Relaxed);
+            panic!("while one client sent without reading, another got {e}: the server waits on the client that does not read instead of serving the others");
+        }
         slowest = slowest.max(t.elapsed());
         rss_peak = rss_peak.max(server.rss_bytes());
         i += 1;
         thread::sleep(Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);
-    let (flooder, sent) = flooding.join().unwrap();
+    let (flooder, sent) = join(flooding);
     assert!(sent > 1 << 20, "the flood was only {sent} bytes");
     assert!(
         slowest < Duration::from_millis(500),
-        "an echo took {slowest:?}"
+        "while one client sent without reading, another waited {} for an echo",
+        secs(slowest)
     );
     let growth = rss_peak.saturating_sub(rss_before);
     assert!(
         growth < MAX_RSS_GROWTH,
-        "RSS grew by {} KiB while flooded with {} KiB",
+        "the server's memory grew by {} KiB while a client sent {} KiB without \
+         reading the replies: it keeps reading instead of applying backpressure",
         growth >> 10,
         sent >> 10
     );
@@ -112,43 +146,57 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(bin: &str) {
 /// RLIMIT_NOFILE 32 leaves room for about 25 connections. The shared suite
 /// checks the server does not spin when it runs out; this checks what the
 /// clients see: each one is either served or closed at once, none hangs.
-pub fn out_of_fds_every_client_is_served_or_closed(bin: &str) {
+pub fn out_of_fds_every_client_is_served_or_closed(target: &Target) {
     let options = Options {
         max_open_files: Some(32),
         ..Default::default()
     };
-    let mut server = Server::start_with(bin, options);
+    let mut server = target.start_with(options);
     let baseline = server.open_fds();
     let mut clients: Vec<Client> = (0..60).map(|_| server.connect()).collect();
 
     let (mut served, mut turned_away) = (0, 0);
     let request = frame(b"anyone there?");
-    for client in &mut clients {
+    for (k, client) in clients.iter_mut().enumerate() {
         // A write to a closed connection may fail; the read tells the story.
         let _ = client.stream.write_all(&request);
         let mut reply = vec![0; request.len()];
         match client.stream.read_exact(&mut reply) {
             Ok(()) if reply == request => served += 1,
-            Ok(()) => panic!("wrong reply"),
+            Ok(()) => panic!("out of file descriptors, client {k} of 60 got a wrong reply"),
             Err(e) if closed_by_server(&e) => turned_away += 1,
-            Err(e) => panic!("neither served nor closed: {e}"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => panic!(
+                "the server has 32 file descriptors and 60 clients connected: client {k} \
+                 was neither served nor closed within {}; a connection it cannot take \
+                 must be accepted and closed, not left waiting",
+                secs(IO_TIMEOUT)
+            ),
+            Err(e) => panic!("out of file descriptors, client {k} of 60: {e}"),
         }
     }
-    assert!(served >= 20, "only {served} of 60 served");
-    assert!(turned_away >= 20, "only {turned_away} of 60 turned away");
+    assert!(
+        served >= 20,
+        "with 32 file descriptors, only {served} of 60 clients were served"
+    );
+    assert!(
+        turned_away >= 20,
+        "with 32 file descriptors, only {turned_away} of 60 clients were turned away"
+    );
 
     drop(clients);
-    server.eventually(Duration::from_secs(2), "connections closed", |s| {
-        s.open_fds() <= baseline
-    });
+    server.eventually(
+        Duration::from_secs(2),
+        "the server closes the 60 connections after their clients leave",
+        |s| s.open_fds() <= baseline,
+    );
     server.assert_serves();
 }
 
 /// A client that pipelines frames and reads the replies as fast as it can
 /// never lets the server's reads come up empty. The server must still take
 /// turns: another client's echo may not wait behind it.
-pub fn greedy_client_does_not_starve_others(bin: &str) {
-    let server = Server::start(bin);
+pub fn greedy_client_does_not_starve_others(target: &Target) {
+    let server = target.start();
     let mut greedy = server.connect();
     let mut replies = greedy.stream.try_clone().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -173,7 +221,9 @@ pub fn greedy_client_does_not_starve_others(bin: &str) {
             match replies.read(&mut buf) {
                 Ok(0) => return received,
                 Ok(n) => received += n as u64,
-                Err(e) => panic!("reading replies: {e}"),
+                Err(e) => {
+                    panic!("a client that pipelines as fast as it can stopped getting replies: {e}")
+                }
             }
         }
     });
@@ -183,17 +233,25 @@ pub fn greedy_client_does_not_starve_others(bin: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {
         let t = Instant::now();
-        other.assert_echo(b"my turn?");
+        if let Err(e) = other.try_echo(b"my turn?") {
+            stop.store(true, Ordering::Relaxed);
+            panic!("while one client kept the server busy with pipelined frames, another got {e}: the server does not take turns");
+        }
         slowest = slowest.max(t.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
-    let sent = sending.join().unwrap();
-    let received = reading.join().unwrap();
-    assert_eq!(received, sent, "every byte sent comes back");
+    let sent = join(sending);
+    let received = join(reading);
+    assert_eq!(
+        received, sent,
+        "the busy client sent {sent} bytes and got {received} back"
+    );
     assert!(sent > 1 << 20, "the greedy client sent only {sent} bytes");
     assert!(
         slowest < Duration::from_millis(500),
-        "an echo took {slowest:?}"
+        "while one client kept the server busy with pipelined frames, another \
+         waited {} for an echo: the server does not take turns",
+        secs(slowest)
     );
 }
 

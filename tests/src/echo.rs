@@ -4,35 +4,44 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Client, Options, Rng, Server, MAX_MSG};
+use crate::harness::{
+    difference, frame, join, read_failure, secs, Client, Options, Rng, Target, IO_TIMEOUT, MAX_MSG,
+};
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn one_frame(bin: &str) {
-    let server = Server::start(bin);
+pub fn one_frame(target: &Target) {
+    let server = target.start();
     server.connect().assert_echo(b"hello world");
 }
 
-pub fn empty_frame(bin: &str) {
-    let server = Server::start(bin);
+pub fn empty_frame(target: &Target) {
+    let server = target.start();
     let mut client = server.connect();
-    client.assert_echo(b"");
-    client.assert_echo(b"after the empty one");
+    client
+        .try_echo(b"")
+        .unwrap_or_else(|e| panic!("an empty frame (length 0) was not echoed: {e}"));
+    client
+        .try_echo(b"after the empty one")
+        .unwrap_or_else(|e| panic!("the frame after an empty frame was not echoed: {e}"));
 }
 
-pub fn largest_frame(bin: &str) {
-    let server = Server::start(bin);
+pub fn largest_frame(target: &Target) {
+    let server = target.start();
     let payload = Rng::new(4096).bytes(MAX_MSG);
-    server.connect().assert_echo(&payload);
+    server
+        .connect()
+        .try_echo(&payload)
+        .unwrap_or_else(|e| panic!("a frame of the largest size, {MAX_MSG} bytes: {e}"));
 }
 
 // ANCHOR: test_pipelined
 /// 300 frames of random sizes in a single write, read back by another thread:
 /// the server must cut a byte stream into frames wherever the reads split it.
-pub fn pipelined_random_frames_in_one_write(bin: &str) {
-    let server = Server::start(bin);
+pub fn pipelined_random_frames_in_one_write(target: &Target) {
+    let server = target.start();
     let mut rng = Rng::new(300);
     let payloads: Vec<Vec<u8>> = (0..300)
         .map(|_| {
@@ -50,46 +59,62 @@ pub fn pipelined_random_frames_in_one_write(bin: &str) {
     // if nobody read the echoes both sides would wait on full buffers.
     let writer = thread::spawn(move || client.send(&burst));
     for (i, payload) in payloads.iter().enumerate() {
-        assert!(reader.recv_frame() == *payload, "reply {i} differs");
+        let reply = reader
+            .try_recv_frame()
+            .unwrap_or_else(|e| panic!("300 frames sent in one write, reply {i}: {e}"));
+        assert!(
+            reply == *payload,
+            "300 frames sent in one write: reply {i} differs from frame {i}"
+        );
     }
-    writer.join().unwrap();
+    join(writer);
 }
 // ANCHOR_END: test_pipelined
 
 // ANCHOR: test_one_byte
-pub fn frame_sent_one_byte_at_a_time(bin: &str) {
-    let server = Server::start(bin);
+pub fn frame_sent_one_byte_at_a_time(target: &Target) {
+    let server = target.start();
     let mut client = server.connect();
     let request = frame(b"slow and steady");
     for byte in &request {
         client.send(std::slice::from_ref(byte));
     }
-    assert_eq!(client.recv_exact(request.len()), request);
+    let reply = client.try_recv_exact(request.len()).unwrap_or_else(|e| {
+        panic!("a frame sent one byte per write: {e} (a read may return any part of a frame)")
+    });
+    assert!(
+        reply == request,
+        "a frame sent one byte per write came back different"
+    );
 }
 // ANCHOR_END: test_one_byte
 
 // ANCHOR: test_oversized
-fn oversized_length_closes_only_that_connection(bin: &str, announced: u32) {
-    let mut server = Server::start(bin);
+fn oversized_length_closes_only_that_connection(target: &Target, announced: u32) {
+    let mut server = target.start();
     let mut client = server.connect();
     client.assert_echo(b"fine so far");
     client.send(&announced.to_le_bytes());
-    client.assert_closed_by_server();
-    server.assert_serves();
+    if let Err(e) = client.try_closed_by_server() {
+        panic!("a header announcing {announced} bytes (the maximum is {MAX_MSG}) must close the connection, but {e}");
+    }
+    if let Err(e) = server.try_serves() {
+        panic!("once the connection that announced {announced} bytes was closed, {e}");
+    }
 }
 // ANCHOR_END: test_oversized
 
-pub fn length_4097_closes_only_that_connection(bin: &str) {
-    oversized_length_closes_only_that_connection(bin, MAX_MSG as u32 + 1);
+pub fn length_4097_closes_only_that_connection(target: &Target) {
+    oversized_length_closes_only_that_connection(target, MAX_MSG as u32 + 1);
 }
 
-pub fn length_u32_max_closes_only_that_connection(bin: &str) {
-    oversized_length_closes_only_that_connection(bin, u32::MAX);
+pub fn length_u32_max_closes_only_that_connection(target: &Target) {
+    oversized_length_closes_only_that_connection(target, u32::MAX);
 }
 
 // ANCHOR: test_mid_frame
-pub fn disconnect_mid_frame(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn disconnect_mid_frame(target: &Target) {
+    let mut server = target.start();
     let mut client = server.connect();
     client.send(&100u32.to_le_bytes());
     client.send(&[7; 10]);
@@ -98,15 +123,17 @@ pub fn disconnect_mid_frame(bin: &str) {
     let mut client = server.connect();
     client.send(&[1, 0]);
     drop(client);
-    server.assert_serves();
+    if let Err(e) = server.try_serves() {
+        panic!("after two clients left in the middle of a frame, {e}");
+    }
 }
 // ANCHOR_END: test_mid_frame
 
 // ANCHOR: test_flood_reset
 /// Sends frames without reading a single reply until the connection is
 /// backed up in both directions, then resets it while replies are pending.
-pub fn flood_then_reset_with_replies_pending(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn flood_then_reset_with_replies_pending(target: &Target) {
+    let mut server = target.start();
     let mut client = server.connect();
     let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[b'f'; 1000])).collect();
     client.stream.set_nonblocking(true).unwrap();
@@ -117,43 +144,65 @@ pub fn flood_then_reset_with_replies_pending(bin: &str) {
         match client.stream.write(&chunk[sent % chunk.len()..]) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => panic!("flooding: {e}"),
+            Err(e) => panic!("the server broke the connection while a client sent it frames: {e}"),
         }
     }
-    assert!(sent >= 2 * chunk.len(), "flooded only {sent} bytes");
+    assert!(
+        sent >= 2 * chunk.len(),
+        "a client could send only {sent} bytes before the connection was full"
+    );
     client.reset();
-    server.assert_serves();
-    server.assert_serves();
+    for _ in 0..2 {
+        if let Err(e) = server.try_serves() {
+            panic!("after a client reset its connection with replies pending, {e}");
+        }
+    }
 }
 // ANCHOR_END: test_flood_reset
 
-pub fn three_hundred_connections_leak_no_fd(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn three_hundred_connections_leak_no_fd(target: &Target) {
+    let mut server = target.start();
     server.assert_serves();
     let baseline = server.open_fds();
     for i in 0..300u32 {
         server.connect().assert_echo(&i.to_le_bytes());
     }
-    server.eventually(STOP_TIMEOUT, "open fds back to the baseline", |s| {
-        s.open_fds() <= baseline
-    });
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while server.open_fds() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "300 clients came and went, and the server still holds {} file descriptors \
+             {} later, {baseline} before: it does not close finished connections",
+            server.open_fds(),
+            secs(STOP_TIMEOUT)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
     server.assert_serves();
 }
 
 // ANCHOR: test_half_close
 /// The client says "no more requests" with shutdown(SHUT_WR) but still reads:
 /// every reply must arrive before the server closes its side.
-pub fn half_close_still_gets_every_reply(bin: &str) {
-    let server = Server::start(bin);
+pub fn half_close_still_gets_every_reply(target: &Target) {
+    let server = target.start();
     let mut client = server.connect();
     let payloads: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100 * i as usize]).collect();
     let burst: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
     client.send(&burst);
     client.shutdown_write();
-    for payload in &payloads {
-        assert!(client.recv_frame() == *payload);
+    for (i, payload) in payloads.iter().enumerate() {
+        let reply = client.try_recv_frame().unwrap_or_else(|e| {
+            panic!("20 frames, then shutdown(SHUT_WR): reply {i}: {e}; replies to frames already received must still go out")
+        });
+        assert!(
+            reply == *payload,
+            "after shutdown(SHUT_WR), reply {i} differs from frame {i}"
+        );
     }
-    client.assert_closed_by_server();
+    if let Err(e) = client.try_closed_by_server() {
+        panic!("after the last reply to a half-closed client the server should close, but {e}");
+    }
 }
 // ANCHOR_END: test_half_close
 
@@ -162,43 +211,50 @@ pub fn half_close_still_gets_every_reply(bin: &str) {
 /// `EMFILE`. The server must neither spin on the listener (it stays readable
 /// while connections wait in the backlog) nor die, and must serve again once
 /// descriptors free up.
-pub fn out_of_fds_neither_spins_nor_stops_serving(bin: &str) {
-    let mut server = Server::start_with(
-        bin,
-        Options {
-            max_open_files: Some(32),
-            ..Options::default()
-        },
-    );
+pub fn out_of_fds_neither_spins_nor_stops_serving(target: &Target) {
+    let mut server = target.start_with(Options {
+        max_open_files: Some(32),
+        ..Options::default()
+    });
     let clients: Vec<Client> = (0..60).map(|_| server.connect()).collect();
     let cpu_before = server.cpu_time();
     thread::sleep(Duration::from_secs(2)); // measuring, not synchronising
     let cpu = server.cpu_time() - cpu_before;
     assert!(
         cpu < Duration::from_millis(500),
-        "{cpu:?} of CPU in 2 s: busy loop"
+        "out of file descriptors, the server used {} of CPU in 2 s with nothing \
+         to do: it is spinning on a listener it cannot accept from",
+        secs(cpu)
     );
     drop(clients);
-    server.eventually(STOP_TIMEOUT, "serving again", |s| s.open_fds() < 16);
-    server.assert_serves();
+    server.eventually(
+        STOP_TIMEOUT,
+        "the server gives back its descriptors after 60 clients leave",
+        |s| s.open_fds() < 16,
+    );
+    if let Err(e) = server.try_serves() {
+        panic!("once descriptors were free again, {e}");
+    }
 }
 // ANCHOR_END: emfile
 
-pub fn sigint_exits_zero(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn sigint_exits_zero(target: &Target) {
+    let mut server = target.start();
     server.assert_serves();
     server.assert_stops_cleanly_on(libc::SIGINT, STOP_TIMEOUT);
 }
 
-pub fn sigterm_exits_zero(bin: &str) {
-    let mut server = Server::start(bin);
+// ANCHOR: test_sigterm
+pub fn sigterm_exits_zero(target: &Target) {
+    let mut server = target.start();
     server.assert_stops_cleanly_on(libc::SIGTERM, STOP_TIMEOUT);
 }
+// ANCHOR_END: test_sigterm
 
 // ANCHOR: test_sigint_connected
 /// A blocking server is parked in `read` here, waiting for the rest of a frame.
-pub fn sigint_while_a_client_is_connected(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn sigint_while_a_client_is_connected(target: &Target) {
+    let mut server = target.start();
     let mut client = server.connect();
     client.assert_echo(b"being served");
     client.send(&[9, 0, 0, 0, b'h']);
@@ -211,8 +267,8 @@ pub fn sigint_while_a_client_is_connected(bin: &str) {
 /// 64 bytes at a time: the server's sends keep hitting a full buffer (short
 /// writes, EAGAIN) with whole frames still waiting in its read buffer, and
 /// every reply must still come back, complete and in order.
-pub fn big_burst_read_back_slowly_comes_back_in_order(bin: &str) {
-    let server = Server::start(bin);
+pub fn big_burst_read_back_slowly_comes_back_in_order(target: &Target) {
+    let server = target.start();
     let mut rng = Rng::new(6);
     let burst: Vec<u8> = (0..3_000)
         .flat_map(|_| {
@@ -227,15 +283,23 @@ pub fn big_burst_read_back_slowly_comes_back_in_order(bin: &str) {
     let writer = thread::spawn(move || client.send(&burst));
     let mut received = Vec::with_capacity(expected.len());
     let mut chunk = [0u8; 64];
-    while received.len() < expected.len() {
-        let want = chunk.len().min(expected.len() - received.len());
+    let total = expected.len();
+    while received.len() < total {
+        let want = chunk.len().min(total - received.len());
         match reader.read(&mut chunk[..want]) {
-            Ok(0) => panic!("server closed after {} bytes", received.len()),
+            Ok(0) => panic!(
+                "6 MB of frames read back slowly: the server closed the connection after {} of {total} bytes of replies",
+                received.len()
+            ),
             Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("after {} of {} bytes: {e}", received.len(), expected.len()),
+            Err(e) => panic!(
+                "6 MB of frames read back slowly: {}",
+                read_failure(&e, received.len(), total, IO_TIMEOUT)
+            ),
         }
     }
-    writer.join().unwrap();
-    let first_difference = received.iter().zip(&expected).position(|(a, b)| a != b);
-    assert_eq!(first_difference, None, "replies differ from the requests");
+    join(writer);
+    if let Some(at) = difference(&received, &expected) {
+        panic!("6 MB of frames read back slowly: the replies differ from the requests at byte {at} of {total}");
+    }
 }

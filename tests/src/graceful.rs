@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Options, Server};
+use crate::harness::{frame, Options, Target};
 
 /// Bytes the client has sent that the server's kernel has not yet
 /// acknowledged (`SIOCOUTQ`): once 0, the server has received them all.
@@ -44,8 +44,8 @@ fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, Result<(), std::io::Error>
 /// received them all; then the server is told to stop. The client must
 /// read all 2,000 replies and then a clean EOF, not a reset, and the
 /// server must exit with status 0 once the client has hung up.
-pub fn stop_answers_every_frame_received(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn stop_answers_every_frame_received(target: &Target) {
+    let mut server = target.start();
     let mut client = server.connect();
     let payload = |i: u32| format!("frame {i:04} of 2000, pipelined").into_bytes();
     let requests: Vec<u8> = (0..2000).flat_map(|i| frame(&payload(i))).collect();
@@ -81,8 +81,8 @@ pub fn stop_answers_every_frame_received(bin: &str) {
 /// more, then the server is told to stop. `close` with unread input would
 /// send a reset and throw away the replies in flight; a graceful stop sends
 /// whole replies, in order, then EOF.
-pub fn stop_after_a_flood_ends_with_eof_not_reset(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn stop_after_a_flood_ends_with_eof_not_reset(target: &Target) {
+    let mut server = target.start();
     let mut client = server.connect();
     let requests: Vec<u8> = (0..4000u32)
         .flat_map(|i| frame(&[(i % 251) as u8; 1000]))
@@ -122,14 +122,11 @@ pub fn stop_after_a_flood_ends_with_eof_not_reset(bin: &str) {
 // ANCHOR: stop_deadline
 /// A client that neither reads nor hangs up cannot hold the server past
 /// its grace period (`--grace-ms 300` here).
-pub fn stop_does_not_wait_past_the_grace_period(bin: &str) {
-    let mut server = Server::start_with(
-        bin,
-        Options {
-            args: &["--grace-ms", "300"],
-            ..Options::default()
-        },
-    );
+pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
+    let mut server = target.start_with(Options {
+        args: &["--grace-ms", "300"],
+        ..Options::default()
+    });
     let mut client = server.connect();
     client.stream.set_nonblocking(true).unwrap();
     let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();
@@ -161,14 +158,11 @@ pub fn stop_does_not_wait_past_the_grace_period(bin: &str) {
 // ANCHOR: stop_idle
 /// An idle client sees EOF as soon as the server stops; once it hangs up,
 /// the server exits at once, without waiting for the grace period.
-pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(bin: &str) {
-    let mut server = Server::start_with(
-        bin,
-        Options {
-            args: &["--grace-ms", "10000"],
-            ..Options::default()
-        },
-    );
+pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(target: &Target) {
+    let mut server = target.start_with(Options {
+        args: &["--grace-ms", "10000"],
+        ..Options::default()
+    });
     let mut client = server.connect();
     client.assert_echo(b"then nothing");
     let stop = Instant::now();
@@ -191,8 +185,9 @@ pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(bin: &str) {
 // ANCHOR_END: stop_idle
 
 /// `--grace-ms` is in the usage.
-pub fn help_shows_the_grace_period(bin: &str) {
-    let out = crate::harness::run_bounded(bin, &["--help"], &[], Duration::from_secs(5));
+pub fn help_shows_the_grace_period(target: &Target) {
+    let out =
+        crate::harness::run_bounded(&target.command, &["--help"], &[], Duration::from_secs(5));
     let usage = String::from_utf8_lossy(&out.stdout);
     assert!(
         usage.contains("--grace-ms MS"),

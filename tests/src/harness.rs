@@ -1,10 +1,15 @@
-//! Starting a server binary and talking to it, with every wait bounded.
+//! Starting a server and talking to it, with every wait bounded.
+//!
+//! Failures panic with a sentence a learner can act on ("the server closed
+//! the connection after 4 of the 15 bytes of the reply"), because the runner
+//! prints the panic message as the reason a case failed.
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::thread;
@@ -15,18 +20,317 @@ pub use common::frame::{encode_frame, HEADER_LEN, MAX_MSG};
 /// How long any single socket operation may take before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running server binary. Dropping it kills the server; if the test is
-/// failing, the server's stderr is printed to help find out why.
+/// Whether a failing test prints the server's stderr when the server is
+/// dropped. The `conform` tool turns this off unless asked (`--verbose`).
+pub static SHOW_SERVER_OUTPUT: AtomicBool = AtomicBool::new(true);
+
+/// How to start the server under test and find where it listens.
+///
+/// `command` is a program and its arguments. In them, `{addr}`, `{host}` and
+/// `{port}` are replaced by the address the server should listen on. Then:
+///
+/// - with a placeholder, or with a fixed `port`, the address is known in
+///   advance (the port is `port`, or a free port picked afresh for each
+///   start), and starting waits until it accepts connections;
+/// - otherwise the server follows this project's contract: unless the
+///   command already has an `--addr`, `--addr 127.0.0.1:0` is appended, and
+///   the server must print `listening on HOST:PORT` as its first line on
+///   stdout.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub command: Vec<String>,
+    pub port: Option<u16>,
+}
+
+/// Where the started server will listen.
+enum Listen {
+    /// It prints `listening on HOST:PORT`.
+    Announced,
+    /// We told it (or were told) the address; it prints nothing we need.
+    Known(SocketAddr),
+}
+
+impl Target {
+    /// One of this project's servers: a binary that follows the contract.
+    pub fn binary(bin: &str) -> Target {
+        Target {
+            command: vec![bin.to_string()],
+            port: None,
+        }
+    }
+
+    /// The command as a person would type it, for reports.
+    pub fn display(&self) -> String {
+        shell_words(&self.command)
+    }
+
+    pub fn start(&self) -> Server {
+        self.start_with(Options::default())
+    }
+
+    /// The arguments to run and where the server will listen.
+    fn resolve(&self) -> (Vec<String>, Listen) {
+        let placeholders = ["{addr}", "{host}", "{port}"];
+        let has_placeholder = self
+            .command
+            .iter()
+            .any(|arg| placeholders.iter().any(|p| arg.contains(p)));
+        if has_placeholder || self.port.is_some() {
+            let port = self.port.unwrap_or_else(free_port);
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let argv = self
+                .command
+                .iter()
+                .map(|arg| {
+                    arg.replace("{addr}", &addr.to_string())
+                        .replace("{host}", &addr.ip().to_string())
+                        .replace("{port}", &port.to_string())
+                })
+                .collect();
+            (argv, Listen::Known(addr))
+        } else {
+            let mut argv = self.command.clone();
+            let has_addr = argv[1..]
+                .iter()
+                .any(|arg| arg == "--addr" || arg.starts_with("--addr="));
+            if !has_addr {
+                argv.extend(["--addr".to_string(), "127.0.0.1:0".to_string()]);
+            }
+            (argv, Listen::Announced)
+        }
+    }
+
+    pub fn start_with(&self, options: Options) -> Server {
+        assert!(!self.command.is_empty(), "no server command given");
+        raise_open_file_limit();
+        let (argv, listen) = self.resolve();
+        if let Listen::Known(addr) = listen {
+            if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                panic!(
+                    "something already accepts connections on {addr} before the server \
+                     was started: stop it, or test on another port"
+                );
+            }
+        }
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .args(options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: signals go to the server and anything
+            // it runs (a wrapper script, say), as Ctrl-C in a terminal would.
+            .process_group(0);
+        cmd.envs(options.env.iter().copied());
+        let limits = match (options.max_open_files, options.soft_open_files) {
+            (Some(limit), _) => Some((limit, limit)),
+            (None, Some(soft)) => Some((soft, hard_open_file_limit())),
+            (None, None) => None,
+        };
+        // SAFETY: runs in the forked child before exec; prctl and setrlimit
+        // are async-signal-safe and touch no memory shared with the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Dies with us, so a killed test run leaves no server behind.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some((soft, hard)) = limits {
+                    let rlim = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let shown = shell_words(&argv);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the server `{shown}`: {e}"));
+        register_live(child.id() as i32);
+
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr_pipe = child.stderr.take().unwrap();
+        if options.broken_stderr {
+            // Closing the only read end: every write to it fails with EPIPE.
+            drop(stderr_pipe);
+        } else {
+            drain(stderr_pipe, stderr.clone(), None);
+        }
+        let (first_line, line) = mpsc::channel();
+        drain(
+            child.stdout.take().unwrap(),
+            stdout.clone(),
+            Some(first_line),
+        );
+
+        let mut server = Server {
+            child,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            stderr,
+            stdout,
+        };
+        server.addr = match listen {
+            Listen::Announced => server.read_announced_addr(&shown, line),
+            Listen::Known(addr) => {
+                server.wait_accepting(&shown, addr);
+                addr
+            }
+        };
+        server
+    }
+}
+
+fn hard_open_file_limit() -> u64 {
+    let mut rlim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    rlim.rlim_max
+}
+
+/// Runs `command` plus `args` to completion, for what it prints and how it
+/// exits, killing it if it takes longer than `timeout` (a server that does
+/// not know `--help` starts serving instead of exiting).
+pub fn run_bounded(
+    command: &[String],
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> std::process::Output {
+    let shown = format!("{} {}", shell_words(command), args.join(" "));
+    let child = Command::new(&command[0])
+        .args(&command[1..])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is
+            // our child, not yet waited for, so it cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = tx.send(());
+    watchdog.join().unwrap();
+    assert!(
+        output.status.signal() != Some(libc::SIGKILL),
+        "`{shown}` was still running after {timeout:?}, as if it did not know the \
+         option and started serving instead"
+    );
+    output
+}
+
+/// Arguments as a shell would need them typed.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|arg| {
+            let plain = arg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@{}".contains(c));
+            if plain && !arg.is_empty() {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A port that is free right now, for a server that must be told one.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// How much of a server's stdout or stderr is kept.
+const MAX_KEPT_OUTPUT: usize = 1 << 20;
+
+/// Copies a pipe into `sink` until it closes, so a chatty server never
+/// blocks on a full pipe; sends the first line to `first_line` if given.
+fn drain(
+    mut pipe: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<u8>>>,
+    first_line: Option<mpsc::Sender<String>>,
+) {
+    thread::spawn(move || {
+        let mut first_line = first_line;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+            let mut all = sink.lock().unwrap();
+            all.extend_from_slice(&chunk[..n]);
+            if first_line.is_some() {
+                if let Some(end) = all.iter().position(|&b| b == b'\n') {
+                    let line = String::from_utf8_lossy(&all[..=end]).into_owned();
+                    let _ = first_line.take().unwrap().send(line);
+                }
+            }
+            // A server logging an error in a busy loop writes megabytes a
+            // second: keep the latest output only.
+            if all.len() > MAX_KEPT_OUTPUT {
+                let excess = all.len() - MAX_KEPT_OUTPUT / 2;
+                all.drain(..excess);
+            }
+        }
+        // Closed without a newline: whatever there is counts as the line.
+        if let Some(tx) = first_line {
+            let _ = tx.send(String::from_utf8_lossy(&sink.lock().unwrap()).into_owned());
+        }
+    });
+}
+
+/// The process groups of the servers running now, so that a runner giving
+/// up on a case can stop its server.
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn register_live(pid: i32) {
+    LIVE.lock().unwrap().push(pid);
+}
+
+fn unregister_live(pid: i32) {
+    LIVE.lock().unwrap().retain(|&p| p != pid);
+}
+
+/// Kills every server started by this process that is still running. Their
+/// `Server` values notice on their next operation.
+pub fn kill_all_servers() {
+    for &pid in LIVE.lock().unwrap().iter() {
+        // SAFETY: kill(2) has no memory-safety preconditions; each pid is
+        // a child we started in its own process group.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+/// A running server. Dropping it kills the server (and its process group);
+/// if the test is failing, the server's stderr is printed to help find out
+/// why (unless [`SHOW_SERVER_OUTPUT`] is off).
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
 }
 
 /// Extra settings for [`Server::start_with`].
 #[derive(Default)]
 pub struct Options<'a> {
-    /// Arguments after `--addr 127.0.0.1:0`.
+    /// Arguments after the command (and after `--addr 127.0.0.1:0`).
     pub args: &'a [&'a str],
     /// `RLIMIT_NOFILE` for the server process.
     pub max_open_files: Option<u64>,
@@ -40,79 +344,69 @@ pub struct Options<'a> {
 }
 
 impl Server {
+    /// Starts one of this project's binaries; see [`Target::binary`].
     pub fn start(bin: &str) -> Server {
-        Server::start_with(bin, Options::default())
+        Target::binary(bin).start()
     }
 
     pub fn start_with(bin: &str, options: Options) -> Server {
-        raise_open_file_limit();
-        let mut cmd = Command::new(bin);
-        cmd.args(["--addr", "127.0.0.1:0"])
-            .args(options.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd.envs(options.env.iter().copied());
-        let limits = match (options.max_open_files, options.soft_open_files) {
-            (Some(limit), _) => Some((limit, limit)),
-            (None, Some(soft)) => Some((soft, hard_open_file_limit())),
-            (None, None) => None,
+        Target::binary(bin).start_with(options)
+    }
+
+    /// Waits for the `listening on` line: the only synchronisation needed.
+    fn read_announced_addr(&mut self, shown: &str, line: mpsc::Receiver<String>) -> SocketAddr {
+        let Ok(line) = line.recv_timeout(IO_TIMEOUT) else {
+            panic!(
+                "the server printed no line on stdout within {}; it should print \
+                 `listening on HOST:PORT` once it listens (if it cannot, tell the \
+                 tool its port: see --port and the {{port}} placeholder)",
+                secs(IO_TIMEOUT)
+            );
         };
-        if let Some((soft, hard)) = limits {
-            // SAFETY: runs in the forked child before exec; setrlimit is
-            // async-signal-safe and touches no memory shared with the parent.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let rlim = libc::rlimit {
-                        rlim_cur: soft,
-                        rlim_max: hard,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        if line.is_empty() {
+            let status = self.wait_exit_quietly(Duration::from_secs(2));
+            panic!(
+                "the server {} without printing `listening on HOST:PORT`{}",
+                status.map_or("closed its stdout".into(), describe_exit),
+                self.last_words()
+            );
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        if options.broken_stderr {
-            // Closing the only read end: every write to it fails with EPIPE.
-            drop(pipe);
-        } else {
-            let sink = stderr.clone();
-            thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
-                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
-                }
-            });
-        }
-
-        // Wait for the `listening on` line: the only synchronisation needed.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(IO_TIMEOUT)
-            .unwrap_or_else(|_| panic!("{bin} printed no `listening on` line in time"));
-        let addr = line
-            .strip_suffix('\n')
+        line.strip_suffix('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
             .and_then(|l| l.strip_prefix("listening on "))
             .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("{bin}: expected `listening on HOST:PORT`, got {line:?}"));
-        Server {
-            child,
-            addr,
-            stderr,
+            .unwrap_or_else(|| {
+                panic!(
+                    "`{shown}` printed {:?} as its first line, not `listening on HOST:PORT` \
+                     (a server that announces nothing can be told its port: see --port \
+                     and the {{port}} placeholder)",
+                    line.trim_end()
+                )
+            })
+    }
+
+    /// Polls until `addr` accepts a connection, for servers that print
+    /// nothing. The probe connection is closed at once: a server must cope
+    /// with that anyway.
+    fn wait_accepting(&mut self, shown: &str, addr: SocketAddr) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "the server {} before accepting connections on {addr}{}",
+                    describe_exit(status),
+                    self.last_words()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{shown}` did not accept connections on {addr} within {}",
+                secs(IO_TIMEOUT)
+            );
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -127,53 +421,102 @@ impl Server {
 
     /// Panics if the server process has exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("server exited unexpectedly: {status}");
+        self.try_running().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait().unwrap() {
+            None => Ok(()),
+            Some(status) => Err(format!(
+                "the server {} while it should still be serving{}",
+                describe_exit(status),
+                self.last_words()
+            )),
         }
     }
 
     /// A fresh connection still gets its frame echoed: the server is alive and serving.
     pub fn assert_serves(&mut self) {
-        self.assert_running();
-        let mut client = self.connect();
-        client.assert_echo(b"still serving?");
+        self.try_serves().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    pub fn try_serves(&mut self) -> Result<(), String> {
+        self.try_running()?;
+        self.try_connect()
+            .and_then(|mut client| client.try_echo(b"still serving?"))
+            .map_err(|e| {
+                // A dying server resets connections before it is gone: if
+                // it is exiting, that is the news, not the reset.
+                let _ = self.wait_exit_quietly(Duration::from_secs(1));
+                self.try_running()
+                    .err()
+                    .unwrap_or_else(|| format!("a new client was not served: {e}"))
+            })
+    }
+
+    /// Opens a client connection, or says why not.
+    pub fn try_connect(&self) -> Result<Client, String> {
+        Client::try_connect(self.addr)
+    }
+
+    /// Sends `signal` to the server's process group, as Ctrl-C in a terminal does.
     pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
+        // SAFETY: kill(2) has no memory-safety preconditions; the process
+        // group is our own child's.
+        let rc = unsafe { libc::kill(-self.pid(), signal) };
         assert_eq!(rc, 0, "kill failed: {}", io::Error::last_os_error());
     }
 
-    /// Waits for the server to exit on its own, failing after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    fn wait_exit_quietly(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return Some(status);
             }
-            assert!(
-                Instant::now() < deadline,
-                "server still running {timeout:?} after being asked to stop"
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             thread::sleep(Duration::from_millis(5));
         }
     }
 
+    /// Waits for the server to exit on its own, failing after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.wait_exit_quietly(timeout).unwrap_or_else(|| {
+            panic!(
+                "the server was still running {} after being asked to stop",
+                secs(timeout)
+            )
+        })
+    }
+
     /// Sends `signal` and asserts a clean exit (status 0) within `timeout`.
     pub fn assert_stops_cleanly_on(&mut self, signal: libc::c_int, timeout: Duration) {
+        let name = signal_name(signal);
+        self.assert_running();
         self.signal(signal);
-        let status = self.wait_exit(timeout);
+        let Some(status) = self.wait_exit_quietly(timeout) else {
+            panic!(
+                "the server was still running {} after {name}: it must stop promptly, \
+                 wherever it is blocked",
+                secs(timeout)
+            );
+        };
+        if status.signal() == Some(signal) {
+            panic!("{name} killed the server instead of stopping it with exit status 0: it does not handle {name}");
+        }
         assert!(
             status.success(),
-            "server exited with {status} (signal {:?}) instead of 0",
-            status.signal()
+            "after {name} the server {} instead of exiting with status 0{}",
+            describe_exit(status),
+            self.last_words()
         );
     }
 
     /// Resident memory of the server process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("the server's /proc/PID/status: {e} (did it exit?)"));
         let kib: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -184,7 +527,8 @@ impl Server {
 
     /// CPU time (user + system) the server has used so far.
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .unwrap_or_else(|e| panic!("the server's /proc/PID/stat: {e} (did it exit?)"));
         // Fields after the command name, which is in parentheses and may hold spaces.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
@@ -202,7 +546,7 @@ impl Server {
     /// Number of file descriptors the server has open.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
+            .unwrap_or_else(|e| panic!("the server's /proc/PID/fd: {e} (did it exit?)"))
             .count()
     }
 
@@ -219,7 +563,8 @@ impl Server {
         while !condition(self) {
             assert!(
                 Instant::now() < deadline,
-                "not true after {timeout:?}: {what}"
+                "still not true after {}: {what}",
+                secs(timeout)
             );
             thread::sleep(Duration::from_millis(10));
         }
@@ -228,15 +573,69 @@ impl Server {
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
+
+    /// What the server printed on stdout, its `listening on` line included.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    /// The last line the server wrote to stderr, as the end of a sentence.
+    fn last_words(&self) -> String {
+        let stderr = self.stderr();
+        match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(line) => {
+                let line: String = line.trim().chars().take(200).collect();
+                format!("; the last line on its stderr: `{line}`")
+            }
+            None => String::new(),
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) has no memory-safety preconditions; the process
+        // group is our own child's.
+        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        // Before the wait, which frees the pid for reuse.
+        unregister_live(self.pid());
         let _ = self.child.wait();
-        if thread::panicking() {
+        if thread::panicking() && SHOW_SERVER_OUTPUT.load(Ordering::Relaxed) {
             eprintln!("--- server stderr ---\n{}---", self.stderr());
         }
+    }
+}
+
+/// "exited with status 1", "was killed by SIGSEGV (signal 11)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("was killed by {} (signal {signal})", signal_name(signal)),
+        _ => format!("ended ({status})"),
+    }
+}
+
+pub fn signal_name(signal: libc::c_int) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGPIPE => "SIGPIPE".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        other => format!("signal {other}"),
+    }
+}
+
+/// A duration the way a person says it: "10 s", "500 ms", "1.5 s".
+pub fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 
@@ -259,111 +658,143 @@ fn raise_open_file_limit() {
     });
 }
 
-fn hard_open_file_limit() -> u64 {
-    let mut rlim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct we pass.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlim) };
-    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
-    rlim.rlim_max
-}
-
-/// Runs `bin` with `args` to completion, for what it prints and how it
-/// exits, killing it if it takes longer than `timeout` (a server that does
-/// not know `--help` starts serving instead of exiting).
-pub fn run_bounded(
-    bin: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-    timeout: Duration,
-) -> std::process::Output {
-    let child = Command::new(bin)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if rx.recv_timeout(timeout).is_err() {
-            // SAFETY: kill(2) has no memory-safety preconditions; the pid is
-            // our child, not yet waited for, so it cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = tx.send(());
-    watchdog.join().unwrap();
-    assert!(
-        output.status.signal() != Some(libc::SIGKILL),
-        "`{bin} {}` still ran after {timeout:?}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 /// A client connection with every wait bounded by [`IO_TIMEOUT`].
+///
+/// Each operation comes in two forms: `try_x` returns why it failed as a
+/// sentence, so that a case can say what that means; `x` panics with it.
 pub struct Client {
     pub stream: TcpStream,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::try_connect(addr).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> Result<Client, String> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| match e.kind() {
+            ErrorKind::ConnectionRefused => format!(
+                "a client could not connect: connection refused (is the server still listening on {addr}?)"
+            ),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+                "a client could not connect within {}: the server's listen backlog is full and it is not accepting",
+                secs(IO_TIMEOUT)
+            ),
+            _ => format!("a client could not connect to {addr}: {e}"),
+        })?;
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Client { stream }
+        Ok(Client { stream })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
+        self.try_send(bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream.write_all(bytes).map_err(|e| match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+                "sending {} bytes did not finish within {}: the server stopped reading",
+                bytes.len(),
+                secs(self.timeout())
+            ),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+                "sending failed: the server had closed the connection".to_string()
+            }
+            _ => format!("sending failed: {e}"),
+        })
     }
 
     pub fn send_frame(&mut self, payload: &[u8]) {
         self.send(&frame(payload));
     }
 
+    fn timeout(&self) -> Duration {
+        self.stream
+            .read_timeout()
+            .ok()
+            .flatten()
+            .unwrap_or(IO_TIMEOUT)
+    }
+
     /// Reads exactly `n` bytes.
     pub fn recv_exact(&mut self, n: usize) -> Vec<u8> {
+        self.try_recv_exact(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_recv_exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
         let mut buf = vec![0; n];
-        self.stream
-            .read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("expected {n} bytes from the server: {e}"));
-        buf
+        let mut got = 0;
+        while got < n {
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(if got == 0 {
+                        "the server closed the connection instead of replying".to_string()
+                    } else {
+                        format!("the server closed the connection after {got} of the {n} bytes expected")
+                    })
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_failure(&e, got, n, self.timeout())),
+            }
+        }
+        Ok(buf)
     }
 
     /// Reads one frame, checking its header, and returns the payload.
     pub fn recv_frame(&mut self) -> Vec<u8> {
-        let header = self.recv_exact(HEADER_LEN);
+        self.try_recv_frame().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_recv_frame(&mut self) -> Result<Vec<u8>, String> {
+        let header = self.try_recv_exact(HEADER_LEN)?;
         let len = u32::from_le_bytes(header.try_into().unwrap()) as usize;
-        assert!(len <= MAX_MSG, "server sent a frame of {len} bytes");
-        self.recv_exact(len)
+        if len > MAX_MSG {
+            return Err(format!(
+                "the server sent a header announcing {len} bytes, more than the {MAX_MSG} a frame may hold"
+            ));
+        }
+        self.try_recv_exact(len)
     }
 
     /// Sends a frame and asserts the reply is the identical frame.
     pub fn assert_echo(&mut self, payload: &[u8]) {
-        self.send_frame(payload);
-        let reply = self.recv_exact(HEADER_LEN + payload.len());
-        assert!(reply == frame(payload), "reply differs from the request");
+        self.try_echo(payload).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_echo(&mut self, payload: &[u8]) -> Result<(), String> {
+        let request = frame(payload);
+        self.try_send(&request)?;
+        let reply = self.try_recv_exact(request.len())?;
+        match difference(&reply, &request) {
+            None => Ok(()),
+            Some(at) => Err(format!(
+                "the reply to a {}-byte frame differs from it at byte {at}",
+                request.len()
+            )),
+        }
     }
 
     /// Reads until the server closes the connection (EOF or reset), failing
     /// if it sends data or keeps it open longer than [`IO_TIMEOUT`].
     pub fn assert_closed_by_server(&mut self) {
+        self.try_closed_by_server()
+            .unwrap_or_else(|e| panic!("expected the server to close the connection, but {e}"))
+    }
+
+    /// Why the connection is not closed, as the end of "expected it closed, but ...".
+    pub fn try_closed_by_server(&mut self) -> Result<(), String> {
         let mut buf = [0u8; 64];
         match self.stream.read(&mut buf) {
-            Ok(0) => {}
-            Ok(n) => panic!("expected the server to close, got {n} bytes"),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("expected the server to close the connection: {e}"),
+            Ok(0) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(()),
+            Ok(n) => Err(format!("it sent {n} more bytes")),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
+                format!("it kept the connection open for {}", secs(self.timeout())),
+            ),
+            Err(e) => Err(format!("reading failed: {e}")),
         }
     }
 
@@ -391,6 +822,42 @@ impl Client {
         assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
         drop(self.stream);
     }
+}
+
+/// Why reading `want` bytes stopped after `got`, in words.
+pub fn read_failure(e: &io::Error, got: usize, want: usize, timeout: Duration) -> String {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut if got == 0 => {
+            format!("no reply within {}", secs(timeout))
+        }
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+            "only {got} of the {want} bytes expected came, then nothing for {}",
+            secs(timeout)
+        ),
+        ErrorKind::ConnectionReset if got == 0 => {
+            "the server reset the connection instead of replying".to_string()
+        }
+        ErrorKind::ConnectionReset => {
+            format!("the server reset the connection after {got} of the {want} bytes expected")
+        }
+        _ => format!("reading the reply failed after {got} of {want} bytes: {e}"),
+    }
+}
+
+/// Where two byte strings first differ, if they do.
+pub fn difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(at) => Some(at),
+        None if a.len() != b.len() => Some(a.len().min(b.len())),
+        None => None,
+    }
+}
+
+/// Joins a helper thread, passing its panic (and so its message) on.
+pub fn join<T>(handle: thread::JoinHandle<T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The frame carrying `payload`.

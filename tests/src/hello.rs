@@ -4,43 +4,57 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::harness::Server;
+use crate::harness::{Server, Target};
 
 const IO_WAIT: Duration = Duration::from_secs(2);
 
 /// The fixed reply ch03 sends to whatever a client says.
-pub const REPLY: &[u8] = b"world";
+const REPLY: &[u8] = b"world";
 
+/// Says hello on a new connection; returns everything the server sent
+/// before closing it.
 fn hello(server: &Server) -> Vec<u8> {
     let mut client = server.connect();
     client.send(b"hello");
     let mut reply = Vec::new();
-    client
-        .stream
-        .read_to_end(&mut reply)
-        .expect("reply, then EOF");
+    if let Err(e) = client.stream.read_to_end(&mut reply) {
+        panic!(
+            "after {:?} the server neither finished its reply nor closed the connection: {e}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
     reply
 }
 
-pub fn replies_once_and_closes(bin: &str) {
-    let server = Server::start(bin);
-    assert_eq!(hello(&server), REPLY);
-    // The log line travels through a pipe and a reader thread: wait for it.
-    server.eventually(IO_WAIT, "the server logs what the client said", |s| {
-        s.stderr().contains("client says: hello")
-    });
+fn assert_world(reply: &[u8]) {
+    assert!(
+        reply == REPLY,
+        "the server answered {:?} then closed; expected \"world\" then close",
+        String::from_utf8_lossy(reply)
+    );
 }
 
-pub fn serves_clients_one_after_another(bin: &str) {
-    let server = Server::start(bin);
+pub fn replies_once_and_closes(target: &Target) {
+    let server = target.start();
+    assert_world(&hello(&server));
+    // The log line travels through a pipe and a reader thread: wait for it.
+    server.eventually(
+        IO_WAIT,
+        "the server logs `client says: hello` on stderr",
+        |s| s.stderr().contains("client says: hello"),
+    );
+}
+
+pub fn serves_clients_one_after_another(target: &Target) {
+    let server = target.start();
     for _ in 0..50 {
-        assert_eq!(hello(&server), REPLY);
+        assert_world(&hello(&server));
     }
 }
 
 // ANCHOR: test_silent_oversized
-pub fn survives_silent_and_oversized_clients(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn survives_silent_and_oversized_clients(target: &Target) {
+    let mut server = target.start();
     // Connects and hangs up without a word: the read returns 0 (EOF).
     drop(server.connect());
     // Sends far more than one read takes: the rest is discarded at close.
@@ -48,17 +62,30 @@ pub fn survives_silent_and_oversized_clients(bin: &str) {
     let _ = chatty.stream.write_all(&[b'x'; 100_000]);
     drop(chatty);
     server.assert_running();
-    assert_eq!(hello(&server), REPLY);
+    assert_world(&hello(&server));
 }
 // ANCHOR_END: test_silent_oversized
 
-pub fn sigint_exits_zero(bin: &str) {
-    let mut server = Server::start(bin);
-    assert_eq!(hello(&server), REPLY);
+pub fn sigint_exits_zero(target: &Target) {
+    let mut server = target.start();
+    assert_world(&hello(&server));
     server.assert_stops_cleanly_on(libc::SIGINT, Duration::from_secs(2));
 }
 
-pub fn sigterm_exits_zero(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn sigterm_exits_zero(target: &Target) {
+    let mut server = target.start();
     server.assert_stops_cleanly_on(libc::SIGTERM, Duration::from_secs(2));
+}
+
+/// stderr is a pipe nobody reads: the server logs what every client says,
+/// and a failed log line must not kill it.
+pub fn broken_stderr_never_stops_the_server(target: &Target) {
+    let mut server = target.start_with(crate::harness::Options {
+        broken_stderr: true,
+        ..Default::default()
+    });
+    for _ in 0..3 {
+        assert_world(&hello(&server));
+    }
+    server.assert_stops_cleanly_on(libc::SIGINT, IO_WAIT);
 }

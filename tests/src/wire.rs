@@ -10,15 +10,15 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Options, Server};
+use crate::harness::{frame, Options, Target};
 
 // ANCHOR: nagle
 /// A client writes three small frames at once and waits for the three
 /// replies, twenty times. A server that writes one reply per `send` with
 /// Nagle's algorithm on makes the second reply wait for the client's
 /// delayed ACK of the first: about 40 ms per exchange on Linux.
-pub fn small_pipelined_frames_are_answered_at_once(bin: &str) {
-    let server = Server::start(bin);
+pub fn small_pipelined_frames_are_answered_at_once(target: &Target) {
+    let server = target.start();
     let mut client = server.connect();
     let burst: Vec<u8> = [&b"one"[..], b"two", b"three"]
         .iter()
@@ -44,8 +44,8 @@ pub fn small_pipelined_frames_are_answered_at_once(bin: &str) {
 // ANCHOR: bad_after_good
 /// A valid frame and a bad length header arrive in the same segment: the
 /// frame is answered, then the connection is closed, and only that one.
-pub fn good_frame_then_bad_length_in_one_write(bin: &str) {
-    let mut server = Server::start(bin);
+pub fn good_frame_then_bad_length_in_one_write(target: &Target) {
+    let mut server = target.start();
     for bad in [4097u32, u32::MAX] {
         let mut client = server.connect();
         let mut bytes = frame(b"good");
@@ -68,8 +68,8 @@ pub fn good_frame_then_bad_length_in_one_write(bin: &str) {
 /// (no `SO_OOBINLINE`), but a `read` stops short at the urgent mark, and a
 /// server that takes a short read to mean "nothing left" never reads the
 /// second frame: no new data comes, so edge-triggered epoll reports nothing.
-pub fn urgent_data_does_not_stall_the_connection(bin: &str) {
-    let server = Server::start(bin);
+pub fn urgent_data_does_not_stall_the_connection(target: &Target) {
+    let server = target.start();
     let mut client = server.connect();
     client.assert_echo(b"warm up");
     client.send_frame(b"before");
@@ -108,15 +108,12 @@ fn send_urgent_byte(stream: &std::net::TcpStream) {
 /// shipper that died), and every log line is on (`ECHO_LOG=debug`). Bad
 /// frames, vanishing clients and a stop all make the server log: none of
 /// it may take it down (`eprintln!` panics when its write fails).
-pub fn broken_stderr_never_stops_the_server(bin: &str) {
-    let mut server = Server::start_with(
-        bin,
-        Options {
-            env: &[("ECHO_LOG", "debug")],
-            broken_stderr: true,
-            ..Options::default()
-        },
-    );
+pub fn broken_stderr_never_stops_the_server(target: &Target) {
+    let mut server = target.start_with(Options {
+        env: &[("ECHO_LOG", "debug")],
+        broken_stderr: true,
+        ..Options::default()
+    });
     let mut client = server.connect();
     client.send(&u32::MAX.to_le_bytes());
     client.assert_closed_by_server();
@@ -132,14 +129,11 @@ pub fn broken_stderr_never_stops_the_server(bin: &str) {
 // ANCHOR: fd_limit
 /// Started with the usual soft limit on open files (here 256) under a
 /// higher hard limit, the server raises its soft limit to the hard one.
-pub fn raises_its_open_file_limit(bin: &str) {
-    let server = Server::start_with(
-        bin,
-        Options {
-            soft_open_files: Some(256),
-            ..Options::default()
-        },
-    );
+pub fn raises_its_open_file_limit(target: &Target) {
+    let server = target.start_with(Options {
+        soft_open_files: Some(256),
+        ..Options::default()
+    });
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
     let line = limits
         .lines()
@@ -158,20 +152,17 @@ pub fn raises_its_open_file_limit(bin: &str) {
 /// error (EPROTO) or a shortage of memory (ENOBUFS). Every client must
 /// still be served: accept(2) says to retry, and an edge-triggered server
 /// that gives up instead leaves the client in the backlog for good.
-pub fn accept_errors_do_not_strand_clients(bin: &str) {
+pub fn accept_errors_do_not_strand_clients(target: &Target) {
     let shim = accept_error_shim();
     for errno in [libc::EPROTO, libc::ENOBUFS] {
         let errno = errno.to_string();
-        let mut server = Server::start_with(
-            bin,
-            Options {
-                env: &[
-                    ("LD_PRELOAD", shim.to_str().unwrap()),
-                    ("ECHO_TEST_ACCEPT_ERRNO", &errno),
-                ],
-                ..Options::default()
-            },
-        );
+        let mut server = target.start_with(Options {
+            env: &[
+                ("LD_PRELOAD", shim.to_str().unwrap()),
+                ("ECHO_TEST_ACCEPT_ERRNO", &errno),
+            ],
+            ..Options::default()
+        });
         for i in 0..4 {
             let mut client = server.connect();
             client

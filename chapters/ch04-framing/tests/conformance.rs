@@ -1,16 +1,25 @@
-// ANCHOR: suite
-conformance::suite!(env!("CARGO_BIN_EXE_ch04"), [echo, cli, wire]);
-// ANCHOR_END: suite
-
 use std::io::Read;
 use std::time::Duration;
 
 use conformance::harness::Server;
+use conformance::Level;
+
+// ANCHOR: suite
+fn main() {
+    conformance::main_with(
+        env!("CARGO_BIN_EXE_ch04"),
+        &[Level::Echo],
+        &[(
+            "second_client_waits_for_the_first",
+            second_client_waits_for_the_first,
+        )],
+    );
+}
+// ANCHOR_END: suite
 
 // ANCHOR: second_client_waits
 /// The lesson of this chapter, pinned: while one client is connected, even
 /// idle, the next one is not served at all.
-#[test]
 fn second_client_waits_for_the_first() {
     let server = Server::start(env!("CARGO_BIN_EXE_ch04"));
     let mut first = server.connect();

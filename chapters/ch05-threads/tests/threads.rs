@@ -40,7 +40,10 @@ fn clients_beyond_max_threads_are_turned_away_and_the_others_served() {
     // Every thread is busy with an idle client: the next one is closed at
     // once, not left waiting.
     let mut fifth = server.connect();
-    fifth.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    fifth
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     fifth.assert_closed_by_server();
     for client in &mut held {
         client.assert_echo(b"still served");
@@ -54,7 +57,12 @@ fn clients_beyond_max_threads_are_turned_away_and_the_others_served() {
 
 #[test]
 fn help_shows_max_threads() {
-    let out = conformance::harness::run_bounded(BIN, &["--help"], &[], Duration::from_secs(5));
+    let out = conformance::harness::run_bounded(
+        &[BIN.to_string()],
+        &["--help"],
+        &[],
+        Duration::from_secs(5),
+    );
     let usage = String::from_utf8_lossy(&out.stdout);
     assert!(
         usage.contains("--max-threads N") && usage.contains("[default: 10000]"),

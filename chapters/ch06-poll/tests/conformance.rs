@@ -1,4 +1,8 @@
-conformance::suite!(
-    env!("CARGO_BIN_EXE_ch06"),
-    [echo, concurrent, event_loop, cli, wire, graceful]
-);
+use conformance::Level;
+
+fn main() {
+    conformance::main(
+        env!("CARGO_BIN_EXE_ch06"),
+        &[Level::Echo, Level::Concurrent, Level::EventLoop],
+    );
+}

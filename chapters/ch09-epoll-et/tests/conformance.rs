@@ -1,4 +1,13 @@
-conformance::suite!(
-    env!("CARGO_BIN_EXE_ch09"),
-    [echo, concurrent, event_loop, scale, cli, wire, graceful]
-);
+use conformance::Level;
+
+fn main() {
+    conformance::main(
+        env!("CARGO_BIN_EXE_ch09"),
+        &[
+            Level::Echo,
+            Level::Concurrent,
+            Level::EventLoop,
+            Level::Scale,
+        ],
+    );
+}
