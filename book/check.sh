@@ -8,7 +8,12 @@
 #   2. a page is missing from SUMMARY.md (so it would never be built), or a
 #      chapter crate chapters/chNN-name has no page book/src/chNN-name.md that
 #      quotes the crate through an anchor and shows the generated diff from
-#      the chapter before;
+#      the chapter before (or the one book/predecessors.sh names); a diff
+#      longer than 150 lines is shown folded, inside <details>; no generated
+#      diff carries an `// ANCHOR:` marker line;
+#   2b. code that says "Identical in chapters A to B" is: the anchored region
+#      (or, said in a file's opening comment, the whole file) must be the same
+#      in every chapter from A to B, so copies meant to stay equal cannot drift;
 #   3. mdBook reports any error or warning while building;
 #   4. a link or image in the built HTML points at a page, file or #fragment
 #      that does not exist.
@@ -16,6 +21,7 @@
 # Run book/gen-diffs.sh first. Usage: bash book/check.sh   (needs mdbook)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source book/predecessors.sh
 
 MDBOOK=${MDBOOK:-mdbook}
 command -v "$MDBOOK" >/dev/null || MDBOOK="$HOME/.cargo/bin/mdbook"
@@ -87,6 +93,7 @@ for crate in chapters/ch[0-9][0-9]-*/; do
     name=$(basename "$crate")
     num=${name%%-*}
     page="$src/$name.md"
+    prev=$(predecessor_of "$num" "$prev")
     if [ ! -f "$page" ]; then
         want="quotes the crate ({{#include ../../$crate/src/main.rs:ANCHOR_NAME}})"
         [ -n "$prev" ] && want="$want and shows {{#include generated/$prev-$num.diff}}"
@@ -105,6 +112,69 @@ for crate in chapters/ch[0-9][0-9]-*/; do
     fi
     prev=$num
 done
+
+# Long diffs are folded, and no diff shows the book's anchor markers.
+folding=$(
+    find "$src" -name '*.md' -not -path "$src/generated/*" | sort | while IFS= read -r page; do
+        awk -v page="$page" -v dir="$src" '
+            /<details>/ { open = 1 }
+            /<\/details>/ { open = 0 }
+            match($0, /\{\{#include generated\/[^}]*\.diff\}\}/) {
+                file = substr($0, RSTART + 11, RLENGTH - 13)
+                lines = 0
+                while ((getline line < (dir "/" file)) > 0) lines++
+                close(dir "/" file)
+                if (lines > 150 && !open)
+                    printf "%s:%d: %s has %d lines: fold it in <details> with a <summary> of what changed\n", page, NR, file, lines
+            }' "$page"
+    done
+)
+if [ -n "$folding" ]; then
+    sed 's/^/book check: /' <<<"$folding" >&2
+    errors=$((errors + 1))
+fi
+if grep -l -E '^[-+ ][[:space:]]*// ANCHOR(_END)?: ' "$src"/generated/*.diff >/dev/null 2>&1; then
+    fail "a generated diff shows // ANCHOR: lines: run book/gen-diffs.sh (it strips them)"
+fi
+
+# --- 2b. copies that must stay identical -----------------------------------------
+
+region() { # file anchor: the lines between its ANCHOR and ANCHOR_END markers
+    awk -v name="$2" '
+        $0 ~ "// ANCHOR_END: " name "$" { inside = 0 }
+        inside { print }
+        $0 ~ "// ANCHOR: " name "$" { inside = 1 }' "$1"
+}
+copies=0
+while IFS=: read -r file line _; do
+    rel=${file#chapters/*/}
+    text=$(sed -n "${line}p" "$file")
+    [[ $text =~ Identical\ in\ chapters\ ([0-9]+)\ to\ ([0-9]+) ]] || continue
+    first=${BASH_REMATCH[1]} last=${BASH_REMATCH[2]}
+    # The anchor whose region holds this line, if any.
+    anchor=$(awk -v at="$line" '
+        NR >= at { exit }
+        /\/\/ ANCHOR: / { sub(/.*\/\/ ANCHOR: /, ""); open[$0] = 1; last = $0 }
+        /\/\/ ANCHOR_END: / { sub(/.*\/\/ ANCHOR_END: /, ""); delete open[$0]; if ($0 == last) last = "" }
+        END { print last }' "$file")
+    for n in $(seq "$first" "$last"); do
+        other=$(printf 'chapters/ch%02d-*/%s' "$n" "$rel")
+        # shellcheck disable=SC2086
+        other=$(echo $other)
+        if [ ! -f "$other" ]; then
+            fail "$file:$line says it is identical in chapters $first to $last, but $other does not exist"
+            continue
+        fi
+        copies=$((copies + 1))
+        if [ -n "$anchor" ]; then
+            cmp -s <(region "$file" "$anchor") <(region "$other" "$anchor") ||
+                fail "$other: the '$anchor' region differs from $file's, which says it is identical in chapters $first to $last"
+        else
+            cmp -s "$file" "$other" ||
+                fail "$other differs from $file, which says it is identical in chapters $first to $last"
+        fi
+    done
+done < <(grep -n -r 'Identical in chapters' chapters --include='*.rs' | sort -u)
 
 # --- 3. build, refusing errors and warnings ------------------------------------
 
@@ -161,4 +231,4 @@ if [ "$errors" -gt 0 ]; then
     echo "book check: $errors problem(s)" >&2
     exit 1
 fi
-echo "book check: ok ($includes includes, $links internal links)"
+echo "book check: ok ($includes includes, $copies copies checked, $links internal links)"

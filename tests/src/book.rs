@@ -61,15 +61,15 @@ pub const SIGNALFD: BookRef = BookRef {
     heading: "Signals as a file descriptor: `signalfd`",
 };
 pub const TAKING_TURNS: BookRef = BookRef {
-    page: "ch08-epoll-et.md",
+    page: "ch09-epoll-et.md",
     heading: "A turn: answer, send, read",
 };
 pub const BATCHED_REPLIES: BookRef = BookRef {
-    page: "ch08-epoll-et.md",
+    page: "ch09-epoll-et.md",
     heading: "The problem",
 };
 pub const IDLE_BUFFERS: BookRef = BookRef {
-    page: "ch08-epoll-et.md",
+    page: "ch09-epoll-et.md",
     heading: "Buffers that cost memory only while busy",
 };
 pub const EMFILE: BookRef = BookRef {

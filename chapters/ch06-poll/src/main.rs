@@ -260,6 +260,7 @@ fn accept_new_conn(listener: &TcpListener, conns: &mut Connections, spare_fd: &m
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
+// Identical in chapters 6 to 8 (book/check.sh checks it).
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog, so the listener stays readable and the loop would spin at 100%
 /// CPU. We keep one descriptor in reserve for this moment: give it up, accept

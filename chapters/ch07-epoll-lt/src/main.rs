@@ -213,6 +213,7 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
+// Identical in chapters 7 to 9 (book/check.sh checks it).
 /// Reads the pending stop signal. Returns true if one had already asked us
 /// to stop: a second Ctrl-C stops at once.
 fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
@@ -300,6 +301,7 @@ fn accept_new_conn(
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
+// Identical in chapters 6 to 8 (book/check.sh checks it).
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog, so the listener stays readable and the loop would spin at 100%
 /// CPU. We keep one descriptor in reserve for this moment: give it up, accept

@@ -217,6 +217,7 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
+// Identical in chapters 7 to 9 (book/check.sh checks it).
 /// Reads the pending stop signal. Returns true if one had already asked us
 /// to stop: a second Ctrl-C stops at once.
 fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
@@ -304,6 +305,7 @@ fn accept_new_conn(
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
+// Identical in chapters 6 to 8 (book/check.sh checks it).
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog, so the listener stays readable and the loop would spin at 100%
 /// CPU. We keep one descriptor in reserve for this moment: give it up, accept
@@ -407,6 +409,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
+// Identical in chapters 8 to 11 (book/check.sh checks it).
 /// Appends the reply to every whole frame in the read buffer to the write
 /// buffer, while it has room: many replies, to go out in one send.
 fn try_requests(conn: &mut Conn, pool: &mut Pool) {

@@ -246,6 +246,7 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
+// Identical in chapters 7 to 9 (book/check.sh checks it).
 /// Reads the pending stop signal. Returns true if one had already asked us
 /// to stop: a second Ctrl-C stops at once.
 fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
@@ -354,6 +355,7 @@ fn accept_new_conns(
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
+// Identical in chapters 9 to 11 (book/check.sh checks it).
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog. Level-triggered, the loop would spin; edge-triggered, we would
 /// never hear of that client again. We keep one descriptor in reserve for
@@ -435,6 +437,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
+// Identical in chapters 9 to 11 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -487,6 +490,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
+// Identical in chapters 8 to 11 (book/check.sh checks it).
 /// Appends the reply to every whole frame in the read buffer to the write
 /// buffer, while it has room: many replies, to go out in one send.
 fn try_requests(conn: &mut Conn, pool: &mut Pool) {
@@ -570,6 +574,7 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: write
 
 // ANCHOR: close
+// Identical in chapters 9 to 11 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.

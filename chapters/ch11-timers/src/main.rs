@@ -90,6 +90,7 @@ impl Conn {
 }
 
 // ANCHOR: conn_handler
+// Identical in chapters 10 to 11 (book/check.sh checks it).
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -173,6 +174,7 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
+// Identical in chapters 10 to 11 (book/check.sh checks it).
 /// Stops the reactor when SIGINT or SIGTERM arrives (see `common::signals`).
 struct StopSignal(SignalFd);
 
@@ -317,6 +319,7 @@ impl Handler<Pool> for Listener {
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
+// Identical in chapters 9 to 11 (book/check.sh checks it).
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog. Level-triggered, the loop would spin; edge-triggered, we would
 /// never hear of that client again. We keep one descriptor in reserve for
@@ -398,6 +401,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
+// Identical in chapters 9 to 11 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -450,6 +454,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
+// Identical in chapters 8 to 11 (book/check.sh checks it).
 /// Appends the reply to every whole frame in the read buffer to the write
 /// buffer, while it has room: many replies, to go out in one send.
 fn try_requests(conn: &mut Conn, pool: &mut Pool) {
@@ -536,6 +541,7 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: write
 
 // ANCHOR: close
+// Identical in chapters 9 to 11 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.

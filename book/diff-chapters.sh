@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Prints what one chapter changed from another: the diff of their src/
+# directories, as `just diff` and the book show it. The `// ANCHOR:` marker
+# lines the book uses to quote code are left out (they are not code), and
+# main.rs comes first, where the lesson is.
+#
+# Usage: bash book/diff-chapters.sh FROM TO [git diff options]   e.g. ch06 ch07 --color
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+chapter_dir() {
+    local dirs=(chapters/"$1"-*/)
+    if [ ! -d "${dirs[0]}" ]; then
+        echo "no such chapter: $1 (see \`just chapters\`)" >&2
+        exit 2
+    fi
+    echo "${dirs[0]%/}"
+}
+from=$(chapter_dir "$1")
+to=$(chapter_dir "$2")
+shift 2
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for dir in "$from" "$to"; do
+    mkdir -p "$tmp/$dir"
+    cp -R "$dir/src" "$tmp/$dir/"
+    find "$tmp/$dir" -name '*.rs' -exec sed -i -E '/^[[:space:]]*\/\/ ANCHOR(_END)?: /d' {} +
+done
+printf '*/main.rs\n*\n' >"$tmp/order"
+cd "$tmp"
+# Exit status 1 means "the trees differ": that is the point, not an error.
+git diff --no-index --no-ext-diff -O order "$@" -- "$from/src" "$to/src" || [ $? -eq 1 ]

@@ -1,0 +1,13 @@
+# Sourced by gen-diffs.sh and check.sh: which chapter each chapter's page
+# compares itself with. By default the chapter just before it; a chapter that
+# starts again from an earlier design names that one here.
+# shellcheck disable=SC2034
+declare -A PREDECESSOR=(
+    [ch13]=ch09 # io_uring: a new event loop, in place of the edge-triggered one
+    [ch14]=ch09 # many cores: the edge-triggered loop, once per core
+)
+
+# Prints the chapter number a chapter's page is diffed against, or nothing.
+predecessor_of() { # this_number previous_number
+    echo "${PREDECESSOR[$1]:-$2}"
+}
