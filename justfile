@@ -1,6 +1,8 @@
 # echo-steps: a TCP echo server built in small, runnable, tested steps.
 # `just` alone lists the recipes. Nothing here is needed to build or test:
 # `cargo run -p ch06` and `cargo test --workspace` work without just.
+# Needs just 1.54 or later (for `[continue]`: Ctrl-C on a server is how it
+# ends, not an error).
 
 set positional-arguments
 set shell := ["bash", "-cu"]
@@ -19,23 +21,23 @@ chapters:
     done
 
 # Build and run a chapter's server; extra arguments go to it: just run ch06 --addr 127.0.0.1:0
+[continue]
 run chapter *args:
-    @cargo run --quiet --release -p {{chapter}} -- "${@:2}"
+    @cargo build --release -p {{chapter}} --bin {{chapter}}
+    @exec "${CARGO_TARGET_DIR:-target}/release/{{chapter}}" "${@:2}"
 
 # Send messages to a running server and print the replies: just client hello world
 client *args:
-    @cargo run --quiet --release -p client -- "$@"
+    @cargo build --release -p client
+    @exec "${CARGO_TARGET_DIR:-target}/release/client" "$@"
 
 # Run every test: the same command CI runs.
 test:
     cargo test --workspace
 
-# Show what changed between two chapters: just diff ch06 ch07
+# Show what changed between two chapters (moved lines dimmed): just diff ch06 ch07
 diff from to:
-    #!/usr/bin/env bash
-    a=(chapters/{{from}}-*/); b=(chapters/{{to}}-*/)
-    [ -d "${a[0]}" ] && [ -d "${b[0]}" ] || { echo "no such chapter: {{from}} or {{to}}" >&2; just chapters; exit 2; }
-    git diff --no-index --color=auto "${a[0]}src" "${b[0]}src" || [ $? -eq 1 ]
+    @bash book/diff-chapters.sh "$1" "$2" --color=auto --color-moved=dimmed-zebra
 
 # Test any echo server with the suite (options before the command; see --help): just conform event_loop -- target/release/ch07
 conform level *command:
@@ -58,8 +60,9 @@ book:
     mdbook build book
 
 # Build the book, then serve it on http://localhost:3000 (rerun to regenerate the diffs).
+[continue]
 serve-book: book
-    mdbook serve book
+    @mdbook serve book || [ $? -eq 130 ]
 
 # Check the book without keeping a build: missing includes or anchors, broken links.
 book-check:

@@ -35,11 +35,17 @@ Logs go to stderr; ECHO_LOG=error|warn|info|debug chooses how much (default: inf
 pub struct Args {
     program: String,
     about: &'static str,
+    /// What the usage ends with: for a server, what it does unasked.
+    footer: &'static str,
+    /// `MESSAGE...` in the usage line, for a program that takes operands.
+    operands: Option<(&'static str, &'static str)>,
     /// Arguments not claimed yet.
     unclaimed: Vec<String>,
     /// One line of usage per declared option.
     usage: Vec<(String, String)>,
     help: bool,
+    /// The `--addr` value, claimed first so no operand can take it.
+    addr: String,
     /// The first bad value, reported by `finish` unless `--help` was asked.
     error: Option<anyhow::Error>,
 }
@@ -72,15 +78,18 @@ impl Args {
             program: program.to_string(),
             about,
             help: unclaimed.len() != given,
+            footer: FOOTER,
+            operands: None,
             unclaimed,
             usage: Vec::new(),
+            addr: String::new(),
             error: None,
         };
-        args.declare(
+        args.addr = args.option(
             "addr",
             "HOST:PORT",
             "where to listen; port 0 picks a free port, a name is resolved",
-            DEFAULT_ADDR,
+            DEFAULT_ADDR.to_string(),
         );
         args
     }
@@ -122,6 +131,35 @@ impl Args {
                 default
             }
         }
+    }
+
+    /// For a program that is not a server (a client): no server footer.
+    /// `about_addr` replaces the help of `--addr`, which says "where to listen".
+    pub fn not_a_server(mut self, about_addr: &str) -> Args {
+        self.footer = "";
+        self.usage[0].1 = format!("{about_addr} [default: {DEFAULT_ADDR}]");
+        self
+    }
+
+    /// Claims every argument that is not an option (`MESSAGE...`). Call it
+    /// after the options, which claim their values first. After `--`,
+    /// everything is an operand.
+    pub fn operands(&mut self, name: &'static str, help: &'static str) -> Vec<String> {
+        self.operands = Some((name, help));
+        let mut operands = Vec::new();
+        let mut rest = Vec::new();
+        let mut after_dashes = false;
+        for arg in self.unclaimed.drain(..) {
+            if after_dashes || !arg.starts_with('-') || arg == "-" {
+                operands.push(arg);
+            } else if arg == "--" {
+                after_dashes = true;
+            } else {
+                rest.push(arg);
+            }
+        }
+        self.unclaimed = rest;
+        operands
     }
 
     /// Claims `--name`, an option without a value.
@@ -170,9 +208,7 @@ impl Args {
 
     /// Checks the command line: `--help`, then bad values, then anything
     /// left unclaimed (a typo must be an error, not a silent default).
-    pub fn outcome(mut self) -> Result<Outcome> {
-        let addr = self.option("addr", "HOST:PORT", "", DEFAULT_ADDR.to_string());
-        self.usage.pop(); // declared first, in `parse`, to be listed first
+    pub fn outcome(self) -> Result<Outcome> {
         if self.help {
             return Ok(Outcome::Help(self.usage_text()));
         }
@@ -185,7 +221,7 @@ impl Args {
             }
             bail!("unexpected argument {arg:?} (see --help)");
         }
-        Ok(Outcome::Serve(resolve(&addr)?))
+        Ok(Outcome::Serve(resolve(&self.addr)?))
     }
 
     /// [`Args::outcome`] for a server's `main`: on `--help` prints the usage
@@ -201,22 +237,31 @@ impl Args {
     }
 
     fn usage_text(&self) -> String {
-        let mut rows = self.usage.clone();
+        let mut rows: Vec<(String, String)> = self
+            .usage
+            .iter()
+            .map(|(flag, help)| (format!("    {flag}"), help.clone()))
+            .collect();
         rows.push(("-h, --help".into(), "print this help and exit".into()));
         let width = rows.iter().map(|(flag, _)| flag.len()).max().unwrap_or(0);
+        let operands = match self.operands {
+            Some((name, _)) => format!(" [{name}...]"),
+            None => String::new(),
+        };
         let mut text = format!(
-            "{}: {}\n\nUsage: {} [OPTIONS]\n\nOptions:\n",
+            "{}: {}\n\nUsage: {} [OPTIONS]{operands}\n\n",
             self.program, self.about, self.program
         );
-        for (flag, help) in rows {
-            let indent = if flag.starts_with("--") {
-                "      "
-            } else {
-                "  "
-            };
-            let _ = writeln!(text, "{indent}{flag:<width$}  {help}");
+        if let Some((name, help)) = self.operands {
+            let _ = writeln!(text, "{name}...: {help}\n");
         }
-        let _ = writeln!(text, "\n{FOOTER}");
+        text.push_str("Options:\n");
+        for (flag, help) in rows {
+            let _ = writeln!(text, "  {flag:<width$}  {help}");
+        }
+        if !self.footer.is_empty() {
+            let _ = writeln!(text, "\n{}", self.footer);
+        }
         text
     }
 }

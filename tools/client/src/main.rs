@@ -10,28 +10,32 @@
 //! messages it reads them from stdin, one per line.
 
 use std::io::{self, BufRead, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use common::args::DEFAULT_ADDR;
+use common::args::Args;
 use common::frame::{encode_frame, read_frame, write_frame, MAX_MSG};
 
-fn main() -> Result<()> {
-    let mut addr: SocketAddr = DEFAULT_ADDR.parse()?;
-    let mut pipeline = false;
-    let mut messages = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().context("--addr needs a value")?.parse()?,
-            "--pipeline" => pipeline = true,
-            "-h" | "--help" => {
-                println!("usage: client [--addr HOST:PORT] [--pipeline] MESSAGE...");
-                return Ok(());
-            }
-            _ => messages.push(arg),
-        }
-    }
+fn main() -> ExitCode {
+    common::args::run(talk)
+}
+
+fn talk() -> Result<()> {
+    let mut args = Args::from_env(
+        "client",
+        "sends each MESSAGE as a frame and prints each reply",
+    )
+    .not_a_server("the server to talk to");
+    let pipeline = args.flag(
+        "pipeline",
+        "send every message in one write before reading any reply",
+    );
+    let mut messages = args.operands(
+        "MESSAGE",
+        "the messages; without any, one per line from stdin",
+    );
+    let addr = args.finish()?;
     if messages.is_empty() {
         messages = io::stdin().lock().lines().collect::<io::Result<_>>()?;
     }

@@ -33,3 +33,25 @@ fn prints_each_reply() {
         "a\nb\nc\n"
     );
 }
+
+/// A mistake is one line and exit status 1, naming what is wrong.
+#[test]
+fn unknown_flags_and_bad_addresses_are_errors() {
+    for (args, says) in [
+        (&["--bogus", "x"][..], "unknown option --bogus"),
+        (
+            &["--addr", "127.0.0.1:99999", "x"][..],
+            "--addr 127.0.0.1:99999",
+        ),
+        (&["--addr"][..], "--addr needs a value"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_client"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

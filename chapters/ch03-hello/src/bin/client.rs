@@ -8,18 +8,21 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
-use common::args::DEFAULT_ADDR;
+use common::args::Args;
 
-fn main() -> Result<()> {
-    let mut addr: SocketAddr = DEFAULT_ADDR.parse()?;
-    let mut message = String::from("hello");
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().context("--addr needs a value")?.parse()?,
-            _ => message = arg,
-        }
+fn main() -> std::process::ExitCode {
+    common::args::run(talk)
+}
+
+fn talk() -> Result<()> {
+    let mut args = Args::from_env("ch03-client", "sends one message to ch03, prints the reply")
+        .not_a_server("the server to talk to");
+    let mut operands = args.operands("MESSAGE", "what to send (default: hello)");
+    let addr = args.finish()?;
+    if operands.len() > 1 {
+        bail!("one MESSAGE only (quote it if it has spaces)");
     }
+    let message = operands.pop().unwrap_or_else(|| "hello".to_string());
     let SocketAddr::V4(addr) = addr else {
         bail!("ch03-client speaks IPv4 only");
     };
