@@ -124,6 +124,10 @@ pub const COMMAND_LINE: BookRef = BookRef {
     page: "what-can-go-wrong.md",
     heading: "Mistakes on the command line",
 };
+pub const BACKLOG: BookRef = BookRef {
+    page: "what-can-go-wrong.md",
+    heading: "A full accept queue",
+};
 pub const GRACEFUL_STOP: BookRef = BookRef {
     page: "ch06-poll.md",
     heading: "Stopping gracefully",

@@ -172,6 +172,13 @@ pub static CASES: &[Case] = &[
         explains: book::BROKEN_STDERR,
         run: hello::broken_stderr_never_stops_the_server,
     },
+    Case {
+        name: "listens_with_the_largest_backlog",
+        level: Level::Hello,
+        checks: "the listener asks for the largest accept queue the kernel allows (ss -lnt shows it)",
+        explains: book::BACKLOG,
+        run: wire::listens_with_the_largest_backlog,
+    },
     // --- echo ----------------------------------------------------------------
     Case {
         name: "one_frame",
@@ -349,6 +356,13 @@ pub static CASES: &[Case] = &[
         checks: "when every other accept fails with EPROTO or ENOBUFS, every client is still served",
         explains: book::ACCEPT_ERRORS,
         run: wire::accept_errors_do_not_strand_clients,
+    },
+    Case {
+        name: "listens_with_the_largest_backlog",
+        level: Level::Echo,
+        checks: "the listener asks for the largest accept queue the kernel allows (ss -lnt shows it)",
+        explains: book::BACKLOG,
+        run: wire::listens_with_the_largest_backlog,
     },
     // --- concurrent ----------------------------------------------------------
     Case {

@@ -25,6 +25,7 @@ pub fn help_lists_every_option(target: &Target) {
     }
 }
 
+// ANCHOR: user_errors
 /// A user error is one line on stderr naming what is wrong, and exit status
 /// 1; no backtrace, even with RUST_BACKTRACE=1 set as on many machines.
 pub fn user_errors_are_one_clear_line(target: &Target) {
@@ -61,6 +62,7 @@ pub fn user_errors_are_one_clear_line(target: &Target) {
         );
     }
 }
+// ANCHOR_END: user_errors
 
 /// `--addr localhost:0` resolves the name, as `ping localhost` would.
 pub fn addr_accepts_a_host_name(target: &Target) {

@@ -202,3 +202,28 @@ fn accept_error_shim() -> PathBuf {
     })
     .clone()
 }
+
+// ANCHOR: backlog
+/// The listening socket asks for the largest accept queue the kernel allows
+/// (`net.core.somaxconn`): with a short one, a burst of clients overflows it,
+/// the kernel drops their handshakes, and they retry a second later. `ss
+/// -lnt` shows a listener's backlog as its Send-Q.
+pub fn listens_with_the_largest_backlog(target: &Target) {
+    let server = target.start();
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let filter = format!("sport = :{}", server.addr.port());
+    let out = Command::new("ss")
+        .args(["-Hlnt", &filter])
+        .output()
+        .expect("ss (from iproute2) is needed to read a listener's backlog");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let backlog = line.split_whitespace().nth(2).unwrap_or("?");
+    assert_eq!(
+        backlog,
+        somaxconn.trim(),
+        "the server listens with a backlog of {backlog}, not the kernel's maximum \
+         (net.core.somaxconn = {}): a burst of clients would overflow it",
+        somaxconn.trim()
+    );
+}
+// ANCHOR_END: backlog
