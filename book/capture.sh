@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Re-records the strace sessions shown in book/src/observing.md into
-# book/src/captures/strace-*.txt. Not part of the build: the captures are
-# checked in, so building the book needs neither strace nor a network.
+# Re-records the strace sessions and system-call counts the book shows into
+# book/src/captures/. Not part of the build: the captures are checked in, so
+# building the book needs neither strace, perf, python3 nor a network.
 #
-# Each session: start a chapter's release binary under strace, run the client
-# with two messages, then stop the server with SIGINT. The only editing is
-# mechanical trimming: the dynamic loader's and std's start-up reads of
-# ELF files and /proc/self/maps are dropped, and a comment line says so.
+# Each session: start a chapter's release binary under strace, run a client
+# session against it, then stop the server with SIGINT (some sessions send
+# the signal themselves, in the middle). The only editing is mechanical
+# trimming: the dynamic loader's and std's start-up reads of ELF files and
+# /proc/self/maps are dropped, and a comment line says so.
+#
+# The counts (syscalls-per-frame.txt) come from `perf stat` on the kernel's
+# syscall tracepoints, which counts without stopping the server at every
+# call as strace does; they are skipped, with a message, if perf cannot read
+# the tracepoints (it needs root, or kernel.perf_event_paranoid <= -1).
 #
 # Usage: bash book/capture.sh [chNN...]   (default: every chapter it knows)
+#        needs strace; python3 for chapter 9's urgent-data session
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v strace >/dev/null || { echo "capture: install strace first" >&2; exit 1; }
@@ -43,6 +50,8 @@ trim() {
         /openat\(AT_FDCWD, "\/(etc|lib|usr\/lib|proc)/ { dropped++; next }
         / read\(3, "(\\177ELF|[0-9a-f]+-[0-9a-f]+ |[^"]*\/(usr|lib)|[^"]*\.so)/ { dropped++; next }
         / read\(3, "[^"]*"\.\.\., 1024\) = [0-9]+$/ { dropped++; next }
+        / close\(3\) += 0$/ && !started { dropped++; next }
+        / (signalfd4|socket)\(/ { started = 1 }
         { kept[++n] = $0 }
         END {
             if (dropped) printf "# (trimmed: %d start-up lines of the dynamic loader and std reading ELF files and /proc/self/maps)\n", dropped
@@ -55,29 +64,39 @@ session() { # chapter port client-session file-suffix [strace flags...]
     local ch=$1 port=$2 clients=$3 suffix=$4
     shift 4
     local bin=target/release/$ch
-    strace -f "$@" -o "$tmp/$ch.raw" -e trace="$(trace_for "$ch")" \
+    local trace
+    trace=$(trace_for "$ch")${TRACE_EXTRA:+,$TRACE_EXTRA}
+    strace -f "$@" -o "$tmp/$ch.raw" -e trace="$trace" \
         "$bin" --addr "127.0.0.1:$port" ${SERVER_ARGS:-} >"$tmp/$ch.out" 2>"$tmp/$ch.err" &
     local strace_pid=$!
     wait_listening "$tmp/$ch.out"
+    SERVER_PID=$(pgrep -P "$strace_pid" -x "$ch")
+    export SERVER_PID
     "$clients" "$port" >"$tmp/$ch.client"
-    sleep 0.3
-    kill -INT "$(pgrep -P "$strace_pid" -x "$ch")"
+    case $clients in
+        stop_*) ;; # the client sent SIGINT itself
+        *)
+            sleep 0.3
+            kill -INT "$SERVER_PID"
+            ;;
+    esac
     wait "$strace_pid"
     {
-        echo "# strace -f ${*:+$* }-e trace=$(trace_for "$ch") target/release/$ch --addr 127.0.0.1:$port${SERVER_ARGS:+ $SERVER_ARGS}"
+        echo "# strace -f ${*:+$* }-e trace=$trace target/release/$ch --addr 127.0.0.1:$port${SERVER_ARGS:+ $SERVER_ARGS}"
         echo "# client: $(clients_line "$clients" "$port")"
         trim "$tmp/$ch.raw"
     } >"$out/strace-$ch$suffix.txt"
     echo "capture: $out/strace-$ch$suffix.txt"
-    if [ "$suffix" = -pipeline ]; then
+    case $suffix in -pipeline | -burst | -flood | -urgent)
         # Just the connection's reads and sends, without the thread ID column.
         {
-            echo "# the read and sendto calls of strace-$ch$suffix.txt"
-            grep -E '^[0-9]+ +(read|sendto)\([0-9]+, ' "$out/strace-$ch$suffix.txt" |
+            echo "# the read and sendto calls of strace-$ch$suffix.txt on the client's connection"
+            grep -E '^[0-9]+ +(read|sendto)\(7, ' "$out/strace-$ch$suffix.txt" |
                 sed -E 's/^[0-9]+ +//'
         } >"$out/strace-$ch$suffix-io.txt"
         echo "capture: $out/strace-$ch$suffix-io.txt"
-    fi
+        ;;
+    esac
 }
 
 two_messages() { target/release/client --addr "127.0.0.1:$1" hello world; }
@@ -103,17 +122,191 @@ one_idle() {
     exec 7>&-
 }
 
+# A frame of the largest size, 4096 bytes of payload: 4100 bytes in all.
+big_frame() { # byte
+    printf '\x00\x10\x00\x00'
+    head -c 4096 /dev/zero | tr '\0' "$1"
+}
+
+# Four frames of 4100 bytes, 16,400 bytes, in one write; the replies; and the
+# same again on the same connection.
+two_bursts() {
+    for b in a b c d; do big_frame "$b"; done >"$tmp/burst"
+    exec 7<>"/dev/tcp/127.0.0.1/$1"
+    for _ in 1 2; do
+        cat "$tmp/burst" >&7 # one write of 16,400 bytes
+        head -c 16400 <&7 >/dev/null
+    done
+    exec 7>&-
+}
+
+# A client that sends 4 MB of frames and reads nothing, for half a second.
+flood() {
+    for _ in $(seq 1000); do big_frame f; done >"$tmp/flood"
+    exec 7<>"/dev/tcp/127.0.0.1/$1"
+    timeout 0.5 cat "$tmp/flood" >&7 || true
+    exec 7>&-
+}
+
+# A frame, one byte of TCP urgent data (send with MSG_OOB), a frame; then the
+# two replies. The suite's urgent_data_does_not_stall_the_connection, by hand.
+urgent() {
+    python3 - "$1" <<'EOF'
+import socket, struct, sys
+frame = lambda payload: struct.pack("<I", len(payload)) + payload
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(frame(b"before"))
+s.send(b"!", socket.MSG_OOB)
+s.sendall(frame(b"after"))
+replies = b""
+while len(replies) < 19:
+    replies += s.recv(64)
+assert replies == frame(b"before") + frame(b"after"), replies
+EOF
+}
+
+# One echo, then SIGINT while connected and idle; read until the server's EOF,
+# then hang up.
+stop_while_connected() {
+    exec 7<>"/dev/tcp/127.0.0.1/$1"
+    printf '\x05\x00\x00\x00hello' >&7
+    head -c 9 <&7 >/dev/null
+    kill -INT "$SERVER_PID"
+    cat <&7 >/dev/null
+    exec 7>&-
+}
+
+# One echo, then SIGINT while connected; the client neither reads nor hangs up
+# until long after the grace period.
+stop_never_hangs_up() {
+    exec 7<>"/dev/tcp/127.0.0.1/$1"
+    printf '\x05\x00\x00\x00hello' >&7
+    head -c 9 <&7 >/dev/null
+    kill -INT "$SERVER_PID"
+    sleep 0.8
+    exec 7>&-
+}
+
+# One echo, SIGINT, and 0.3 s later a second SIGINT, while the client neither
+# reads its EOF nor hangs up; it closes 0.5 s after that.
+stop_twice() {
+    exec 7<>"/dev/tcp/127.0.0.1/$1"
+    printf '\x05\x00\x00\x00hello' >&7
+    head -c 9 <&7 >/dev/null
+    kill -INT "$SERVER_PID"
+    sleep 0.3
+    kill -INT "$SERVER_PID"
+    sleep 0.5
+    exec 7>&-
+}
+
 clients_line() {
     case $1 in
         two_messages) echo "client --addr 127.0.0.1:$2 hello world, then SIGINT to the server" ;;
         pipelined) echo "client --addr 127.0.0.1:$2 --pipeline one two three, then SIGINT to the server" ;;
         one_idle) echo "one connection that sends nothing, until the server closes it; then SIGINT" ;;
         idle_then_second) echo "one connection that sends nothing and closes after 1 s; meanwhile client --addr 127.0.0.1:$2 'anyone there?'; then SIGINT" ;;
+        two_bursts) echo "four frames of 4096-byte payloads (16,400 bytes) in one write, the four replies; the same again on the same connection; close; then SIGINT" ;;
+        flood) echo "frames of 4096-byte payloads written for 0.5 s without reading a reply; close; then SIGINT" ;;
+        urgent) echo "a frame 'before', one byte of urgent data (MSG_OOB), a frame 'after'; the two replies; close; then SIGINT" ;;
+        stop_while_connected) echo "one frame and its reply; SIGINT to the server; read until EOF, then close" ;;
+        stop_twice) echo "one frame and its reply; SIGINT to the server, and 0.3 s later another; close 0.5 s after that" ;;
+        stop_never_hangs_up) echo "one frame and its reply; SIGINT to the server; neither read nor close for 0.8 s" ;;
     esac
 }
 
+# --- system calls per frame, counted by perf ------------------------------------
+
+perf_usable() {
+    command -v perf >/dev/null &&
+        perf stat -e syscalls:sys_enter_read -o /dev/null -- true >/dev/null 2>&1
+}
+
+# Counts the server's system calls while clients run, without tracing it.
+count() { # chapter port label client-command...
+    local ch=$1 port=$2 label=$3
+    shift 3
+    "target/release/$ch" --addr "127.0.0.1:$port" >"$tmp/$ch.out" 2>/dev/null &
+    local pid=$!
+    wait_listening "$tmp/$ch.out"
+    perf stat -x, -o "$tmp/$ch.perf" -p "$pid" \
+        -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl \
+        -e syscalls:sys_enter_read -e syscalls:sys_exit_read --filter 'ret == -11' \
+        -e syscalls:sys_enter_sendto &
+    local perf_pid=$!
+    sleep 0.5 # perf attaches
+    "$@" >/dev/null
+    sleep 0.2
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    kill -INT "$pid"
+    wait "$pid"
+    awk -F, -v ch="$ch" -v label="$label" '
+        /sys_enter_epoll_wait/ { w = $1 } /sys_enter_epoll_ctl/ { c = $1 }
+        /sys_enter_read/ { r = $1 } /sys_exit_read/ { e = $1 } /sys_enter_sendto/ { s = $1 }
+        END { printf "| %s | %s | %d | %d | %d | %d | %d | %d |\n", ch, label, w, c, r, e, s, w + c + r + s }
+    ' "$tmp/$ch.perf"
+}
+
+one_at_a_time() { seq 1000 | target/release/client --addr "127.0.0.1:$1"; }
+hundred_bursts() {
+    for _ in $(seq 100); do seq 100 | target/release/client --addr "127.0.0.1:$1" --pipeline; done
+}
+
+counts() { # chapters...
+    local file=$out/syscalls-per-frame.txt
+    if ! perf_usable; then
+        echo "capture: perf cannot count syscall tracepoints here: $file left as it is" >&2
+        return
+    fi
+    {
+        echo "# perf stat -p SERVER -e syscalls:sys_enter_{epoll_wait,epoll_ctl,read,sendto} -e syscalls:sys_exit_read --filter 'ret == -11'"
+        echo "# 1,000 frames: 'one at a time' is seq 1000 | client (one connection, each frame waits for its reply);"
+        echo "# '100 bursts' is 100 connections of seq 100 | client --pipeline (each sends 100 frames in one write)."
+        echo "# Counts vary from run to run with timing: whether the next frame is already there when the server looks."
+        echo
+        echo "| server | 1,000 frames | epoll_wait | epoll_ctl | read | of which EAGAIN | sendto | all four |"
+        echo "|---|---|---|---|---|---|---|---|"
+        local port=7480
+        for ch in "$@"; do
+            port=$((port + 1))
+            count "$ch" "$port" "one at a time" one_at_a_time "$port"
+            port=$((port + 1))
+            count "$ch" "$port" "100 bursts" hundred_bursts "$port"
+        done
+    } >"$file.new"
+    mv "$file.new" "$file"
+    echo "capture: $file"
+}
+
+# --- tokio and the urgent mark ------------------------------------------------
+
+# The idiomatic tokio server (tools/tokio-echo) against the suite's urgent-data
+# case, five times: tokio clears a socket's read readiness after a short read.
+# The case is timing-dependent, so every run's result is kept.
+tokio_urgent() {
+    local file=$out/conform-tokio-urgent.txt
+    cargo build --quiet --release -p conformance -p tokio-echo
+    local args=(--level echo --only urgent_data_does_not_stall_the_connection
+        -- target/release/tokio-echo --runtime current-thread)
+    {
+        echo "\$ for run in 1 2 3 4 5; do target/release/conform ${args[*]}; done"
+        for run in 1 2 3 4 5; do
+            # conform exits 1 when the case fails.
+            target/release/conform "${args[@]}" >"$tmp/conform.$run" 2>&1 || [ $? -eq 1 ]
+        done
+        echo "# the first run's report:"
+        cat "$tmp/conform.1"
+        echo "# every run:"
+        grep -hE '^(pass|FAIL) ' "$tmp"/conform.[1-5]
+    } >"$file"
+    echo "capture: $file"
+}
+
+# --- which sessions for which chapter -----------------------------------------
+
 chapters=("$@")
-[ ${#chapters[@]} -gt 0 ] || chapters=(ch04 ch05 ch06 ch07 ch08 ch09 ch10)
+[ ${#chapters[@]} -gt 0 ] || chapters=(ch04 ch05 ch06 ch07 ch08 ch09 ch10 ch11)
 bins=(-p client)
 for ch in "${chapters[@]}"; do
     ls -d "chapters/$ch"-* >/dev/null 2>&1 || continue
@@ -122,23 +315,65 @@ done
 cargo build --quiet --release "${bins[@]}"
 
 port=7400
+counted=()
 for ch in "${chapters[@]}"; do
     ls -d "chapters/$ch"-* >/dev/null 2>&1 || continue
     port=$((port + 1))
     session "$ch" "$port" two_messages ""
-    case $ch in ch07 | ch08 | ch09)
+    case $ch in ch07 | ch08 | ch09 | ch10)
         port=$((port + 1))
         session "$ch" "$port" pipelined -pipeline
+        counted+=("$ch")
         ;;
     esac
-    if [ "$ch" = ch10 ]; then
-        # An idle connection, closed by the server after 200 ms.
-        port=$((port + 1))
-        SERVER_ARGS="--idle-timeout-ms 200" session ch10 "$port" one_idle -idle
-    fi
-    if [ "$ch" = ch04 ]; then
-        port=$((port + 1))
-        # -T: how long each call took; the stall is the 1-second recvfrom.
-        session ch04 "$port" idle_then_second -stall -T
-    fi
+    case $ch in
+        ch04)
+            port=$((port + 1))
+            # -T: how long each call took; the stall is the 1-second recvfrom.
+            session ch04 "$port" idle_then_second -stall -T
+            ;;
+        ch06)
+            # The graceful stop: close is traced to show the listener going
+            # first, ioctl for FIONREAD.
+            port=$((port + 1))
+            TRACE_EXTRA=ioctl,close session ch06 "$port" stop_while_connected -stop
+            # A second signal stops at once, long before a 10-second grace period.
+            port=$((port + 1))
+            SERVER_ARGS="--grace-ms 10000" TRACE_EXTRA=ioctl,close \
+                session ch06 "$port" stop_twice -stop-twice -r
+            ;;
+        ch08)
+            # The kernel's socket buffer sizes, which chapter 8 compares with its own.
+            {
+                echo "# sysctl net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ipv4.tcp_moderate_rcvbuf  (Linux $(uname -r))"
+                sysctl net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ipv4.tcp_moderate_rcvbuf
+            } >"$out/sysctl-tcp-buffers.txt"
+            echo "capture: $out/sysctl-tcp-buffers.txt"
+            port=$((port + 1))
+            session ch08 "$port" two_bursts -burst
+            port=$((port + 1))
+            session ch08 "$port" flood -flood
+            ;;
+        ch09)
+            if command -v python3 >/dev/null; then
+                # Each epoll_wait returns 100 ms late, so the client's three
+                # sends have all arrived by the time the server reads.
+                port=$((port + 1))
+                session ch09 "$port" urgent -urgent -e inject=epoll_wait:delay_exit=100000
+            else
+                echo "capture: no python3: strace-ch09-urgent.txt left as it is" >&2
+            fi
+            ;;
+        ch11)
+            # An idle connection, closed by the server after 200 ms.
+            port=$((port + 1))
+            SERVER_ARGS="--idle-timeout-ms 200" session ch11 "$port" one_idle -idle
+            # A stop whose grace period ends before the next idle deadline.
+            port=$((port + 1))
+            SERVER_ARGS="--idle-timeout-ms 5000 --grace-ms 300" TRACE_EXTRA=close \
+                session ch11 "$port" stop_never_hangs_up -stop
+            ;;
+    esac
 done
+[ ${#counted[@]} -eq 0 ] || counts "${counted[@]}"
+case " ${chapters[*]} " in *" ch09 "*) tokio_urgent ;; esac
