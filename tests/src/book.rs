@@ -62,14 +62,14 @@ pub const SIGNALFD: BookRef = BookRef {
 };
 pub const TAKING_TURNS: BookRef = BookRef {
     page: "ch09-epoll-et.md",
-    heading: "A turn: answer, send, read",
+    heading: "Taking turns",
 };
 pub const BATCHED_REPLIES: BookRef = BookRef {
-    page: "ch09-epoll-et.md",
-    heading: "The problem",
+    page: "ch08-batching.md",
+    heading: "Many replies, one `send`",
 };
 pub const IDLE_BUFFERS: BookRef = BookRef {
-    page: "ch09-epoll-et.md",
+    page: "ch08-batching.md",
     heading: "Buffers that cost memory only while busy",
 };
 pub const EMFILE: BookRef = BookRef {
