@@ -223,10 +223,10 @@ perf_usable() {
 }
 
 # Counts the server's system calls while clients run, without tracing it.
-count() { # chapter port label client-command...
+count() { # chapter port label client-command...   (BIN= another binary, NAME= its row's name)
     local ch=$1 port=$2 label=$3
     shift 3
-    "target/release/$ch" --addr "127.0.0.1:$port" >"$tmp/$ch.out" 2>/dev/null &
+    "${BIN:-target/release/$ch}" --addr "127.0.0.1:$port" >"$tmp/$ch.out" 2>/dev/null &
     local pid=$!
     wait_listening "$tmp/$ch.out"
     perf stat -x, -o "$tmp/$ch.perf" -p "$pid" \
@@ -241,7 +241,7 @@ count() { # chapter port label client-command...
     wait "$perf_pid" || true
     kill -INT "$pid"
     wait "$pid"
-    awk -F, -v ch="$ch" -v label="$label" '
+    awk -F, -v ch="${NAME:-$ch}" -v label="$label" '
         /sys_enter_epoll_wait/ { w = $1 } /sys_enter_epoll_ctl/ { c = $1 }
         /sys_enter_read/ { r = $1 } /sys_exit_read/ { e = $1 } /sys_enter_sendto/ { s = $1 }
         END { printf "| %s | %s | %d | %d | %d | %d | %d | %d |\n", ch, label, w, c, r, e, s, w + c + r + s }
@@ -253,16 +253,34 @@ hundred_bursts() {
     for _ in $(seq 100); do seq 100 | target/release/client --addr "127.0.0.1:$1" --pipeline; done
 }
 
+# Chapter 9 as it would be with epoll(7)'s shortcut: stop reading after a short
+# read instead of at EAGAIN. Built from a copy of the working tree, only to
+# count what the shortcut would save; it is wrong (strace-ch09-urgent.txt).
+build_shortcut() {
+    local src=$tmp/shortcut
+    mkdir -p "$src"
+    git ls-files -z | xargs -0 cp --parents -t "$src"
+    local main=$src/chapters/ch09-epoll-et/src/main.rs
+    perl -0pi -e 's/(Ok\(n\) => \{\n)(\s+)(conn\.incoming\.commit\(n\);)/$1$2if n < room {\n$2    conn.readable = false; \/\/ the shortcut\n$2}\n$2$3/' "$main"
+    grep -q 'the shortcut' "$main" || { echo "capture: could not patch $main" >&2; return 1; }
+    CARGO_TARGET_DIR=$PWD/target/capture-shortcut cargo build --quiet --release \
+        --manifest-path "$src/Cargo.toml" -p ch09
+    echo "$PWD/target/capture-shortcut/release/ch09"
+}
+
 counts() { # chapters...
     local file=$out/syscalls-per-frame.txt
     if ! perf_usable; then
         echo "capture: perf cannot count syscall tracepoints here: $file left as it is" >&2
         return
     fi
+    local shortcut=""
+    case " $* " in *" ch09 "*) shortcut=$(build_shortcut) ;; esac
     {
         echo "# perf stat -p SERVER -e syscalls:sys_enter_{epoll_wait,epoll_ctl,read,sendto} -e syscalls:sys_exit_read --filter 'ret == -11'"
         echo "# 1,000 frames: 'one at a time' is seq 1000 | client (one connection, each frame waits for its reply);"
         echo "# '100 bursts' is 100 connections of seq 100 | client --pipeline (each sends 100 frames in one write)."
+        echo "# 'ch09, shortcut' is chapter 9 changed to stop reading after a short read (book/capture.sh, build_shortcut)."
         echo "# Counts vary from run to run with timing: whether the next frame is already there when the server looks."
         echo
         echo "| server | 1,000 frames | epoll_wait | epoll_ctl | read | of which EAGAIN | sendto | all four |"
@@ -273,6 +291,12 @@ counts() { # chapters...
             count "$ch" "$port" "one at a time" one_at_a_time "$port"
             port=$((port + 1))
             count "$ch" "$port" "100 bursts" hundred_bursts "$port"
+            if [ "$ch" = ch09 ] && [ -n "$shortcut" ]; then
+                port=$((port + 1))
+                BIN=$shortcut NAME="ch09, shortcut" count ch09 "$port" "one at a time" one_at_a_time "$port"
+                port=$((port + 1))
+                BIN=$shortcut NAME="ch09, shortcut" count ch09 "$port" "100 bursts" hundred_bursts "$port"
+            fi
         done
     } >"$file.new"
     mv "$file.new" "$file"
