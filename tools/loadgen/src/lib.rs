@@ -201,6 +201,9 @@ impl Report {
 /// under it keeps the accept queue from overflowing.
 pub const MAX_CONNECTING: usize = 1000;
 
+/// Bytes one `read` may take from a socket: many 4 KiB replies at once.
+const READ_BUF: usize = 256 * 1024;
+
 /// What the threads share: the ramp-up count and, once it is over, the clock.
 struct Shared {
     total: usize,
@@ -394,8 +397,8 @@ struct Conn {
     /// Bytes queued for the server; `out[written..]` is still unsent.
     out: Vec<u8>,
     written: usize,
-    /// Bytes received but not yet a whole frame.
-    inbuf: Vec<u8>,
+    /// The start of a reply cut by the end of the last read (less than a frame).
+    partial: Vec<u8>,
     next_send: u64,
     next_recv: u64,
     /// Send time of each frame in flight, oldest first.
@@ -514,6 +517,8 @@ struct Worker {
     depth: usize,
     size: usize,
     pattern: Vec<u8>,
+    /// Where every connection's replies are read to: see [`Worker::read`].
+    rbuf: Vec<u8>,
     tally: Tally,
 }
 
@@ -537,6 +542,7 @@ impl Worker {
             depth: config.depth,
             size: config.size,
             pattern: pattern(),
+            rbuf: vec![0; READ_BUF],
             tally: Tally::new(),
         };
         worker.open_more()?;
@@ -564,7 +570,7 @@ impl Worker {
                         state: State::Connecting,
                         out: Vec::new(),
                         written: 0,
-                        inbuf: Vec::new(),
+                        partial: Vec::new(),
                         next_send: 0,
                         next_recv: 0,
                         in_flight: VecDeque::with_capacity(self.depth),
@@ -686,20 +692,23 @@ impl Worker {
     }
 
     /// Reads until the socket is empty, checking each whole reply.
+    ///
+    /// Every connection reads into the worker's one large buffer, so a read
+    /// takes all the replies a socket holds (fewer `read`s per frame) and
+    /// nothing is zeroed or shifted per read; only the few bytes of a frame
+    /// cut by the end of a read are kept per connection, in `partial`.
     fn read(&mut self, token: usize) -> io::Result<()> {
         let frame_len = HEADER_LEN + self.size;
         let c = &mut self.conns[token];
         if !matches!(c.state, State::Open) {
             return Ok(());
         }
-        // At most `depth` frames can be owed to us, so this buffer always has room.
-        let cap = (self.depth * frame_len).clamp(4096, 1 << 20);
+        let buf = &mut self.rbuf;
         loop {
-            let filled = c.inbuf.len();
-            c.inbuf.resize(cap, 0);
-            let n = match c.stream.read(&mut c.inbuf[filled..]) {
+            let carried = c.partial.len();
+            buf[..carried].copy_from_slice(&c.partial);
+            let n = match c.stream.read(&mut buf[carried..]) {
                 Ok(0) => {
-                    c.inbuf.truncate(filled);
                     let after_window = self.phases.is_some_and(|p| Instant::now() >= p.stop);
                     if c.in_flight.is_empty() && after_window {
                         return Ok(()); // nothing owed: not an error
@@ -710,27 +719,19 @@ impl Worker {
                     ));
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    c.inbuf.truncate(filled);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {
-                    c.inbuf.truncate(filled);
-                    continue;
-                }
-                Err(e) => {
-                    c.inbuf.truncate(filled);
-                    return Err(e);
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            c.inbuf.truncate(filled + n);
+            c.partial.clear();
+            let filled = carried + n;
             // A short read emptied the socket: with edge-triggered epoll, data
             // arriving from now on raises a new event, so the read(2) that
-            // would only say EAGAIN can be skipped: one syscall less per reply.
-            let drained = filled + n < cap;
+            // would only say EAGAIN can be skipped: one syscall less per batch.
+            let drained = filled < buf.len();
             let now = Instant::now();
             let mut consumed = 0;
-            while c.inbuf.len() - consumed >= frame_len {
+            while filled - consumed >= frame_len {
                 let Some(sent_at) = c.in_flight.pop_front() else {
                     self.tally.mismatches += 1;
                     let id = c.id;
@@ -739,7 +740,7 @@ impl Worker {
                     c.state = State::Done;
                     return Ok(());
                 };
-                let frame = &c.inbuf[consumed..consumed + frame_len];
+                let frame = &buf[consumed..consumed + frame_len];
                 if !check_frame(frame, &self.pattern, self.size, c.id, c.next_recv) {
                     self.tally.mismatches += 1;
                     let (id, seq) = (c.id, c.next_recv);
@@ -763,12 +764,10 @@ impl Worker {
                     self.tally.hist.saturating_record(ns.max(1));
                 }
             }
-            c.inbuf.drain(..consumed);
+            let rest = &buf[consumed..filled];
             // A reply longer than what we sent would only show up as a mismatch
             // later; a header announcing another size is caught right away.
-            if c.inbuf.len() >= HEADER_LEN
-                && c.inbuf[..HEADER_LEN] != (self.size as u32).to_le_bytes()
-            {
+            if rest.len() >= HEADER_LEN && rest[..HEADER_LEN] != (self.size as u32).to_le_bytes() {
                 self.tally.mismatches += 1;
                 let id = c.id;
                 self.tally
@@ -776,6 +775,7 @@ impl Worker {
                 c.state = State::Done;
                 return Ok(());
             }
+            c.partial.extend_from_slice(rest);
             if drained {
                 return Ok(());
             }
