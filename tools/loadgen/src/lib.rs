@@ -114,6 +114,9 @@ pub struct Report {
     /// CPU used by the server during the window, in cores, if its pid was given.
     #[serde(default)]
     pub server_cpu: Option<f64>,
+    /// Why `server_cpu` is missing although a pid was given.
+    #[serde(default)]
+    pub server_cpu_note: Option<String>,
 }
 
 impl Report {
@@ -281,14 +284,22 @@ pub fn run(config: &Config) -> Result<Report> {
     // The server's CPU too, over the same window, if we know its pid.
     sleep_until(phases.measure);
     let cpu_before = cpu_time()?;
-    let server_before = config.server_pid.and_then(process_cpu_time);
+    let server_before = config.server_pid.map(process_cpu_time);
     sleep_until(phases.stop);
     let window = config.secs.as_secs_f64();
     let cpu = (cpu_time()? - cpu_before).as_secs_f64() / window;
-    let server_cpu = match (server_before, config.server_pid.and_then(process_cpu_time)) {
-        // A thread that exited meanwhile takes its time with it: no answer then.
-        (Some(before), Some(after)) => after.checked_sub(before).map(|d| d.as_secs_f64() / window),
-        _ => None,
+    let server_after = config.server_pid.map(process_cpu_time);
+    let (server_cpu, server_cpu_note) = match (server_before, server_after) {
+        (Some(Some(before)), Some(Some(after))) => {
+            // A thread that exited meanwhile takes its time with it: no answer then.
+            let exited = before.threads.iter().any(|t| !after.threads.contains(t));
+            match after.time.checked_sub(before.time) {
+                Some(d) if !exited => (Some(d.as_secs_f64() / window), None),
+                _ => (None, Some(THREAD_EXITED.to_string())),
+            }
+        }
+        (Some(_), Some(_)) => (None, Some("the server's /proc entry was unreadable".into())),
+        _ => (None, None),
     };
 
     let mut total = Tally::new();
@@ -299,6 +310,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let ramp_secs = (ramp_end - start).as_secs_f64();
     let mut report = total.report(config, threads, ramp_secs, cpu);
     report.server_cpu = server_cpu;
+    report.server_cpu_note = server_cpu_note;
     Ok(report)
 }
 
@@ -315,18 +327,37 @@ fn cpu_time() -> Result<Duration> {
     Ok(d(usage.user_time()) + d(usage.system_time()))
 }
 
+/// Why a report has no server CPU figure when a thread of the server ended
+/// during the window (ch05's thread per connection, for one).
+pub const THREAD_EXITED: &str = "a server thread exited during the window";
+
+/// The CPU time of a process and which threads it was summed over.
+struct ProcessCpu {
+    time: Duration,
+    threads: Vec<String>,
+}
+
 /// CPU time of another process, summed over its threads, from
 /// `/proc/PID/task/TID/schedstat` (nanoseconds on the CPU: finer than the
 /// 10 ms ticks of `/proc/PID/stat`); `None` if it is gone or unreadable.
-/// Threads that exit during the window are missed: none of our servers'
-/// threads do while connections stay open.
-fn process_cpu_time(pid: u32) -> Option<Duration> {
+/// A thread that exits takes its time with it: the caller compares the
+/// thread lists and gives no figure then.
+fn process_cpu_time(pid: u32) -> Option<ProcessCpu> {
     let mut ns = 0u64;
+    let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        let task = task.ok()?;
+        // A thread that exits between read_dir and here: not counted either way.
+        let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
         ns += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        threads.push(task.file_name().to_string_lossy().into_owned());
     }
-    Some(Duration::from_nanos(ns))
+    Some(ProcessCpu {
+        time: Duration::from_nanos(ns),
+        threads,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -495,6 +526,7 @@ impl Tally {
             first_error: self.first_error,
             loadgen_cpu,
             server_cpu: None,
+            server_cpu_note: None,
         }
     }
 }
