@@ -167,6 +167,16 @@ fn text_pos_left() -> plotters::style::text_anchor::Pos {
     Pos::new(HPos::Left, VPos::Center)
 }
 
+/// A connection count for an axis: 5000 → "5k", short enough not to
+/// collide with its neighbour on a logarithmic axis.
+fn conns_label(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
 /// Round values between `lo` and `hi` for the ticks of a logarithmic axis:
 /// 1, 2, 5 per decade, more when the range is less than a decade or two.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
@@ -281,7 +291,7 @@ pub fn connections(
         .axis_desc_style(font(LABEL))
         .x_desc(x_desc)
         .y_desc("frames/s")
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| conns_label(*v))
         .x_labels(20)
         .y_label_formatter(&|v| if *v < 0.0 { String::new() } else { si(*v) })
         .draw()
@@ -414,9 +424,9 @@ pub fn memory(path: &Path, summary: &Summary) -> Result<()> {
         .axis_desc_style(font(LABEL))
         .x_desc("connections open, all busy (depth 1, 64 B)")
         .y_desc("peak resident memory, MB")
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| conns_label(*v))
         .y_label_formatter(&|v| {
-            if *v >= 10.0 {
+            if v.fract() == 0.0 {
                 format!("{v:.0}")
             } else {
                 format!("{v:.1}")

@@ -420,6 +420,7 @@ impl Summary {
             "load",
             "against null-echo, frames/s",
             "loadgen CPU, cores",
+            "per loadgen core",
             "fastest server",
             "null-echo ÷ fastest",
         ]
@@ -432,6 +433,7 @@ impl Summary {
                 self.points[pi].label(),
                 cell_text(c, si_(c.frames_per_sec)),
                 cell_text(c, format!("{:.2}", c.loadgen_cpu)),
+                cell_text(c, si_(c.frames_per_sec / c.loadgen_cpu)),
                 fastest
                     .map(|(si, fps)| format!("{} {}", self.servers[si], si_(fps)))
                     .unwrap_or_else(|| "–".into()),
@@ -444,7 +446,9 @@ impl Summary {
         let mut s = String::from(
             "**The load generator's ceiling**: the same loads against null-echo, a raw byte \
              echo that parses nothing (the cheapest possible server). Where null-echo ÷ fastest \
-             is near 1 the load generator, not the servers, set the pace at that load:\n\n",
+             is near 1 the load generator, not the servers, set the pace at that load. \
+             *Per loadgen core*: frames/s ÷ loadgen CPU, what one load generator thread could \
+             drive if it had a core to itself (on a shared machine it may not have had):\n\n",
         );
         s += &table(&header, rows);
         s += "\n";
@@ -773,4 +777,88 @@ pub fn write_markdown(path: &Path, tables: &str, run: &RunInfo) -> Result<()> {
         run.mode, run.machine, run.elapsed, run.reps, run.secs, run.loadgen_threads,
     );
     Ok(std::fs::write(path, s)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::servers::Spec;
+
+    fn server(label: &str, kind: Kind) -> Server {
+        Server {
+            spec: Spec {
+                label: label.into(),
+                package: label.into(),
+                bin: label.into(),
+                args: Vec::new(),
+                blocking: false,
+                kind,
+                variant: "",
+                about: format!("{label}, for the test"),
+                optional: false,
+            },
+            binary: label.into(),
+        }
+    }
+
+    fn report(fps: f64, loadgen_cpu: f64, server_cpu: Option<f64>) -> loadgen::Report {
+        serde_json::from_value(serde_json::json!({
+            "addr": "127.0.0.1:1", "conns": 10, "idle": 0, "depth": 4, "size": 4096,
+            "threads": 1, "secs": 1.0, "ramp_secs": 0.01, "frames": fps as u64,
+            "frames_per_sec": fps, "mb_per_sec": fps * 4096e-6,
+            "latency_us": {"p50": 1.0, "p99": 2.0, "p999": 3.0, "max": 4.0, "mean": 1.5},
+            "connected": 10, "connect_failed": 0, "stalled": 0, "closed": 0,
+            "mismatches": 0, "lost": 0, "first_error": null, "loadgen_cpu": loadgen_cpu,
+            "server_cpu": server_cpu,
+            "server_cpu_note": server_cpu.is_none().then_some(loadgen::THREAD_EXITED),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cells_are_compared_with_the_stronger_tokio_ct_and_marked() {
+        let servers = [
+            server("ch08", Kind::Chapter),
+            server("tokio-ct", Kind::TokioCt),
+            server("tokio-ct-tuned", Kind::TokioCt),
+            server("null-echo", Kind::Ceiling),
+        ];
+        let points = [Point::new(10, 4, 4096, "bandwidth")];
+        let runs: Vec<Run> = [
+            (0, report(150e3, 0.95, None)),
+            (1, report(100e3, 0.5, Some(0.9))),
+            (2, report(200e3, 0.6, Some(0.9))),
+            (3, report(400e3, 0.97, Some(0.9))),
+        ]
+        .into_iter()
+        .map(|(server, r)| Run {
+            server,
+            point: 0,
+            rep: 0,
+            outcome: Outcome::Ok(Box::new(r)),
+            hwm_kb: Some(3000),
+        })
+        .collect();
+        let summary = Summary::new(&servers, &points, &runs, 1);
+        assert_eq!(summary.tokio_ref[0], Some(2), "tuned was the stronger");
+        assert_eq!(summary.vs_tokio(0, 0), Some(0.75));
+        assert_eq!(summary.ceiling[0], Some(400e3));
+        let md = summary.markdown_tables();
+        // ch08: ratio to tokio-ct-tuned, and limited by the load generator.
+        assert!(md.contains("| ch08                | 150.0k ×0.75†"), "{md}");
+        assert!(
+            md.contains("| *stronger tokio-ct* | tokio-ct-tuned"),
+            "{md}"
+        );
+        // No CPU figure for ch08: a dash and the reason as a footnote.
+        assert!(md.contains("–¹"), "{md}");
+        assert!(
+            md.contains(&format!("–¹: {}.", loadgen::THREAD_EXITED)),
+            "{md}"
+        );
+        // null-echo is the ceiling, not a row of the comparison.
+        assert!(!md.contains("| null-echo           |"), "{md}");
+        assert!(md.contains("| 10×4×4096B | 400.0k"), "{md}");
+        assert!(md.contains("tokio-ct-tuned 200.0k | 2.00"), "{md}");
+    }
 }

@@ -430,3 +430,71 @@ pub fn run_loadgen(
     let err = err.join().unwrap_or_default();
     Ok((status.code(), out, err))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(name: &str, dir: &str, bench: serde_json::Value) -> Package {
+        Package {
+            name: name.into(),
+            manifest: format!("/w/{dir}/Cargo.toml"),
+            description: format!("{name} things"),
+            main_bin: Some(name.into()),
+            bench,
+        }
+    }
+
+    #[test]
+    fn chapters_come_from_the_workspace_in_book_order() {
+        use serde_json::json;
+        let ws = Workspace {
+            target_dir: "/w/target".into(),
+            packages: vec![
+                package(
+                    "ch14",
+                    "chapters/ch14-multicore",
+                    json!({"args": ["--threads", "{nproc}"]}),
+                ),
+                package("ch03", "chapters/ch03-hello", json!(null)),
+                package("ch05", "chapters/ch05-threads", json!(null)),
+                package("ch04", "chapters/ch04-framing", json!(null)),
+                package("ch09", "chapters/ch09-epoll-et", json!({"blocking": true})),
+                package("ch12", "chapters/ch12-async", json!({"skip": true})),
+                // Not a chapter: outside chapters/.
+                package("ch20", "tools/ch20", json!(null)),
+                package("loadgen", "tools/loadgen", json!(null)),
+            ],
+        };
+        let specs = discover(&ws);
+        let labels: Vec<&str> = specs.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "ch04",
+                "ch05",
+                "ch09",
+                "ch14",
+                "tokio-ct",
+                "tokio-ct-tuned",
+                "tokio-mt-tuned",
+                "tokio-mt",
+                "null-echo"
+            ]
+        );
+        let by = |l: &str| specs.iter().find(|s| s.label == l).unwrap();
+        assert!(by("ch04").blocking, "ch04 is blocking by default");
+        assert!(!by("ch05").blocking);
+        assert!(by("ch09").blocking, "from its metadata");
+        let nproc = std::thread::available_parallelism().unwrap().to_string();
+        assert_eq!(by("ch14").args, ["--threads", nproc.as_str()]);
+        assert_eq!(by("ch05").about, "chapters/ch05-threads: ch05 things");
+        assert_eq!(by("null-echo").kind, Kind::Ceiling);
+        assert_eq!(by("null-echo").bin, "null-echo");
+        assert!(by("tokio-mt").optional);
+        assert_eq!(
+            by("tokio-ct-tuned").args,
+            ["--runtime", "current-thread", "--variant", "tuned"]
+        );
+    }
+}
