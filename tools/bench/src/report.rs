@@ -346,10 +346,7 @@ impl Summary {
             .collect();
         let mut header = vec!["server".to_string()];
         if let Some(pi) = latency {
-            header.push(format!(
-                "latency at {}, µs p50 / p99 / p99.9",
-                self.points[pi].label()
-            ));
+            header.push(format!("µs at {}", self.points[pi].label()));
         }
         for &pi in &bandwidth {
             header.push(format!("MB/s at {}", self.points[pi].label()));
@@ -370,7 +367,10 @@ impl Summary {
             }
             row
         });
-        let mut s = String::from("**Latency and bandwidth** (median; MB/s of payload echoed):\n\n");
+        let mut s = String::from(
+            "**Latency and bandwidth** (median; latency p50 / p99 / p99.9 in µs, \
+             MB/s of payload echoed):\n\n",
+        );
         s += &table(&header, rows);
         s += "\n";
         s
@@ -385,10 +385,7 @@ impl Summary {
             return String::new();
         }
         let header: Vec<String> = std::iter::once("server".to_string())
-            .chain(pis.iter().map(|&pi| match self.points[pi].conns {
-                1 => "1 client".to_string(),
-                n => format!("{n} clients"),
-            }))
+            .chain(pis.iter().map(|&pi| self.points[pi].conns.to_string()))
             .collect();
         let rows = self.under_test().map(|si| {
             std::iter::once(self.servers[si].clone())
@@ -403,8 +400,8 @@ impl Summary {
                 .collect()
         });
         let mut s = String::from(
-            "**Server peak memory (VmHWM), MB, against busy clients** (depth 1, 64 B; \
-             the highest over the repetitions, each on a fresh server):\n\n",
+            "**Server peak memory (VmHWM), MB, against the number of busy clients** (depth 1, \
+             64 B; the highest over the repetitions, each on a fresh server):\n\n",
         );
         s += &table(&header, rows);
         s += "\n";
@@ -418,11 +415,11 @@ impl Summary {
         };
         let header: Vec<String> = [
             "load",
-            "against null-echo, frames/s",
-            "loadgen CPU, cores",
+            "null-echo",
+            "loadgen CPU",
             "per loadgen core",
             "fastest server",
-            "null-echo ÷ fastest",
+            "÷ fastest",
         ]
         .map(String::from)
         .to_vec();
@@ -435,7 +432,7 @@ impl Summary {
                 cell_text(c, format!("{:.2}", c.loadgen_cpu)),
                 cell_text(c, si_(c.frames_per_sec / c.loadgen_cpu)),
                 fastest
-                    .map(|(si, fps)| format!("{} {}", self.servers[si], si_(fps)))
+                    .map(|(si, fps)| format!("{}: {}", self.servers[si], si_(fps)))
                     .unwrap_or_else(|| "–".into()),
                 match (self.ceiling[pi], fastest) {
                     (Some(ceiling), Some((_, fps))) => format!("{:.2}", ceiling / fps),
@@ -444,11 +441,12 @@ impl Summary {
             ]
         });
         let mut s = String::from(
-            "**The load generator's ceiling**: the same loads against null-echo, a raw byte \
-             echo that parses nothing (the cheapest possible server). Where null-echo ÷ fastest \
-             is near 1 the load generator, not the servers, set the pace at that load. \
-             *Per loadgen core*: frames/s ÷ loadgen CPU, what one load generator thread could \
-             drive if it had a core to itself (on a shared machine it may not have had):\n\n",
+            "**The load generator's ceiling**: frames/s of the same loads against null-echo, a \
+             raw byte echo that parses nothing (the cheapest possible server), the load \
+             generator's CPU there (cores), and *per loadgen core*: frames/s ÷ that CPU, what \
+             one load generator thread could drive with a core to itself. *÷ fastest*: null-echo's \
+             frames/s over the fastest server's; near 1, the load generator, not the servers, \
+             set the pace at that load:\n\n",
         );
         s += &table(&header, rows);
         s += "\n";
@@ -859,6 +857,6 @@ mod tests {
         // null-echo is the ceiling, not a row of the comparison.
         assert!(!md.contains("| null-echo           |"), "{md}");
         assert!(md.contains("| 10×4×4096B | 400.0k"), "{md}");
-        assert!(md.contains("tokio-ct-tuned 200.0k | 2.00"), "{md}");
+        assert!(md.contains("tokio-ct-tuned: 200.0k | 2.00"), "{md}");
     }
 }
