@@ -310,7 +310,7 @@ pub fn connections(
         )))
         .map_err(err)?;
     let mut entries = Vec::new();
-    for (k, &si_) in servers.iter().enumerate() {
+    for &si_ in &servers {
         let c = colour(summary, si_);
         let served: Vec<(f64, f64)> = sweep
             .iter()
@@ -323,10 +323,19 @@ pub fn connections(
             .filter(|(_, c)| c.status == Status::Ok)
             .map(|(x, c)| (x, c.frames_per_sec))
             .collect();
-        let stalled: Vec<f64> = sweep
+        // Stalls at one load are spread over the band, so none hides another.
+        let stalled: Vec<(f64, f64)> = sweep
             .iter()
-            .filter(|&&pi| summary.cells[pi][si_].status == Status::Stalls)
-            .map(|&pi| summary.points[pi].total_conns() as f64)
+            .filter_map(|&pi| {
+                let at = |si: usize| summary.cells[pi][si].status == Status::Stalls;
+                if !at(si_) {
+                    return None;
+                }
+                let peers: Vec<usize> = servers.iter().copied().filter(|&s| at(s)).collect();
+                let rank = peers.iter().position(|&s| s == si_).unwrap_or(0);
+                let depth = 0.2 + 0.6 * rank as f64 / (peers.len().max(2) - 1) as f64;
+                Some((summary.points[pi].total_conns() as f64, -band * depth))
+            })
             .collect();
         let width = if summary.kinds[si_] == Kind::Ceiling {
             1
@@ -339,14 +348,8 @@ pub fn connections(
         chart
             .draw_series(served.iter().map(|&p| Circle::new(p, 3, c.filled())))
             .map_err(err)?;
-        // Spread over the band so that stalls at the same load do not hide each other.
-        let y = -band * (0.15 + 0.7 * k as f64 / servers.len().max(1) as f64);
         chart
-            .draw_series(
-                stalled
-                    .iter()
-                    .map(|&x| Cross::new((x, y), 5, c.stroke_width(2))),
-            )
+            .draw_series(stalled.iter().map(|&p| Cross::new(p, 5, c.stroke_width(2))))
             .map_err(err)?;
         entries.push((name(summary, si_), c));
     }
