@@ -420,6 +420,13 @@ fn check_frame(frame: &[u8], pattern: &[u8], size: usize, conn: u32, seq: u64) -
 }
 // ANCHOR_END: payload
 
+/// What a readiness event says about reading.
+#[derive(Clone, Copy)]
+struct Readable {
+    /// The peer closed its side, or the socket has an error: read to the end.
+    ended: bool,
+}
+
 enum State {
     Connecting,
     Open,
@@ -656,7 +663,14 @@ impl Worker {
             for event in events.iter() {
                 // A writable-only event needs no read: skipping it saves a
                 // read(2) that would only say EAGAIN.
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                // The peer's FIN or an error may come in the same edge as
+                // data: then a short read does not mean the socket is done.
+                let ended = event.is_read_closed() || event.is_error();
+                let readable = if event.is_readable() || ended {
+                    Some(Readable { ended })
+                } else {
+                    None
+                };
                 self.handle(event.token().0, readable)?;
             }
         }
@@ -685,7 +699,7 @@ impl Worker {
 
     /// Does everything a readiness event allows: finish connecting, read and
     /// check replies, queue new frames, write.
-    fn handle(&mut self, token: usize, readable: bool) -> io::Result<()> {
+    fn handle(&mut self, token: usize, readable: Option<Readable>) -> io::Result<()> {
         self.handle_conn(token, readable);
         // Answered once, or dead: let the next connection in.
         let c = &mut self.conns[token];
@@ -698,7 +712,7 @@ impl Worker {
         Ok(())
     }
 
-    fn handle_conn(&mut self, token: usize, readable: bool) {
+    fn handle_conn(&mut self, token: usize, readable: Option<Readable>) {
         let c = &mut self.conns[token];
         if let State::Connecting = c.state {
             match connected(&c.stream) {
@@ -716,7 +730,10 @@ impl Worker {
                 }
             }
         }
-        let read = if readable { self.read(token) } else { Ok(()) };
+        let read = match readable {
+            Some(r) => self.read(token, r.ended),
+            None => Ok(()),
+        };
         if let Err(e) = read.and_then(|()| self.write(token)) {
             let c = &mut self.conns[token];
             if !matches!(c.state, State::Done) {
@@ -735,7 +752,7 @@ impl Worker {
     /// takes all the replies a socket holds (fewer `read`s per frame) and
     /// nothing is zeroed or shifted per read; only the few bytes of a frame
     /// cut by the end of a read are kept per connection, in `partial`.
-    fn read(&mut self, token: usize) -> io::Result<()> {
+    fn read(&mut self, token: usize, ended: bool) -> io::Result<()> {
         let frame_len = HEADER_LEN + self.size;
         let c = &mut self.conns[token];
         if !matches!(c.state, State::Open) {
@@ -766,7 +783,8 @@ impl Worker {
             // A short read emptied the socket: with edge-triggered epoll, data
             // arriving from now on raises a new event, so the read(2) that
             // would only say EAGAIN can be skipped: one syscall less per batch.
-            let drained = filled < buf.len();
+            // Not if the peer already closed: its EOF raises no new edge.
+            let drained = filled < buf.len() && !ended;
             let now = Instant::now();
             let mut consumed = 0;
             while filled - consumed >= frame_len {

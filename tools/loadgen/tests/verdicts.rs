@@ -164,7 +164,7 @@ fn a_truncated_reply_fails_the_run() {
     });
     let report = loadgen::run(&config(addr)).unwrap();
     assert_eq!(report.verdict(), Verdict::Failed, "{}", report.summary());
-    assert!(report.closed > 0 && report.lost > 0);
+    assert!(report.closed > 0 && report.lost > 0, "{}", report.summary());
 }
 
 #[test]
@@ -218,6 +218,16 @@ impl NullEcho {
     }
 }
 
+impl Drop for NullEcho {
+    /// A test that panicked must not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn null_echo_returns_every_byte_and_exits_cleanly() {
     let server = NullEcho::start();
@@ -250,6 +260,23 @@ fn loadgen_verifies_null_echo_at_every_size() {
         let report = loadgen::run(&config).unwrap();
         assert_eq!(report.verdict(), Verdict::Ok, "{}", report.summary());
         assert!(report.frames > 0);
+    }
+    server.stop();
+}
+
+#[test]
+fn null_echo_closes_when_the_peer_does() {
+    let server = NullEcho::start();
+    for _ in 0..20 {
+        let mut conn = TcpStream::connect(server.addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // Bytes and the FIN back to back: they often arrive in one edge,
+        // and the EOF behind a short read must not be missed.
+        conn.write_all(b"last words").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"last words");
     }
     server.stop();
 }

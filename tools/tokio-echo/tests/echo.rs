@@ -55,6 +55,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A test that panicked must not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = (payload.len() as u32).to_le_bytes().to_vec();
     f.extend_from_slice(payload);

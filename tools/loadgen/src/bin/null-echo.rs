@@ -95,7 +95,10 @@ fn main() -> Result<()> {
                     let Some(conn) = conns.get_mut(i).and_then(Option::as_mut) else {
                         continue;
                     };
-                    if !pump(conn, &mut buf) {
+                    // The peer's FIN may come in the same edge as data: then
+                    // a short read does not mean the socket is done.
+                    let ended = event.is_read_closed() || event.is_error();
+                    if !pump(conn, &mut buf, ended) {
                         // Dropping the stream closes it and removes it from epoll.
                         conns[i] = None;
                         free.push(i);
@@ -108,7 +111,7 @@ fn main() -> Result<()> {
 
 /// Writes back what is pending, then echoes until the socket is empty or
 /// the peer stops taking bytes. Returns false when the connection is over.
-fn pump(conn: &mut Conn, buf: &mut [u8]) -> bool {
+fn pump(conn: &mut Conn, buf: &mut [u8], ended: bool) -> bool {
     if !conn.pending.is_empty() {
         match write_some(&mut conn.stream, &conn.pending) {
             Ok(n) if n == conn.pending.len() => conn.pending.clear(),
@@ -138,8 +141,9 @@ fn pump(conn: &mut Conn, buf: &mut [u8]) -> bool {
         }
         // A short read emptied the socket; with edge-triggered epoll, bytes
         // arriving later raise a new event, so the read that would only
-        // return EAGAIN is skipped.
-        if n < buf.len() {
+        // return EAGAIN is skipped (unless the peer closed: no edge comes
+        // for an EOF already there).
+        if n < buf.len() && !ended {
             return true;
         }
     }
