@@ -33,11 +33,19 @@ struct Conn {
     pending: Vec<u8>,
 }
 
-fn main() -> Result<()> {
-    let addr = Args::from_env()?.finish()?;
+fn main() -> std::process::ExitCode {
+    common::args::run(serve)
+}
+
+fn serve() -> Result<()> {
+    let addr = Args::from_env(
+        "null-echo",
+        "echoes bytes back unparsed: the cheapest server, to measure loadgen's ceiling",
+    )
+    .finish()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.
     let stop = stop_signalfd().context("signalfd")?;
-    let std_listener = listen(addr).with_context(|| format!("listen on {addr}"))?;
+    let std_listener = listen(addr)?;
     std_listener.set_nonblocking(true)?;
     // Connections arriving before the listener is registered wait in the
     // backlog, and registering reports them: announcing first is safe.
