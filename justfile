@@ -69,10 +69,10 @@ book-check:
     bash book/gen-diffs.sh
     bash book/check.sh
 
-# Benchmark every server against tokio (≈7 min; --quick for a smoke run): just bench --quick
+# Benchmark every server against tokio (≈12 min on 2 cores; --quick for a smoke run): just bench --quick
 bench *args:
     cargo run --release -p bench -- "$@"
 
-# Copy the last `just bench` run (bench-out/) into the book's Benchmarks chapter.
+# Copy the last full `just bench` run (bench-out/) into the book's Benchmarks chapter; refuses a --quick run.
 bench-publish:
     bash book/publish-bench.sh

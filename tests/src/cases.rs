@@ -443,6 +443,13 @@ pub static CASES: &[Case] = &[
         explains: book::GRACEFUL_STOP,
         run: graceful::help_shows_the_grace_period,
     },
+    Case {
+        name: "second_signal_stops_at_once",
+        level: Level::EventLoop,
+        checks: "a second SIGINT/SIGTERM during the grace period stops the server at once, with status 0",
+        explains: book::GRACEFUL_STOP,
+        run: graceful::second_signal_stops_at_once,
+    },
     // --- scale ---------------------------------------------------------------
     Case {
         name: "ten_thousand_pipelined_frames_come_back_in_order",

@@ -22,6 +22,17 @@ pub fn help_lists_every_option(target: &Target) {
             usage.contains("-h, --help"),
             "the usage omits -h, --help:\n{usage}"
         );
+        // This project's servers name themselves as they were run.
+        let program = std::path::Path::new(&target.command[0])
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if program.starts_with("ch") {
+            assert!(
+                usage.contains(&format!("Usage: {program} ")),
+                "the usage of {program} names another program:\n{usage}"
+            );
+        }
     }
 }
 

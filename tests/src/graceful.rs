@@ -194,3 +194,27 @@ pub fn help_shows_the_grace_period(target: &Target) {
         "no --grace-ms in:\n{usage}"
     );
 }
+
+// ANCHOR: stop_twice
+/// A second signal ends the grace period at once: the operator who presses
+/// Ctrl-C twice means it.
+pub fn second_signal_stops_at_once(target: &Target) {
+    let mut server = target.start_with(Options {
+        args: &["--grace-ms", "20000"],
+        ..Options::default()
+    });
+    // An idle client that never hangs up would hold the stop for 20 s.
+    let mut client = server.connect();
+    client.assert_echo(b"holding on");
+    server.signal(libc::SIGINT);
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(client.stream.read(&mut byte), Ok(0)),
+        "the client should read EOF at the stop"
+    );
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "the server exited with {status}");
+    drop(client);
+}
+// ANCHOR_END: stop_twice

@@ -183,7 +183,7 @@ fn serve() -> Result<()> {
             accept_new_conn(listener, &mut conns, &mut spare_fd);
         }
         if let Some(deadline) = deadline {
-            // Closing the map closes every connection still open.
+            // Returning drops `conns`, closing every connection still open.
             if conns.iter().all(Option::is_none) || Instant::now() >= deadline {
                 break;
             }

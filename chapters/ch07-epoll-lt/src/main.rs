@@ -122,7 +122,7 @@ fn main() -> ExitCode {
 
 fn serve() -> Result<()> {
     let mut args = Args::from_env(
-        "ch06",
+        "ch07",
         "echoes frames to every client from one thread, with epoll(7)",
     );
     let grace_ms = args.option(
@@ -198,7 +198,7 @@ fn serve() -> Result<()> {
             }
         }
         if let Some(deadline) = deadline {
-            // Closing the map closes every connection still open.
+            // Returning drops `conns`, closing every connection still open.
             if conns.iter().all(Option::is_none) || Instant::now() >= deadline {
                 break;
             }

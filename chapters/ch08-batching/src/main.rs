@@ -125,7 +125,7 @@ fn main() -> ExitCode {
 
 fn serve() -> Result<()> {
     let mut args = Args::from_env(
-        "ch06",
+        "ch08",
         "echoes frames from one thread, with epoll(7), many replies per send",
     );
     let grace_ms = args.option(
@@ -202,7 +202,7 @@ fn serve() -> Result<()> {
             }
         }
         if let Some(deadline) = deadline {
-            // Closing the map closes every connection still open.
+            // Returning drops `conns`, closing every connection still open.
             if conns.iter().all(Option::is_none) || Instant::now() >= deadline {
                 break;
             }

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
 
 fn serve() -> Result<()> {
     let mut args = Args::from_env(
-        "ch06",
+        "ch09",
         "echoes frames from one thread, with epoll(7), many replies per send",
     );
     let grace_ms = args.option(
@@ -231,7 +231,7 @@ fn serve() -> Result<()> {
             accept_again = accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd);
         }
         if let Some(deadline) = deadline {
-            // Closing the map closes every connection still open.
+            // Returning drops `conns`, closing every connection still open.
             if conns.iter().all(Option::is_none) || Instant::now() >= deadline {
                 break;
             }

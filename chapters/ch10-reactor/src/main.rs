@@ -180,6 +180,16 @@ impl Handler<Pool> for StopSignal {
         cx.stop();
         Next::Wait
     }
+
+    /// Stays through a stop, so that a second signal stops at once; the
+    /// stop does not wait for it.
+    fn stop(&mut self, _: &mut Context<'_, Pool>) -> Next {
+        Next::Wait
+    }
+
+    fn delays_stop(&self) -> bool {
+        false
+    }
 }
 
 /// A stop answers what the client had sent when the signal came, and no

@@ -56,6 +56,13 @@ pub trait Handler<S>: AsFd {
     fn stop(&mut self, _cx: &mut Context<'_, S>) -> Next {
         Next::Remove
     }
+
+    /// Whether a stop waits for this handler while it stays registered.
+    /// Most handlers that stay have work in hand; one that stays only to
+    /// hear a second stop request (the signal) says no.
+    fn delays_stop(&self) -> bool {
+        true
+    }
 }
 
 /// What a handler wants after its turn.
@@ -143,7 +150,8 @@ pub struct Context<'a, S> {
 impl<S> Context<'_, S> {
     /// Asks the reactor to stop at the end of this turn: it calls every
     /// handler's [`Handler::stop`], then runs until they are all removed
-    /// or the grace period given to [`Reactor::run`] ends.
+    /// or the grace period given to [`Reactor::run`] ends. Asked again
+    /// meanwhile, it stops at once.
     pub fn stop(&mut self) {
         *self.stop = true;
     }
@@ -154,8 +162,6 @@ impl<S> Context<'_, S> {
 pub struct Registry<S> {
     epoll: Epoll,
     slots: Vec<Option<Slot<S>>>,
-    /// How many slots are taken.
-    len: usize,
 }
 
 struct Slot<S> {
@@ -178,7 +184,6 @@ impl<S> Registry<S> {
             handler,
             queued: None,
         });
-        self.len += 1;
         Ok(token)
     }
 
@@ -199,7 +204,6 @@ impl<S> Registry<S> {
     #[allow(dead_code)]
     pub fn remove(&mut self, token: Token) -> Option<Box<dyn Handler<S>>> {
         let slot = self.slots.get_mut(token.0)?.take()?;
-        self.len -= 1;
         if let Err(e) = self.epoll.delete(slot.handler.as_fd()) {
             common::error!("epoll_ctl(DEL) fd {}: {e}", token.0);
         }
@@ -210,8 +214,13 @@ impl<S> Registry<S> {
     /// takes it off the interest list, since handlers own their descriptors
     /// and never duplicate them (chapter 7 says why that matters).
     fn drop_handler(&mut self, slot: Slot<S>) {
-        self.len -= 1;
         drop(slot);
+    }
+
+    /// How many handlers a stop still waits for.
+    fn delaying_stop(&self) -> usize {
+        let slots = self.slots.iter().flatten();
+        slots.filter(|slot| slot.handler.delays_stop()).count()
     }
 
     fn tokens(&self) -> Vec<Token> {
@@ -239,7 +248,6 @@ impl<S> Reactor<S> {
             registry: Registry {
                 epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
                 slots: Vec::new(),
-                len: 0,
             },
             shared,
             events: vec![EpollEvent::empty(); 256],
@@ -255,18 +263,24 @@ impl<S> Reactor<S> {
     // ANCHOR: dispatch
     /// Waits for events and dispatches them until a handler calls
     /// [`Context::stop`] and then every handler is gone, or `grace` has
-    /// passed since the stop. Returns how many handlers were still there.
+    /// passed since the stop, or a second stop request comes. Returns how
+    /// many handlers it was still waiting for.
     pub fn run(&mut self, grace: Duration) -> io::Result<usize> {
         let mut this_round = Vec::new();
         let mut deadline = None;
         loop {
-            if mem::take(&mut self.stop_requested) && deadline.is_none() {
+            if mem::take(&mut self.stop_requested) {
+                if deadline.is_some() {
+                    return Ok(self.registry.delaying_stop());
+                }
                 deadline = Some(Instant::now() + grace);
                 self.stop_all();
             }
             if let Some(deadline) = deadline {
-                if self.registry.len == 0 || Instant::now() >= deadline {
-                    return Ok(self.registry.len);
+                // A scan per turn, but only for the grace period.
+                let delaying = self.registry.delaying_stop();
+                if delaying == 0 || Instant::now() >= deadline {
+                    return Ok(delaying);
                 }
             }
             // No sleeping while handlers wait for another turn: no event

@@ -60,6 +60,13 @@ pub trait Handler<S>: AsFd {
         Next::Remove
     }
 
+    /// Whether a stop waits for this handler while it stays registered.
+    /// Most handlers that stay have work in hand; one that stays only to
+    /// hear a second stop request (the signal) says no.
+    fn delays_stop(&self) -> bool {
+        true
+    }
+
     /// Called when the handler has been idle for `timeout` (see
     /// [`Context::touch`]), just before the reactor drops it.
     fn idle(&mut self, _timeout: Duration) {}
@@ -161,7 +168,8 @@ pub struct Context<'a, S> {
 impl<S> Context<'_, S> {
     /// Asks the reactor to stop at the end of this turn: it calls every
     /// handler's [`Handler::stop`], then runs until they are all removed
-    /// or the grace period given to [`Reactor::run`] ends.
+    /// or the grace period given to [`Reactor::run`] ends. Asked again
+    /// meanwhile, it stops at once.
     pub fn stop(&mut self) {
         *self.stop = true;
     }
@@ -179,8 +187,6 @@ impl<S> Context<'_, S> {
 pub struct Registry<S> {
     epoll: Epoll,
     slots: Vec<Option<Slot<S>>>,
-    /// How many slots are taken.
-    len: usize,
     /// The handlers registered with `Idle::Close`. Beside the slots, not in
     /// them, so that a handler can be touched while it is out of its slot.
     idle: IdleList,
@@ -215,7 +221,6 @@ impl<S> Registry<S> {
             handler,
             queued: None,
         });
-        self.len += 1;
         Ok(token)
     }
 
@@ -236,7 +241,6 @@ impl<S> Registry<S> {
     #[allow(dead_code)]
     pub fn remove(&mut self, token: Token) -> Option<Box<dyn Handler<S>>> {
         let slot = self.slots.get_mut(token.0)?.take()?;
-        self.len -= 1;
         self.idle.remove(token);
         if let Err(e) = self.epoll.delete(slot.handler.as_fd()) {
             common::error!("epoll_ctl(DEL) fd {}: {e}", token.0);
@@ -249,9 +253,14 @@ impl<S> Registry<S> {
     /// and never duplicate them (chapter 7 says why that matters). And the
     /// handler leaves the idle list.
     fn drop_handler(&mut self, token: Token, slot: Slot<S>) {
-        self.len -= 1;
         self.idle.remove(token);
         drop(slot);
+    }
+
+    /// How many handlers a stop still waits for.
+    fn delaying_stop(&self) -> usize {
+        let slots = self.slots.iter().flatten();
+        slots.filter(|slot| slot.handler.delays_stop()).count()
     }
 
     fn tokens(&self) -> Vec<Token> {
@@ -281,7 +290,6 @@ impl<S> Reactor<S> {
             registry: Registry {
                 epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
                 slots: Vec::new(),
-                len: 0,
                 idle: IdleList::default(),
             },
             shared,
@@ -299,19 +307,25 @@ impl<S> Reactor<S> {
     // ANCHOR: dispatch
     /// Waits for events and dispatches them until a handler calls
     /// [`Context::stop`] and then every handler is gone, or `grace` has
-    /// passed since the stop. Returns how many handlers were still there.
+    /// passed since the stop, or a second stop request comes. Returns how
+    /// many handlers it was still waiting for.
     /// Closes the handlers that stay idle too long.
     pub fn run(&mut self, grace: Duration) -> io::Result<usize> {
         let mut this_round = Vec::new();
         let mut deadline = None;
         loop {
-            if mem::take(&mut self.stop_requested) && deadline.is_none() {
+            if mem::take(&mut self.stop_requested) {
+                if deadline.is_some() {
+                    return Ok(self.registry.delaying_stop());
+                }
                 deadline = Some(Instant::now() + grace);
                 self.stop_all();
             }
             if let Some(deadline) = deadline {
-                if self.registry.len == 0 || Instant::now() >= deadline {
-                    return Ok(self.registry.len);
+                // A scan per turn, but only for the grace period.
+                let delaying = self.registry.delaying_stop();
+                if delaying == 0 || Instant::now() >= deadline {
+                    return Ok(delaying);
                 }
             }
             let timeout = self.timeout(deadline);

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use loadgen::Report;
 
-use servers::{Server, Workspace, SPECS};
+use servers::{Server, Workspace};
 
 #[derive(Parser)]
 #[command(about = "Benchmarks every chapter server and tokio under the same loads")]
@@ -37,9 +37,13 @@ struct Args {
     /// Event-loop threads of the load generator.
     #[arg(long, default_value_t = 1)]
     loadgen_threads: usize,
-    /// Only these servers (labels such as ch08, tokio-mt), comma-separated.
+    /// Only these servers (labels such as ch08, tokio-ct-tuned), comma-separated;
+    /// null-echo, the load generator's ceiling, runs anyway unless --no-ceiling.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Do not run null-echo to measure the load generator's ceiling.
+    #[arg(long)]
+    no_ceiling: bool,
 }
 
 /// One load: `conns` connections, each with `depth` frames of `size` bytes
@@ -87,6 +91,19 @@ impl Point {
         self.depth == 1 && self.size == 64 && self.idle == 0
     }
 
+    /// Which table of the report the point goes in.
+    pub fn group(&self) -> Group {
+        if self.idle > 0 {
+            Group::Idle
+        } else if self.in_sweep() && self.conns <= FEW_CLIENTS {
+            Group::FewClients
+        } else if self.in_sweep() {
+            Group::ManyClients
+        } else {
+            Group::Batches
+        }
+    }
+
     /// A few busy connections among more and more idle ones.
     pub fn in_idle_sweep(&self) -> bool {
         self.depth == 1 && self.size == 64 && self.conns == IDLE_SWEEP_BUSY
@@ -95,6 +112,36 @@ impl Point {
 
 /// Busy connections of the idle sweep.
 const IDLE_SWEEP_BUSY: usize = 10;
+/// Up to this many clients at depth 1 make the first throughput table.
+const FEW_CLIENTS: usize = 100;
+
+/// The report's throughput tables: a few loads each, so that a table with a
+/// row per server fits a book page without scrolling sideways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    FewClients,
+    ManyClients,
+    Batches,
+    Idle,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [
+        Group::FewClients,
+        Group::ManyClients,
+        Group::Batches,
+        Group::Idle,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::FewClients => "one frame in flight per client, 64 B: latency and a few clients",
+            Group::ManyClients => "one frame in flight per client, 64 B: many clients",
+            Group::Batches => "pipelined and 4 KiB frames: batching and copying",
+            Group::Idle => "10 busy clients among idle connections: poll's O(n)",
+        }
+    }
+}
 
 const FULL: &[Point] = &[
     Point::new(1, 1, 64, "latency"),
@@ -102,6 +149,7 @@ const FULL: &[Point] = &[
     Point::new(100, 1, 64, "many clients"),
     Point::new(100, 16, 64, "pipelined"),
     Point::new(10, 4, 4096, "bandwidth"),
+    Point::new(10, 16, 4096, "bandwidth, pipelined"),
     Point::new(1000, 1, 64, "sweep"),
     Point::new(5000, 1, 64, "sweep"),
     Point::new(10000, 1, 64, "memory (RSS)"),
@@ -128,12 +176,15 @@ struct Timing {
     drain: f64,
 }
 
-/// Start a server, stop it: seconds per run beyond ramp-up, warm-up and window.
-const OVERHEAD_PER_RUN: f64 = 0.3;
+/// Start a server, stop it: seconds per run beyond ramp-up, warm-up and window
+/// (measured: about 0.05 on 2 cores).
+const OVERHEAD_PER_RUN: f64 = 0.1;
 /// Ramp-up time per connection, seconds (10,000 take about 1.5 s on 2 cores).
 const RAMP_PER_CONN: f64 = 0.15e-3;
-/// The full run must fit in 10 minutes; leave room for the build and stalls.
-const BUDGET_SECS: f64 = 400.0;
+/// The full run must fit in about 12 minutes; leave room for the build and stalls.
+const BUDGET_SECS: f64 = 560.0;
+/// The shortest measured window of a full run, seconds.
+const MIN_SECS: f64 = 0.3;
 
 impl Timing {
     /// Seconds one run at `point` takes, if the server keeps up.
@@ -188,7 +239,7 @@ fn main() -> Result<ExitCode> {
         );
     }
 
-    let (servers, loadgen) = prepare(&root, &args.only)?;
+    let (servers, loadgen) = prepare(&root, &args.only, !args.no_ceiling)?;
     if servers.is_empty() {
         anyhow::bail!("no server to benchmark");
     }
@@ -205,13 +256,13 @@ fn main() -> Result<ExitCode> {
         Timing {
             connect_timeout: 2.0,
             warmup: 0.1,
-            secs: args.secs.unwrap_or(0.3),
+            secs: args.secs.unwrap_or(0.2),
             drain: 0.5,
         }
     } else {
         Timing {
             connect_timeout: 5.0,
-            warmup: 0.3,
+            warmup: 0.2,
             secs: 0.0,
             drain: 1.0,
         }
@@ -226,8 +277,8 @@ fn main() -> Result<ExitCode> {
     timing.secs = match args.secs {
         Some(secs) => secs,
         None if args.quick => timing.secs,
-        // Fit the measured window to the budget, between 0.5 and 2 seconds.
-        None => ((BUDGET_SECS - estimate(&timing)) / expected_runs as f64).clamp(0.5, 2.0),
+        // Fit the measured window to the budget, between MIN_SECS and 2 seconds.
+        None => ((BUDGET_SECS - estimate(&timing)) / expected_runs as f64).clamp(MIN_SECS, 2.0),
     };
     eprintln!(
         "bench: {} servers × {} loads × {reps} reps: {expected_runs} runs (a blocking server is \
@@ -245,33 +296,37 @@ fn main() -> Result<ExitCode> {
     let results = run_matrix(&servers, &points, reps, timing, &loadgen, &args, &out);
     let elapsed = started.elapsed().as_secs_f64();
 
-    let summary = report::Summary::new(&servers, &points, &results);
+    let summary = report::Summary::new(&servers, &points, &results, args.loadgen_threads);
     let table = summary.markdown_tables();
     println!("{table}");
-    let machine = report::machine_description();
+    let run = report::RunInfo {
+        mode: if args.quick { "quick" } else { "full" },
+        only: args.only.join(","),
+        machine: report::machine_description(),
+        secs: timing.secs,
+        reps,
+        loadgen_threads: args.loadgen_threads,
+        elapsed,
+    };
     report::write_csv(&out.join("results.csv"), &summary)?;
     report::write_runs_csv(&out.join("runs.csv"), &servers, &points, &results)?;
-    report::write_markdown(
-        &out.join("results.md"),
-        &table,
-        &machine,
-        timing.secs,
-        reps,
-        args.loadgen_threads,
-    )?;
+    report::write_markdown(&out.join("results.md"), &table, &run)?;
     plot::throughput(&out.join("throughput.svg"), &summary)?;
     plot::connections(
         &out.join("connections.svg"),
         &summary,
         Point::in_sweep,
-        "Throughput vs connections, all busy (depth 1, 64 B)",
+        "Frames/s against busy connections (depth 1, 64 B)",
+        "connections open, all busy",
     )?;
     plot::connections(
         &out.join("idle.svg"),
         &summary,
         Point::in_idle_sweep,
-        "10 busy connections among idle ones (depth 1, 64 B)",
+        "Frames/s of 10 busy connections among idle ones (64 B)",
+        "connections open (10 busy, the rest idle)",
     )?;
+    plot::memory(&out.join("memory.svg"), &summary)?;
     eprintln!(
         "bench: {} runs in {elapsed:.0} s; wrote results.csv, results.md, runs.csv and the SVG plots to {}",
         results.len(),
@@ -296,21 +351,36 @@ fn main() -> Result<ExitCode> {
 
 /// Finds which servers exist, builds them and the load generator; returns
 /// the servers that built and the load generator's binary.
-fn prepare(root: &Path, only: &[String]) -> Result<(Vec<Server>, PathBuf)> {
+fn prepare(root: &Path, only: &[String], ceiling: bool) -> Result<(Vec<Server>, PathBuf)> {
     let ws = Workspace::load(root)?;
-    let wanted: Vec<_> = SPECS
-        .iter()
-        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.label))
+    let specs = servers::discover(&ws);
+    for name in only {
+        if !specs.iter().any(|s| &s.label == name) {
+            let known: Vec<&str> = specs.iter().map(|s| s.label.as_str()).collect();
+            eprintln!("bench: no server {name} (yet); known: {}", known.join(", "));
+        }
+    }
+    let wanted: Vec<_> = specs
+        .into_iter()
+        .filter(|s| {
+            if s.kind == servers::Kind::Ceiling {
+                ceiling
+            } else if only.is_empty() {
+                !s.optional
+            } else {
+                only.contains(&s.label)
+            }
+        })
         .collect();
-    let mut packages = vec!["loadgen"];
+    let mut packages = vec!["loadgen".to_string()];
     for spec in &wanted {
-        if !ws.has(spec.package) {
+        if !ws.has(&spec.package) {
             eprintln!(
                 "bench: skipping {}: package {} does not exist (yet)",
                 spec.label, spec.package
             );
         } else if !packages.contains(&spec.package) {
-            packages.push(spec.package);
+            packages.push(spec.package.clone());
         }
     }
     eprintln!("bench: building {} (release)…", packages.join(", "));
@@ -318,20 +388,15 @@ fn prepare(root: &Path, only: &[String]) -> Result<(Vec<Server>, PathBuf)> {
     if !built.iter().any(|p| p == "loadgen") {
         anyhow::bail!("the load generator does not build");
     }
-    let loadgen = ws
-        .binary("loadgen")
-        .context("the loadgen package is missing")?;
     let servers = wanted
         .into_iter()
-        .filter(|s| built.iter().any(|p| p == s.package))
-        .filter_map(|spec| {
-            Some(Server {
-                spec,
-                binary: ws.binary(spec.package)?,
-            })
+        .filter(|s| built.contains(&s.package))
+        .map(|spec| Server {
+            binary: ws.binary(&spec.bin),
+            spec,
         })
         .collect();
-    Ok((servers, loadgen))
+    Ok((servers, ws.binary("loadgen")))
 }
 
 /// Runs every point on every server, `reps` times. Servers alternate within
@@ -351,29 +416,39 @@ fn run_matrix(
     // Blocking servers that stalled once with several clients: not run again
     // with several clients, the table shows them as stalling.
     let mut stalled = vec![false; servers.len()];
+    // Stalls per (point, server): once they are half the repetitions the
+    // cell reads "stalls" whatever the rest do, so the rest are skipped.
+    let mut stalls = vec![vec![0usize; servers.len()]; points.len()];
     for rep in 0..reps {
         for (pi, point) in points.iter().enumerate() {
             for (si, server) in servers.iter().enumerate() {
                 let n = results.len() + 1;
                 let several = point.total_conns() > 1;
-                let skip = stalled[si] && several;
+                let skip = (stalled[si] && several) || 2 * stalls[pi][si] >= reps;
                 let (outcome, hwm_kb) = if skip {
                     (Outcome::Stalled(None), None)
                 } else {
                     run_one(server, point, timing, loadgen, args.loadgen_threads, out)
                 };
-                if matches!(outcome, Outcome::Stalled(_)) && server.spec.blocking && several {
-                    stalled[si] = true;
+                if matches!(outcome, Outcome::Stalled(_)) {
+                    stalls[pi][si] += 1;
+                    if server.spec.blocking && several {
+                        stalled[si] = true;
+                    }
                 }
                 eprintln!(
-                    "[{n:>3}/{total}] rep {}/{reps} {:>14} {:>9}  {}",
+                    "[{n:>3}/{total}] rep {}/{reps} {:>16} {:>14}  {}",
                     rep + 1,
                     point.label(),
                     server.spec.label,
                     match &outcome {
-                        Outcome::Ok(r) => format!("{} frames/s", report::si(r.frames_per_sec)),
+                        Outcome::Ok(r) => format!(
+                            "{} frames/s, loadgen {:.2} cores",
+                            report::si(r.frames_per_sec),
+                            r.loadgen_cpu
+                        ),
                         Outcome::Stalled(_) if skip =>
-                            "stalls (skipped after its first stall)".into(),
+                            "stalls (skipped after earlier stalls)".into(),
                         Outcome::Stalled(Some(r)) => format!("stalls: {}", report::stall_detail(r)),
                         Outcome::Stalled(None) => "stalls".into(),
                         Outcome::Failed(e) => format!("FAILED: {e}"),

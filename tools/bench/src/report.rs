@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::servers::Server;
-use crate::{Outcome, Point, Run};
+use crate::servers::{Kind, Server};
+use crate::{Group, Outcome, Point, Run};
 
 /// How a (server, point) cell ended over all its repetitions.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,13 @@ pub enum Status {
     Failed,
     NotRun,
 }
+
+/// The load generator used at least this share of each of its threads'
+/// cores: it, not the server, may have set the pace.
+pub const LOADGEN_LIMIT: f64 = 0.9;
+
+/// The mark for a cell limited by the load generator.
+const LIMITED: &str = "†";
 
 /// Medians of one server at one point.
 #[derive(Debug, Clone)]
@@ -28,8 +35,12 @@ pub struct Cell {
     pub p99: f64,
     pub p999: f64,
     pub loadgen_cpu: f64,
+    /// The median loadgen CPU reached [`LOADGEN_LIMIT`].
+    pub loadgen_limited: bool,
     /// Server CPU time per echoed frame, ns: its cost, whoever was the bottleneck.
     pub server_ns_per_frame: f64,
+    /// Why there is no server CPU figure, when there is none.
+    pub cpu_note: Option<String>,
     /// Highest peak RSS of the server over the repetitions, kB.
     pub hwm_kb: Option<u64>,
     /// Repetitions that stalled, of how many.
@@ -40,17 +51,26 @@ pub struct Cell {
 }
 
 pub struct Summary {
-    pub servers: Vec<&'static str>,
+    pub servers: Vec<String>,
+    pub kinds: Vec<Kind>,
+    variants: Vec<&'static str>,
+    about: Vec<String>,
     /// Whether each server is expected to stall with several clients.
     blocking: Vec<bool>,
     pub points: Vec<Point>,
     /// cells[point][server]
     pub cells: Vec<Vec<Cell>>,
+    /// Per point, the stronger tokio current-thread variant (server index).
+    pub tokio_ref: Vec<Option<usize>>,
+    /// Per point, the null-echo cell's frames/s: the load generator's ceiling.
+    pub ceiling: Vec<Option<f64>>,
     /// Failures with their reason, for the end of the run.
     failures: Vec<String>,
 }
 
+/// The median of the finite values; NaN if there are none.
 fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
     }
@@ -64,22 +84,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 impl Summary {
-    pub fn new(servers: &[Server], points: &[Point], runs: &[Run]) -> Summary {
+    pub fn new(
+        servers: &[Server],
+        points: &[Point],
+        runs: &[Run],
+        loadgen_threads: usize,
+    ) -> Summary {
         let mut failures = Vec::new();
-        let cells = (0..points.len())
+        let cells: Vec<Vec<Cell>> = (0..points.len())
             .map(|pi| {
                 (0..servers.len())
                     .map(|si| {
                         let runs: Vec<&Run> = runs
                             .iter()
                             .filter(|r| r.point == pi && r.server == si)
-                            .collect();
-                        let oks: Vec<_> = runs
-                            .iter()
-                            .filter_map(|r| match &r.outcome {
-                                Outcome::Ok(rep) => Some(rep),
-                                _ => None,
-                            })
                             .collect();
                         for r in &runs {
                             if let Outcome::Failed(e) = &r.outcome {
@@ -91,56 +109,38 @@ impl Summary {
                                 ));
                             }
                         }
-                        let stalled_reps = runs
-                            .iter()
-                            .filter(|r| matches!(r.outcome, Outcome::Stalled(_)))
-                            .count();
-                        // Any wrong reply fails the cell; a stall in a minority
-                        // of repetitions (a busy machine) leaves a median, and a note.
-                        let status = if runs.is_empty() {
-                            Status::NotRun
-                        } else if runs.iter().any(|r| matches!(r.outcome, Outcome::Failed(_))) {
-                            Status::Failed
-                        } else if 2 * oks.len() <= runs.len() {
-                            Status::Stalls
-                        } else {
-                            Status::Ok
-                        };
-                        let m = |f: fn(&loadgen::Report) -> f64| {
-                            median(oks.iter().map(|r| f(r)).collect())
-                        };
-                        Cell {
-                            status,
-                            reps: oks.len(),
-                            frames_per_sec: m(|r| r.frames_per_sec),
-                            mb_per_sec: m(|r| r.mb_per_sec),
-                            p50: m(|r| r.latency_us.p50),
-                            p99: m(|r| r.latency_us.p99),
-                            p999: m(|r| r.latency_us.p999),
-                            loadgen_cpu: m(|r| r.loadgen_cpu),
-                            server_ns_per_frame: m(|r| r.server_ns_per_frame().unwrap_or(f64::NAN)),
-                            hwm_kb: runs.iter().filter_map(|r| r.hwm_kb).max(),
-                            stalled_reps,
-                            reps_run: runs.len(),
-                            stall_detail: runs
-                                .iter()
-                                .filter_map(|r| match &r.outcome {
-                                    Outcome::Stalled(Some(rep)) => Some(rep),
-                                    _ => None,
-                                })
-                                .max_by_key(|rep| rep.stalled + rep.connect_failed)
-                                .map(|rep| stall_detail(rep))
-                                .unwrap_or_default(),
-                        }
+                        cell(&runs, loadgen_threads)
                     })
                     .collect()
             })
             .collect();
+        let kinds: Vec<Kind> = servers.iter().map(|s| s.spec.kind).collect();
+        let tokio_ref = cells
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .filter(|&si| kinds[si] == Kind::TokioCt && row[si].status == Status::Ok)
+                    .max_by(|&a, &b| row[a].frames_per_sec.total_cmp(&row[b].frames_per_sec))
+            })
+            .collect();
+        let ceiling = cells
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .find(|&si| kinds[si] == Kind::Ceiling && row[si].status == Status::Ok)
+                    .map(|si| row[si].frames_per_sec)
+            })
+            .collect();
         Summary {
-            servers: servers.iter().map(|s| s.spec.label).collect(),
+            servers: servers.iter().map(|s| s.spec.label.clone()).collect(),
+            kinds,
+            variants: servers.iter().map(|s| s.spec.variant).collect(),
+            about: servers.iter().map(|s| s.spec.about.clone()).collect(),
             blocking: servers.iter().map(|s| s.spec.blocking).collect(),
             points: points.to_vec(),
             cells,
+            tokio_ref,
+            ceiling,
             failures,
         }
     }
@@ -169,7 +169,11 @@ impl Summary {
                         self.points[pi].label(),
                         cell.stalled_reps,
                         cell.reps_run,
-                        cell.stall_detail
+                        if cell.stall_detail.is_empty() {
+                            "skipped after earlier stalls".into()
+                        } else {
+                            cell.stall_detail.clone()
+                        }
                     ));
                 }
             }
@@ -177,95 +181,113 @@ impl Summary {
         stalls
     }
 
-    /// The throughput table, then latency, bandwidth and memory, in markdown
-    /// (which reads fine in a terminal too).
+    /// The servers under test: all but null-echo.
+    fn under_test(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.servers.len()).filter(|&si| self.kinds[si] != Kind::Ceiling)
+    }
+
+    /// Frames/s of server `si` at point `pi` over the stronger tokio-ct there.
+    pub fn vs_tokio(&self, pi: usize, si: usize) -> Option<f64> {
+        let c = &self.cells[pi][si];
+        let r = &self.cells[pi][self.tokio_ref[pi]?];
+        (c.status == Status::Ok).then(|| c.frames_per_sec / r.frames_per_sec)
+    }
+
+    /// The fastest server under test at point `pi`: index and frames/s.
+    fn fastest(&self, pi: usize) -> Option<(usize, f64)> {
+        self.under_test()
+            .filter(|&si| self.cells[pi][si].status == Status::Ok)
+            .map(|si| (si, self.cells[pi][si].frames_per_sec))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Every table of the report, in markdown (which reads fine in a
+    /// terminal too). Servers are rows and a few loads the columns, so that
+    /// each table fits a book page.
     pub fn markdown_tables(&self) -> String {
         let mut s = String::new();
-        let header: Vec<String> = ["load (conns×depth×size)", "shows"]
+        let groups: Vec<(Group, Vec<usize>)> = Group::ALL
             .iter()
-            .map(|h| h.to_string())
-            .chain(self.servers.iter().map(|h| h.to_string()))
+            .map(|&g| {
+                let pis = (0..self.points.len())
+                    .filter(|&pi| self.points[pi].group() == g)
+                    .collect::<Vec<_>>();
+                (g, pis)
+            })
+            .filter(|(_, pis)| !pis.is_empty())
             .collect();
 
-        s += "Throughput, frames/s (median):\n\n";
-        let rows = self.points.iter().zip(&self.cells).map(|(p, row)| {
-            [p.label(), p.what.to_string()]
-                .into_iter()
-                .chain(row.iter().map(|c| cell_text(c, si(c.frames_per_sec))))
-                .collect()
-        });
-        s += &table(&header, rows);
-
-        if let Some(pi) = self
-            .points
-            .iter()
-            .position(|p| p.conns == 1 && p.depth == 1)
-        {
-            let _ = write!(
-                s,
-                "\nLatency at {}, µs (p50 / p99 / p99.9):\n\n",
-                self.points[pi].label()
-            );
-            s += &self.one_row_table(pi, |c| {
-                format!("{:.0} / {:.0} / {:.0}", c.p50, c.p99, c.p999)
+        for (group, pis) in &groups {
+            let _ = write!(s, "**Frames/s, {}** (median):\n\n", group.title());
+            s += &self.server_table(pis, true, |pi, si, c| {
+                let ratio = self
+                    .vs_tokio(pi, si)
+                    .map(|r| format!(" ×{r:.2}"))
+                    .unwrap_or_default();
+                let mark = if c.loadgen_limited { LIMITED } else { "" };
+                cell_text(c, format!("{}{ratio}{mark}", si_(c.frames_per_sec)))
             });
+            s += "\n";
         }
-        if let Some(pi) = self.points.iter().position(|p| p.size >= 4096) {
+        let _ = write!(
+            s,
+            "×r: the server's frames/s divided by that of the stronger tokio current-thread \
+             variant at the same load, named in the row *stronger tokio-ct*. \
+             {LIMITED} limited by the load generator: it used {LOADGEN_LIMIT} of a core or more \
+             (per loadgen thread) in that cell, so the server may have had capacity to spare; \
+             compare the server CPU per frame below. *stalls*: some clients were never answered \
+             within the ramp-up (listed at the end).\n\n"
+        );
+
+        // Server CPU per frame, with a footnote per reason for a missing figure.
+        let mut notes: Vec<String> = Vec::new();
+        for (group, pis) in &groups {
             let _ = write!(
                 s,
-                "\nBandwidth at {}, MB/s of payload echoed:\n\n",
-                self.points[pi].label()
+                "**Server CPU time per echoed frame, ns, {}** (median; lower is better):\n\n",
+                group.title()
             );
-            s += &self.one_row_table(pi, |c| format!("{:.0}", c.mb_per_sec));
+            s += &self.server_table(pis, false, |_, _, c| {
+                let ns = c.server_ns_per_frame;
+                let text = if ns.is_finite() || c.status != Status::Ok {
+                    format!("{ns:.0}")
+                } else {
+                    let note = c
+                        .cpu_note
+                        .clone()
+                        .unwrap_or_else(|| "no server CPU figure".into());
+                    let i = notes.iter().position(|n| *n == note).unwrap_or_else(|| {
+                        notes.push(note);
+                        notes.len() - 1
+                    });
+                    format!("–{}", superscript(i + 1))
+                };
+                cell_text(c, text)
+            });
+            s += "\n";
         }
-        // The most connections, all busy: the memory point.
-        let busy = (0..self.points.len()).filter(|&i| self.points[i].idle == 0);
-        if let Some(pi) = busy.max_by_key(|&i| self.points[i].conns) {
-            let _ = write!(
-                s,
-                "\nServer peak memory (VmHWM) with {} connections, MB:\n\n",
-                self.points[pi].conns
-            );
-            let header: Vec<String> = self.servers.iter().map(|h| h.to_string()).collect();
-            let row = self.cells[pi]
-                .iter()
-                .map(|c| match c.hwm_kb {
-                    Some(kb) if c.status != Status::NotRun => format!("{:.1}", kb as f64 / 1024.0),
-                    _ => "–".to_string(),
-                })
-                .collect();
-            s += &table(&header, std::iter::once(row));
+        s += "The server's CPU time (all its threads, from /proc) over the measured window, \
+              divided by the frames echoed in it: what a frame costs the server, whoever \
+              set the pace.";
+        for (i, note) in notes.iter().enumerate() {
+            let _ = write!(s, " –{}: {note}.", superscript(i + 1));
         }
-        s += "\nServer CPU time per echoed frame, ns (lower is better). When the load generator is the limit, throughput ties; this still shows what each frame costs the server:\n\n";
-        let rows = self.points.iter().zip(&self.cells).map(|(p, row)| {
-            [p.label(), p.what.to_string()]
-                .into_iter()
-                .chain(row.iter().map(|c| {
-                    // No figure when a server thread exited mid-window (see loadgen).
-                    let ns = c.server_ns_per_frame;
-                    cell_text(
-                        c,
-                        if ns.is_finite() {
-                            format!("{ns:.0}")
-                        } else {
-                            "–".into()
-                        },
-                    )
-                }))
-                .collect()
+        s += "\n\n";
+
+        s += &self.per_server_table();
+        s += &self.memory_table();
+        s += &self.ceiling_table();
+
+        s += "**The servers:**\n\n";
+        let rows = (0..self.servers.len()).map(|si| {
+            let mut about = self.about[si].clone();
+            if self.blocking[si] {
+                about += " [blocking]";
+            }
+            vec![self.servers[si].clone(), about]
         });
-        s += &table(&header, rows);
-        s += "\nThe load generator's own CPU, cores (near 1.00 per loadgen thread: it, not the server, may have been the limit):\n\n";
-        let rows = self.points.iter().zip(&self.cells).map(|(p, row)| {
-            [p.label(), p.what.to_string()]
-                .into_iter()
-                .chain(
-                    row.iter()
-                        .map(|c| cell_text(c, format!("{:.2}", c.loadgen_cpu))),
-                )
-                .collect()
-        });
-        s += &table(&header, rows);
+        s += &table(&["server".into(), "what".into()], rows);
+
         let stalls = self.unexpected_stalls();
         if !stalls.is_empty() {
             s += "\nStalls of servers meant to serve many clients (from the worst repetition):\n\n";
@@ -273,13 +295,215 @@ impl Summary {
                 let _ = writeln!(s, "- {st}");
             }
         }
+        if !self.failures.is_empty() {
+            s += "\nFAILED runs:\n\n";
+            for f in &self.failures {
+                let _ = writeln!(s, "- {f}");
+            }
+        }
         s
     }
 
-    fn one_row_table(&self, pi: usize, f: impl Fn(&Cell) -> String) -> String {
-        let header: Vec<String> = self.servers.iter().map(|h| h.to_string()).collect();
-        let row = self.cells[pi].iter().map(|c| cell_text(c, f(c))).collect();
-        table(&header, std::iter::once(row))
+    /// A table with a row per server under test and a column per point of
+    /// `pis`, then, if `name_ref`, the row naming the stronger tokio-ct of each column.
+    fn server_table(
+        &self,
+        pis: &[usize],
+        name_ref: bool,
+        mut text: impl FnMut(usize, usize, &Cell) -> String,
+    ) -> String {
+        let header: Vec<String> = std::iter::once("server".to_string())
+            .chain(pis.iter().map(|&pi| self.points[pi].label()))
+            .collect();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for si in self.under_test() {
+            let mut row = vec![self.servers[si].clone()];
+            for &pi in pis {
+                row.push(text(pi, si, &self.cells[pi][si]));
+            }
+            rows.push(row);
+        }
+        if name_ref && self.kinds.contains(&Kind::TokioCt) {
+            let mut row = vec!["*stronger tokio-ct*".to_string()];
+            row.extend(pis.iter().map(|&pi| match self.tokio_ref[pi] {
+                Some(si) => self.servers[si].clone(),
+                None => "–".into(),
+            }));
+            rows.push(row);
+        }
+        table(&header, rows.into_iter())
+    }
+
+    /// Latency at one client, bandwidth at 4 KiB, memory at the most clients:
+    /// one row per server.
+    fn per_server_table(&self) -> String {
+        let latency = self
+            .points
+            .iter()
+            .position(|p| p.conns == 1 && p.depth == 1 && p.idle == 0);
+        let bandwidth: Vec<usize> = (0..self.points.len())
+            .filter(|&pi| self.points[pi].size >= 4096)
+            .collect();
+        let mut header = vec!["server".to_string()];
+        if let Some(pi) = latency {
+            header.push(format!("µs at {}", self.points[pi].label()));
+        }
+        for &pi in &bandwidth {
+            header.push(format!("MB/s at {}", self.points[pi].label()));
+        }
+        let rows = self.under_test().map(|si| {
+            let mut row = vec![self.servers[si].clone()];
+            if let Some(pi) = latency {
+                let c = &self.cells[pi][si];
+                row.push(cell_text(
+                    c,
+                    format!("{:.0} / {:.0} / {:.0}", c.p50, c.p99, c.p999),
+                ));
+            }
+            for &pi in &bandwidth {
+                let c = &self.cells[pi][si];
+                let mark = if c.loadgen_limited { LIMITED } else { "" };
+                row.push(cell_text(c, format!("{:.0}{mark}", c.mb_per_sec)));
+            }
+            row
+        });
+        let mut s = String::from(
+            "**Latency and bandwidth** (median; latency p50 / p99 / p99.9 in µs, \
+             MB/s of payload echoed):\n\n",
+        );
+        s += &table(&header, rows);
+        s += "\n";
+        s
+    }
+
+    /// Peak memory against the number of busy clients (the memory plot's data).
+    fn memory_table(&self) -> String {
+        let pis: Vec<usize> = (0..self.points.len())
+            .filter(|&pi| self.points[pi].in_sweep())
+            .collect();
+        if pis.is_empty() {
+            return String::new();
+        }
+        let header: Vec<String> = std::iter::once("server".to_string())
+            .chain(pis.iter().map(|&pi| self.points[pi].conns.to_string()))
+            .collect();
+        let rows = self.under_test().map(|si| {
+            std::iter::once(self.servers[si].clone())
+                .chain(pis.iter().map(|&pi| {
+                    let c = &self.cells[pi][si];
+                    match (c.hwm_kb, &c.status) {
+                        (_, Status::NotRun) | (None, _) => "–".into(),
+                        (Some(kb), Status::Ok) => format!("{:.1}", kb as f64 / 1024.0),
+                        (Some(kb), _) => format!("{:.1} (stalls)", kb as f64 / 1024.0),
+                    }
+                }))
+                .collect()
+        });
+        let mut s = String::from(
+            "**Server peak memory (VmHWM), MB, against the number of busy clients** (depth 1, \
+             64 B; the highest over the repetitions, each on a fresh server):\n\n",
+        );
+        s += &table(&header, rows);
+        s += "\n";
+        s
+    }
+
+    /// The load generator against null-echo, per load, beside the fastest server.
+    fn ceiling_table(&self) -> String {
+        let Some(ne) = (0..self.servers.len()).find(|&si| self.kinds[si] == Kind::Ceiling) else {
+            return String::new();
+        };
+        let header: Vec<String> = [
+            "load",
+            "null-echo",
+            "loadgen CPU",
+            "per loadgen core",
+            "fastest server",
+            "÷ fastest",
+        ]
+        .map(String::from)
+        .to_vec();
+        let rows = (0..self.points.len()).map(|pi| {
+            let c = &self.cells[pi][ne];
+            let fastest = self.fastest(pi);
+            vec![
+                self.points[pi].label(),
+                cell_text(c, si_(c.frames_per_sec)),
+                cell_text(c, format!("{:.2}", c.loadgen_cpu)),
+                cell_text(c, si_(c.frames_per_sec / c.loadgen_cpu)),
+                fastest
+                    .map(|(si, fps)| format!("{}: {}", self.servers[si], si_(fps)))
+                    .unwrap_or_else(|| "–".into()),
+                match (self.ceiling[pi], fastest) {
+                    (Some(ceiling), Some((_, fps))) => format!("{:.2}", ceiling / fps),
+                    _ => "–".into(),
+                },
+            ]
+        });
+        let mut s = String::from(
+            "**The load generator's ceiling**: frames/s of the same loads against null-echo, a \
+             raw byte echo that parses nothing (the cheapest possible server), the load \
+             generator's CPU there (cores), and *per loadgen core*: frames/s ÷ that CPU, what \
+             one load generator thread could drive with a core to itself. *÷ fastest*: null-echo's \
+             frames/s over the fastest server's; near 1, the load generator, not the servers, \
+             set the pace at that load:\n\n",
+        );
+        s += &table(&header, rows);
+        s += "\n";
+        s
+    }
+}
+
+/// The medians of one (server, point) cell over its runs.
+fn cell(runs: &[&Run], loadgen_threads: usize) -> Cell {
+    let oks: Vec<&loadgen::Report> = runs
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Ok(rep) => Some(&**rep),
+            _ => None,
+        })
+        .collect();
+    let stalled_reps = runs
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Stalled(_)))
+        .count();
+    // Any wrong reply fails the cell; a stall in a minority of repetitions
+    // (a busy machine) leaves a median, and a note.
+    let status = if runs.is_empty() {
+        Status::NotRun
+    } else if runs.iter().any(|r| matches!(r.outcome, Outcome::Failed(_))) {
+        Status::Failed
+    } else if 2 * oks.len() <= runs.len() {
+        Status::Stalls
+    } else {
+        Status::Ok
+    };
+    let m = |f: fn(&loadgen::Report) -> f64| median(oks.iter().map(|r| f(r)).collect());
+    let loadgen_cpu = m(|r| r.loadgen_cpu);
+    Cell {
+        status,
+        reps: oks.len(),
+        frames_per_sec: m(|r| r.frames_per_sec),
+        mb_per_sec: m(|r| r.mb_per_sec),
+        p50: m(|r| r.latency_us.p50),
+        p99: m(|r| r.latency_us.p99),
+        p999: m(|r| r.latency_us.p999),
+        loadgen_cpu,
+        loadgen_limited: loadgen_cpu >= LOADGEN_LIMIT * loadgen_threads as f64,
+        server_ns_per_frame: m(|r| r.server_ns_per_frame().unwrap_or(f64::NAN)),
+        cpu_note: oks.iter().find_map(|r| r.server_cpu_note.clone()),
+        hwm_kb: runs.iter().filter_map(|r| r.hwm_kb).max(),
+        stalled_reps,
+        reps_run: runs.len(),
+        stall_detail: runs
+            .iter()
+            .filter_map(|r| match &r.outcome {
+                Outcome::Stalled(Some(rep)) => Some(rep),
+                _ => None,
+            })
+            .max_by_key(|rep| rep.stalled + rep.connect_failed)
+            .map(|rep| stall_detail(rep))
+            .unwrap_or_default(),
     }
 }
 
@@ -307,6 +531,15 @@ fn cell_text(c: &Cell, value: String) -> String {
     }
 }
 
+/// 1 → "¹": footnote marks that do not look like part of the number.
+fn superscript(n: usize) -> String {
+    const DIGITS: [char; 10] = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+    n.to_string()
+        .chars()
+        .map(|d| DIGITS[d.to_digit(10).unwrap_or(0) as usize])
+        .collect()
+}
+
 /// 1234567 → "1.23M": short enough for a table cell.
 pub fn si(v: f64) -> String {
     if !v.is_finite() {
@@ -320,13 +553,18 @@ pub fn si(v: f64) -> String {
     }
 }
 
+/// [`si`] under a name that a local `si` (a server index) does not shadow.
+fn si_(v: f64) -> String {
+    si(v)
+}
+
 /// A markdown table with padded columns.
 fn table(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows.collect();
     let width = |i: usize| {
         rows.iter()
             .map(|r| r[i].chars().count())
-            .chain([header[i].chars().count()])
+            .chain([header[i].chars().count(), 3])
             .max()
             .unwrap_or(0)
     };
@@ -348,80 +586,130 @@ fn table(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> String {
     s
 }
 
-/// One row per (server, point) with the medians.
+/// A CSV field: quoted when it holds a comma or a quote.
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A number, or empty when there is none.
+fn num(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        String::new()
+    }
+}
+
+/// One row per (server, point) with the medians. Columns after
+/// `server_peak_rss_kb` were added later, at the end so older readers work.
 pub fn write_csv(path: &Path, summary: &Summary) -> Result<()> {
     let mut s = String::from(
-        "server,conns,idle,depth,size,status,reps_ok,frames_per_sec,mb_per_sec,p50_us,p99_us,p999_us,loadgen_cpu,server_ns_per_frame,server_peak_rss_kb\n",
+        "server,conns,idle,depth,size,status,reps_ok,frames_per_sec,mb_per_sec,p50_us,p99_us,p999_us,loadgen_cpu,server_ns_per_frame,server_peak_rss_kb,\
+         variant,loadgen_limited,vs_tokio_ct,tokio_ct_ref,loadgen_ceiling_fps,server_cpu_note\n",
     );
-    for (p, row) in summary.points.iter().zip(&summary.cells) {
-        for (server, c) in summary.servers.iter().zip(row) {
+    for (pi, (p, row)) in summary.points.iter().zip(&summary.cells).enumerate() {
+        for (si, c) in row.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "{server},{},{},{},{},{:?},{},{:.0},{:.2},{:.1},{:.1},{:.1},{:.2},{:.0},{}",
+                "{},{},{},{},{},{:?},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                summary.servers[si],
                 p.conns,
                 p.idle,
                 p.depth,
                 p.size,
                 c.status,
                 c.reps,
-                c.frames_per_sec,
-                c.mb_per_sec,
-                c.p50,
-                c.p99,
-                c.p999,
-                c.loadgen_cpu,
-                c.server_ns_per_frame,
-                c.hwm_kb.map(|v| v.to_string()).unwrap_or_default()
+                num(c.frames_per_sec, 0),
+                num(c.mb_per_sec, 2),
+                num(c.p50, 1),
+                num(c.p99, 1),
+                num(c.p999, 1),
+                num(c.loadgen_cpu, 2),
+                num(c.server_ns_per_frame, 0),
+                c.hwm_kb.map(|v| v.to_string()).unwrap_or_default(),
+                summary.variants[si],
+                c.loadgen_limited,
+                summary
+                    .vs_tokio(pi, si)
+                    .map(|r| format!("{r:.3}"))
+                    .unwrap_or_default(),
+                summary.tokio_ref[pi]
+                    .map(|r| summary.servers[r].clone())
+                    .unwrap_or_default(),
+                summary.ceiling[pi].map(|v| num(v, 0)).unwrap_or_default(),
+                field(c.cpu_note.as_deref().unwrap_or_default()),
             );
         }
     }
-    Ok(std::fs::write(path, s.replace("NaN", ""))?)
+    Ok(std::fs::write(path, s)?)
 }
 
-/// Every run, for whoever wants more than medians.
+/// Every run, for whoever wants more than medians. Columns after `detail`
+/// were added later, at the end so older readers work.
 pub fn write_runs_csv(
     path: &Path,
     servers: &[Server],
     points: &[Point],
     runs: &[Run],
 ) -> Result<()> {
-    let mut s = String::from("rep,server,conns,idle,depth,size,outcome,frames_per_sec,p50_us,p99_us,p999_us,loadgen_cpu,ramp_s,server_peak_rss_kb,detail\n");
+    let mut s = String::from(
+        "rep,server,conns,idle,depth,size,outcome,frames_per_sec,p50_us,p99_us,p999_us,loadgen_cpu,ramp_s,server_peak_rss_kb,detail,\
+         variant,server_cpu,server_ns_per_frame,loadgen_limited\n",
+    );
     for r in runs {
         let p = &points[r.point];
         // Rates only from runs that served everyone; the ramp-up from any.
         let (outcome, ok, any, detail) = match &r.outcome {
-            Outcome::Ok(rep) => ("ok", Some(rep), Some(rep), String::new()),
+            Outcome::Ok(rep) => (
+                "ok",
+                Some(rep),
+                Some(rep),
+                rep.server_cpu_note.clone().unwrap_or_default(),
+            ),
             Outcome::Stalled(rep) => (
                 "stalled",
                 None,
                 rep.as_ref(),
                 rep.as_ref()
                     .map(|r| stall_detail(r))
-                    .unwrap_or_else(|| "skipped after an earlier stall".into()),
+                    .unwrap_or_else(|| "skipped after earlier stalls".into()),
             ),
             Outcome::Failed(e) => ("failed", None, None, e.clone()),
         };
-        let num =
-            |f: fn(&loadgen::Report) -> f64| ok.map(|r| format!("{:.1}", f(r))).unwrap_or_default();
+        let num = |f: &dyn Fn(&loadgen::Report) -> Option<f64>, decimals: usize| {
+            ok.and_then(|r| f(r))
+                .map(|v| format!("{v:.decimals$}"))
+                .unwrap_or_default()
+        };
         let ramp = any
             .map(|r| format!("{:.2}", r.ramp_secs))
             .unwrap_or_default();
+        let spec = &servers[r.server].spec;
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{outcome},{},{},{},{},{},{ramp},{},\"{}\"",
+            "{},{},{},{},{},{},{outcome},{},{},{},{},{},{ramp},{},\"{}\",{},{},{},{}",
             r.rep + 1,
-            servers[r.server].spec.label,
+            spec.label,
             p.conns,
             p.idle,
             p.depth,
             p.size,
-            num(|r| r.frames_per_sec),
-            num(|r| r.latency_us.p50),
-            num(|r| r.latency_us.p99),
-            num(|r| r.latency_us.p999),
-            num(|r| r.loadgen_cpu),
+            num(&|r| Some(r.frames_per_sec), 1),
+            num(&|r| Some(r.latency_us.p50), 1),
+            num(&|r| Some(r.latency_us.p99), 1),
+            num(&|r| Some(r.latency_us.p999), 1),
+            num(&|r| Some(r.loadgen_cpu), 2),
             r.hwm_kb.map(|v| v.to_string()).unwrap_or_default(),
-            detail.replace('"', "'")
+            detail.replace('"', "'"),
+            spec.variant,
+            num(&|r| r.server_cpu, 3),
+            num(&|r| r.server_ns_per_frame(), 0),
+            ok.map(|r| (r.loadgen_cpu >= LOADGEN_LIMIT * r.threads as f64).to_string())
+                .unwrap_or_default(),
         );
     }
     Ok(std::fs::write(path, s)?)
@@ -457,23 +745,118 @@ pub fn machine_description() -> String {
     format!("- cores (nproc): {nproc}\n- CPU: {cpu}\n- kernel: {kernel}\n- date: {date}\n")
 }
 
-pub fn write_markdown(
-    path: &Path,
-    tables: &str,
-    machine: &str,
-    secs: f64,
-    reps: usize,
-    loadgen_threads: usize,
-) -> Result<()> {
+/// How the run was made: printed at the top of results.md.
+pub struct RunInfo {
+    /// `full` or `quick`; `book/publish-bench.sh` refuses anything but `full`.
+    pub mode: &'static str,
+    /// The `--only` list, if any.
+    pub only: String,
+    pub machine: String,
+    pub secs: f64,
+    pub reps: usize,
+    pub loadgen_threads: usize,
+    pub elapsed: f64,
+}
+
+pub fn write_markdown(path: &Path, tables: &str, run: &RunInfo) -> Result<()> {
+    let only = if run.only.is_empty() {
+        String::new()
+    } else {
+        format!("- only: {}\n", run.only)
+    };
     let s = format!(
-        "# echo-steps benchmark\n\n{machine}\n\
-         Each cell is the median of {reps} run(s) of {secs:.1} s after a warm-up, servers alternating \
+        "# echo-steps benchmark\n\n- mode: {}\n{only}{}- took: {:.0} s\n\n\
+         Each cell is the median of {} run(s) of {:.1} s after a warm-up, servers alternating \
          within each repetition. Load generator and server share this machine and its cores \
-         over loopback; the load generator used {loadgen_threads} thread(s). \
-         \"stalls\": some connections were never answered (a blocking server serves one client at a time). \
+         over loopback; the load generator used {} thread(s). \
          See tools/bench/README.md for the method.\n\n{tables}\n\
-         ![throughput per load](throughput.svg)\n\n![throughput vs connections](connections.svg)\n\n\
-         ![busy connections among idle ones](idle.svg)\n"
+         ![frames/s per load](throughput.svg)\n\n![frames/s against connections](connections.svg)\n\n\
+         ![busy connections among idle ones](idle.svg)\n\n![peak memory against connections](memory.svg)\n",
+        run.mode, run.machine, run.elapsed, run.reps, run.secs, run.loadgen_threads,
     );
     Ok(std::fs::write(path, s)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::servers::Spec;
+
+    fn server(label: &str, kind: Kind) -> Server {
+        Server {
+            spec: Spec {
+                label: label.into(),
+                package: label.into(),
+                bin: label.into(),
+                args: Vec::new(),
+                blocking: false,
+                kind,
+                variant: "",
+                about: format!("{label}, for the test"),
+                optional: false,
+            },
+            binary: label.into(),
+        }
+    }
+
+    fn report(fps: f64, loadgen_cpu: f64, server_cpu: Option<f64>) -> loadgen::Report {
+        serde_json::from_value(serde_json::json!({
+            "addr": "127.0.0.1:1", "conns": 10, "idle": 0, "depth": 4, "size": 4096,
+            "threads": 1, "secs": 1.0, "ramp_secs": 0.01, "frames": fps as u64,
+            "frames_per_sec": fps, "mb_per_sec": fps * 4096e-6,
+            "latency_us": {"p50": 1.0, "p99": 2.0, "p999": 3.0, "max": 4.0, "mean": 1.5},
+            "connected": 10, "connect_failed": 0, "stalled": 0, "closed": 0,
+            "mismatches": 0, "lost": 0, "first_error": null, "loadgen_cpu": loadgen_cpu,
+            "server_cpu": server_cpu,
+            "server_cpu_note": server_cpu.is_none().then_some(loadgen::THREAD_EXITED),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cells_are_compared_with_the_stronger_tokio_ct_and_marked() {
+        let servers = [
+            server("ch08", Kind::Chapter),
+            server("tokio-ct", Kind::TokioCt),
+            server("tokio-ct-tuned", Kind::TokioCt),
+            server("null-echo", Kind::Ceiling),
+        ];
+        let points = [Point::new(10, 4, 4096, "bandwidth")];
+        let runs: Vec<Run> = [
+            (0, report(150e3, 0.95, None)),
+            (1, report(100e3, 0.5, Some(0.9))),
+            (2, report(200e3, 0.6, Some(0.9))),
+            (3, report(400e3, 0.97, Some(0.9))),
+        ]
+        .into_iter()
+        .map(|(server, r)| Run {
+            server,
+            point: 0,
+            rep: 0,
+            outcome: Outcome::Ok(Box::new(r)),
+            hwm_kb: Some(3000),
+        })
+        .collect();
+        let summary = Summary::new(&servers, &points, &runs, 1);
+        assert_eq!(summary.tokio_ref[0], Some(2), "tuned was the stronger");
+        assert_eq!(summary.vs_tokio(0, 0), Some(0.75));
+        assert_eq!(summary.ceiling[0], Some(400e3));
+        let md = summary.markdown_tables();
+        // ch08: ratio to tokio-ct-tuned, and limited by the load generator.
+        assert!(md.contains("| ch08                | 150.0k ×0.75†"), "{md}");
+        assert!(
+            md.contains("| *stronger tokio-ct* | tokio-ct-tuned"),
+            "{md}"
+        );
+        // No CPU figure for ch08: a dash and the reason as a footnote.
+        assert!(md.contains("–¹"), "{md}");
+        assert!(
+            md.contains(&format!("–¹: {}.", loadgen::THREAD_EXITED)),
+            "{md}"
+        );
+        // null-echo is the ceiling, not a row of the comparison.
+        assert!(!md.contains("| null-echo           |"), "{md}");
+        assert!(md.contains("| 10×4×4096B | 400.0k"), "{md}");
+        assert!(md.contains("tokio-ct-tuned: 200.0k | 2.00"), "{md}");
+    }
 }

@@ -1,6 +1,5 @@
 //! Finding, building, starting and stopping the servers under test.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -13,85 +12,177 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// A server the benchmark knows how to run, whether or not it exists yet.
-pub struct Spec {
-    /// Column name in the tables.
-    pub label: &'static str,
-    pub package: &'static str,
-    pub args: &'static [&'static str],
-    /// Serves one client at a time: expected to stall with more.
-    pub blocking: bool,
+/// What a server is, for the report: the chapters are compared with tokio,
+/// and null-echo measures the load generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chapter,
+    /// tokio on its current-thread runtime: the chapters' yardstick.
+    TokioCt,
+    TokioMt,
+    /// null-echo: not a server under test, the load generator's ceiling.
+    Ceiling,
 }
 
-/// In the order of the book, then the yardstick.
-pub const SPECS: &[Spec] = &[
-    Spec {
-        label: "ch04",
-        package: "ch04",
-        args: &[],
-        blocking: true,
-    },
-    Spec {
-        label: "ch05",
-        package: "ch05",
-        args: &[],
+/// A server the benchmark runs.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Row name in the tables; what `--only` matches.
+    pub label: String,
+    pub package: String,
+    /// The binary to run, of that package.
+    pub bin: String,
+    pub args: Vec<String>,
+    /// Serves one client at a time: expected to stall with more.
+    pub blocking: bool,
+    pub kind: Kind,
+    /// The tokio variant (`idiomatic`, `tuned`); empty for the others.
+    pub variant: &'static str,
+    /// One line on what it is, for the table of servers.
+    pub about: String,
+    /// Run only when named with `--only`.
+    pub optional: bool,
+}
+
+/// The first chapter that is an echo server of the framing (ch03 is not).
+const FIRST_CHAPTER: u32 = 4;
+
+/// Chapters that are blocking when their manifest does not say: ch04 serves
+/// one client at a time. `[package.metadata.bench] blocking = true` says so
+/// from the chapter itself.
+const BLOCKING_BY_DEFAULT: &[&str] = &["ch04"];
+
+/// Every server, in the order of the book, then tokio, then null-echo.
+///
+/// Chapters are the workspace's packages named `chNN` (NN ≥ 4) under
+/// `chapters/`, read from `cargo metadata`; each may carry
+///
+/// ```toml
+/// [package.metadata.bench]
+/// blocking = true             # one client at a time: stalls are expected
+/// args = ["--threads", "{nproc}"]  # extra server flags; {nproc} = cores
+/// skip = true                 # not an echo server of the framing
+/// ```
+pub fn discover(ws: &Workspace) -> Vec<Spec> {
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    let mut chapters: Vec<(u32, Spec)> = ws
+        .packages
+        .iter()
+        .filter(|p| p.manifest.contains("/chapters/"))
+        .filter_map(|p| {
+            let number: u32 = p.name.strip_prefix("ch")?.parse().ok()?;
+            let meta = &p.bench;
+            if number < FIRST_CHAPTER || meta["skip"].as_bool() == Some(true) {
+                return None;
+            }
+            let blocking = meta["blocking"]
+                .as_bool()
+                .unwrap_or(BLOCKING_BY_DEFAULT.contains(&p.name.as_str()));
+            let args = meta["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .map(|a| a.replace("{nproc}", &nproc))
+                .collect();
+            let bin = p.main_bin.clone()?;
+            Some((
+                number,
+                Spec {
+                    label: p.name.clone(),
+                    package: p.name.clone(),
+                    bin,
+                    args,
+                    blocking,
+                    kind: Kind::Chapter,
+                    variant: "",
+                    about: p.about(),
+                    optional: false,
+                },
+            ))
+        })
+        .collect();
+    chapters.sort_by_key(|(n, _)| *n);
+    let tokio = |label: &str, runtime: &str, variant: &'static str, optional: bool| Spec {
+        label: label.to_string(),
+        package: "tokio-echo".into(),
+        bin: "tokio-echo".into(),
+        args: ["--runtime", runtime, "--variant", variant]
+            .map(String::from)
+            .to_vec(),
         blocking: false,
-    },
-    Spec {
-        label: "ch06",
-        package: "ch06",
-        args: &[],
-        blocking: false,
-    },
-    Spec {
-        label: "ch07",
-        package: "ch07",
-        args: &[],
-        blocking: false,
-    },
-    Spec {
-        label: "ch08",
-        package: "ch08",
-        args: &[],
-        blocking: false,
-    },
-    Spec {
-        label: "ch09",
-        package: "ch09",
-        args: &[],
-        blocking: false,
-    },
-    Spec {
-        label: "ch10",
-        package: "ch10",
-        args: &[],
-        blocking: false,
-    },
-    Spec {
-        label: "tokio-ct",
-        package: "tokio-echo",
-        args: &["--runtime", "current-thread"],
-        blocking: false,
-    },
-    Spec {
-        label: "tokio-mt",
-        package: "tokio-echo",
-        args: &["--runtime", "multi-thread"],
-        blocking: false,
-    },
-];
+        kind: if runtime == "current-thread" {
+            Kind::TokioCt
+        } else {
+            Kind::TokioMt
+        },
+        variant,
+        about: format!("tools/tokio-echo, {variant}, tokio {runtime} runtime"),
+        optional,
+    };
+    let mut specs: Vec<Spec> = chapters.into_iter().map(|(_, s)| s).collect();
+    specs.extend([
+        tokio("tokio-ct", "current-thread", "idiomatic", false),
+        tokio("tokio-ct-tuned", "current-thread", "tuned", false),
+        tokio("tokio-mt-tuned", "multi-thread", "tuned", false),
+        // Trails tokio-mt-tuned on 2 cores and costs a minute: on request.
+        tokio("tokio-mt", "multi-thread", "idiomatic", true),
+        Spec {
+            label: NULL_ECHO.into(),
+            package: "loadgen".into(),
+            bin: "null-echo".into(),
+            args: Vec::new(),
+            blocking: false,
+            kind: Kind::Ceiling,
+            variant: "",
+            about:
+                "tools/loadgen null-echo: raw byte echo, no parsing: the load generator's ceiling"
+                    .into(),
+            optional: false,
+        },
+    ]);
+    specs
+}
+
+/// The label of the load generator's ceiling server.
+pub const NULL_ECHO: &str = "null-echo";
 
 /// A server that exists and was built.
 pub struct Server {
-    pub spec: &'static Spec,
+    pub spec: Spec,
     pub binary: PathBuf,
+}
+
+/// A package of the workspace, as far as the benchmark cares.
+pub struct Package {
+    pub name: String,
+    pub manifest: String,
+    pub description: String,
+    /// The binary named like the package, else its first (ch03 also ships ch03-client).
+    pub main_bin: Option<String>,
+    /// `[package.metadata.bench]`, or null.
+    pub bench: serde_json::Value,
+}
+
+impl Package {
+    /// "chapters/ch08-epoll-et: description".
+    fn about(&self) -> String {
+        let dir = Path::new(&self.manifest)
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format!("chapters/{dir}: {}", self.description)
+    }
 }
 
 /// What `cargo metadata` tells us about the workspace.
 pub struct Workspace {
     pub target_dir: PathBuf,
-    /// Package name → name of its main binary.
-    bins: HashMap<String, String>,
+    pub packages: Vec<Package>,
 }
 
 fn cargo() -> Command {
@@ -116,7 +207,7 @@ impl Workspace {
                 .as_str()
                 .context("target_directory")?,
         );
-        let mut bins = HashMap::new();
+        let mut packages = Vec::new();
         for package in meta["packages"].as_array().context("packages")? {
             let name = package["name"].as_str().unwrap_or_default().to_string();
             let targets = package["targets"].as_array().cloned().unwrap_or_default();
@@ -129,30 +220,46 @@ impl Workspace {
                 })
                 .filter_map(|t| t["name"].as_str())
                 .collect();
-            // Prefer the binary named like the package (ch03 also ships ch03-client).
-            let bin = bin_names.iter().find(|&&b| b == name).or(bin_names.first());
-            if let Some(bin) = bin {
-                bins.insert(name, bin.to_string());
-            }
+            let main_bin = bin_names
+                .iter()
+                .find(|&&b| b == name)
+                .or(bin_names.first())
+                .map(|b| b.to_string());
+            packages.push(Package {
+                manifest: package["manifest_path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                description: package["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                bench: package["metadata"]["bench"].clone(),
+                main_bin,
+                name,
+            });
         }
-        Ok(Workspace { target_dir, bins })
+        Ok(Workspace {
+            target_dir,
+            packages,
+        })
     }
 
-    pub fn binary(&self, package: &str) -> Option<PathBuf> {
-        let bin = self.bins.get(package)?;
-        Some(self.target_dir.join("release").join(bin))
+    /// Where `cargo build --release` puts binary `bin`.
+    pub fn binary(&self, bin: &str) -> PathBuf {
+        self.target_dir.join("release").join(bin)
     }
 
     pub fn has(&self, package: &str) -> bool {
-        self.bins.contains_key(package)
+        self.packages.iter().any(|p| p.name == package)
     }
 }
 
 /// Builds the given packages in release mode. If the whole set fails (a
 /// chapter being written may not compile), builds them one by one and
 /// returns only those that built.
-pub fn build(root: &Path, packages: &[&str]) -> Vec<String> {
-    let run = |pkgs: &[&str]| {
+pub fn build(root: &Path, packages: &[String]) -> Vec<String> {
+    let run = |pkgs: &[String]| {
         let mut cmd = cargo();
         cmd.args(["build", "--release", "--quiet"])
             .current_dir(root);
@@ -168,7 +275,7 @@ pub fn build(root: &Path, packages: &[&str]) -> Vec<String> {
     packages
         .iter()
         .filter(|p| {
-            let ok = run(&[p]);
+            let ok = run(std::slice::from_ref(p));
             if !ok {
                 eprintln!("bench: skipping {p}: it does not build");
             }
@@ -189,7 +296,7 @@ pub fn start(server: &Server, log: &Path) -> Result<Running> {
     let log = File::options().create(true).append(true).open(log)?;
     let mut child = Command::new(&server.binary)
         .args(["--addr", "127.0.0.1:0"])
-        .args(server.spec.args)
+        .args(&server.spec.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -322,4 +429,72 @@ pub fn run_loadgen(
     let out = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
     Ok((status.code(), out, err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(name: &str, dir: &str, bench: serde_json::Value) -> Package {
+        Package {
+            name: name.into(),
+            manifest: format!("/w/{dir}/Cargo.toml"),
+            description: format!("{name} things"),
+            main_bin: Some(name.into()),
+            bench,
+        }
+    }
+
+    #[test]
+    fn chapters_come_from_the_workspace_in_book_order() {
+        use serde_json::json;
+        let ws = Workspace {
+            target_dir: "/w/target".into(),
+            packages: vec![
+                package(
+                    "ch14",
+                    "chapters/ch14-multicore",
+                    json!({"args": ["--threads", "{nproc}"]}),
+                ),
+                package("ch03", "chapters/ch03-hello", json!(null)),
+                package("ch05", "chapters/ch05-threads", json!(null)),
+                package("ch04", "chapters/ch04-framing", json!(null)),
+                package("ch09", "chapters/ch09-epoll-et", json!({"blocking": true})),
+                package("ch12", "chapters/ch12-async", json!({"skip": true})),
+                // Not a chapter: outside chapters/.
+                package("ch20", "tools/ch20", json!(null)),
+                package("loadgen", "tools/loadgen", json!(null)),
+            ],
+        };
+        let specs = discover(&ws);
+        let labels: Vec<&str> = specs.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "ch04",
+                "ch05",
+                "ch09",
+                "ch14",
+                "tokio-ct",
+                "tokio-ct-tuned",
+                "tokio-mt-tuned",
+                "tokio-mt",
+                "null-echo"
+            ]
+        );
+        let by = |l: &str| specs.iter().find(|s| s.label == l).unwrap();
+        assert!(by("ch04").blocking, "ch04 is blocking by default");
+        assert!(!by("ch05").blocking);
+        assert!(by("ch09").blocking, "from its metadata");
+        let nproc = std::thread::available_parallelism().unwrap().to_string();
+        assert_eq!(by("ch14").args, ["--threads", nproc.as_str()]);
+        assert_eq!(by("ch05").about, "chapters/ch05-threads: ch05 things");
+        assert_eq!(by("null-echo").kind, Kind::Ceiling);
+        assert_eq!(by("null-echo").bin, "null-echo");
+        assert!(by("tokio-mt").optional);
+        assert_eq!(
+            by("tokio-ct-tuned").args,
+            ["--runtime", "current-thread", "--variant", "tuned"]
+        );
+    }
 }

@@ -30,14 +30,20 @@
 //! # Its own ceiling
 //! The report includes the CPU the load generator itself used during the
 //! window (`loadgen_cpu`, in cores). Close to `threads` means it was busy
-//! all the time and may have been the bottleneck. `frames/s ÷ loadgen_cpu`
-//! is its ceiling: roughly how many frames per second one of its threads
-//! could drive against an infinitely fast server. Measured on the 2-core
-//! development machine (one thread, against ch08 and tokio-echo): about
-//! 3 M frames/s per core pipelined (100 conns × depth 16), and about
-//! 0.2 M frames/s per core at depth 1, where each frame costs it one `send`
-//! and one `recv`, the same two system calls it costs a good server: on two
-//! cores, load generator and server then saturate together.
+//! all the time and may have been the bottleneck. To keep its own share of
+//! each frame small it
+//! - reads every connection into one large buffer (`READ_BUF`), so one
+//!   `read` takes all the replies a socket holds, and nothing is zeroed or
+//!   shifted per read (only a frame cut by the end of a read is kept, per
+//!   connection);
+//! - skips the `read` that would only say `EAGAIN` after a short read, and
+//!   the `read` on writable-only events;
+//! - writes all the frames a connection has room for with one `write`.
+//!
+//! What it can drive is measured against `null-echo` (`src/bin/null-echo.rs`),
+//! a raw byte echo that parses nothing: the benchmark runs it at every load.
+//! At 4 KiB frames most of the load generator's time is then the kernel's
+//! (copies, TCP), which on loopback costs it about what it costs the server.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
@@ -114,6 +120,9 @@ pub struct Report {
     /// CPU used by the server during the window, in cores, if its pid was given.
     #[serde(default)]
     pub server_cpu: Option<f64>,
+    /// Why `server_cpu` is missing although a pid was given.
+    #[serde(default)]
+    pub server_cpu_note: Option<String>,
 }
 
 impl Report {
@@ -201,6 +210,9 @@ impl Report {
 /// under it keeps the accept queue from overflowing.
 pub const MAX_CONNECTING: usize = 1000;
 
+/// Bytes one `read` may take from a socket: many 4 KiB replies at once.
+const READ_BUF: usize = 256 * 1024;
+
 /// What the threads share: the ramp-up count and, once it is over, the clock.
 struct Shared {
     total: usize,
@@ -278,14 +290,22 @@ pub fn run(config: &Config) -> Result<Report> {
     // The server's CPU too, over the same window, if we know its pid.
     sleep_until(phases.measure);
     let cpu_before = cpu_time()?;
-    let server_before = config.server_pid.and_then(process_cpu_time);
+    let server_before = config.server_pid.map(process_cpu_time);
     sleep_until(phases.stop);
     let window = config.secs.as_secs_f64();
     let cpu = (cpu_time()? - cpu_before).as_secs_f64() / window;
-    let server_cpu = match (server_before, config.server_pid.and_then(process_cpu_time)) {
-        // A thread that exited meanwhile takes its time with it: no answer then.
-        (Some(before), Some(after)) => after.checked_sub(before).map(|d| d.as_secs_f64() / window),
-        _ => None,
+    let server_after = config.server_pid.map(process_cpu_time);
+    let (server_cpu, server_cpu_note) = match (server_before, server_after) {
+        (Some(Some(before)), Some(Some(after))) => {
+            // A thread that exited meanwhile takes its time with it: no answer then.
+            let exited = before.threads.iter().any(|t| !after.threads.contains(t));
+            match after.time.checked_sub(before.time) {
+                Some(d) if !exited => (Some(d.as_secs_f64() / window), None),
+                _ => (None, Some(THREAD_EXITED.to_string())),
+            }
+        }
+        (Some(_), Some(_)) => (None, Some("the server's /proc entry was unreadable".into())),
+        _ => (None, None),
     };
 
     let mut total = Tally::new();
@@ -296,6 +316,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let ramp_secs = (ramp_end - start).as_secs_f64();
     let mut report = total.report(config, threads, ramp_secs, cpu);
     report.server_cpu = server_cpu;
+    report.server_cpu_note = server_cpu_note;
     Ok(report)
 }
 
@@ -312,18 +333,37 @@ fn cpu_time() -> Result<Duration> {
     Ok(d(usage.user_time()) + d(usage.system_time()))
 }
 
+/// Why a report has no server CPU figure when a thread of the server ended
+/// during the window (ch05's thread per connection, for one).
+pub const THREAD_EXITED: &str = "a server thread exited during the window";
+
+/// The CPU time of a process and which threads it was summed over.
+struct ProcessCpu {
+    time: Duration,
+    threads: Vec<String>,
+}
+
 /// CPU time of another process, summed over its threads, from
 /// `/proc/PID/task/TID/schedstat` (nanoseconds on the CPU: finer than the
 /// 10 ms ticks of `/proc/PID/stat`); `None` if it is gone or unreadable.
-/// Threads that exit during the window are missed: none of our servers'
-/// threads do while connections stay open.
-fn process_cpu_time(pid: u32) -> Option<Duration> {
+/// A thread that exits takes its time with it: the caller compares the
+/// thread lists and gives no figure then.
+fn process_cpu_time(pid: u32) -> Option<ProcessCpu> {
     let mut ns = 0u64;
+    let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let schedstat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        let task = task.ok()?;
+        // A thread that exits between read_dir and here: not counted either way.
+        let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
         ns += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        threads.push(task.file_name().to_string_lossy().into_owned());
     }
-    Some(Duration::from_nanos(ns))
+    Some(ProcessCpu {
+        time: Duration::from_nanos(ns),
+        threads,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -380,6 +420,13 @@ fn check_frame(frame: &[u8], pattern: &[u8], size: usize, conn: u32, seq: u64) -
 }
 // ANCHOR_END: payload
 
+/// What a readiness event says about reading.
+#[derive(Clone, Copy)]
+struct Readable {
+    /// The peer closed its side, or the socket has an error: read to the end.
+    ended: bool,
+}
+
 enum State {
     Connecting,
     Open,
@@ -394,8 +441,8 @@ struct Conn {
     /// Bytes queued for the server; `out[written..]` is still unsent.
     out: Vec<u8>,
     written: usize,
-    /// Bytes received but not yet a whole frame.
-    inbuf: Vec<u8>,
+    /// The start of a reply cut by the end of the last read (less than a frame).
+    partial: Vec<u8>,
     next_send: u64,
     next_recv: u64,
     /// Send time of each frame in flight, oldest first.
@@ -492,6 +539,7 @@ impl Tally {
             first_error: self.first_error,
             loadgen_cpu,
             server_cpu: None,
+            server_cpu_note: None,
         }
     }
 }
@@ -514,6 +562,8 @@ struct Worker {
     depth: usize,
     size: usize,
     pattern: Vec<u8>,
+    /// Where every connection's replies are read to: see [`Worker::read`].
+    rbuf: Vec<u8>,
     tally: Tally,
 }
 
@@ -537,6 +587,7 @@ impl Worker {
             depth: config.depth,
             size: config.size,
             pattern: pattern(),
+            rbuf: vec![0; READ_BUF],
             tally: Tally::new(),
         };
         worker.open_more()?;
@@ -564,7 +615,7 @@ impl Worker {
                         state: State::Connecting,
                         out: Vec::new(),
                         written: 0,
-                        inbuf: Vec::new(),
+                        partial: Vec::new(),
                         next_send: 0,
                         next_recv: 0,
                         in_flight: VecDeque::with_capacity(self.depth),
@@ -612,7 +663,14 @@ impl Worker {
             for event in events.iter() {
                 // A writable-only event needs no read: skipping it saves a
                 // read(2) that would only say EAGAIN.
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                // The peer's FIN or an error may come in the same edge as
+                // data: then a short read does not mean the socket is done.
+                let ended = event.is_read_closed() || event.is_error();
+                let readable = if event.is_readable() || ended {
+                    Some(Readable { ended })
+                } else {
+                    None
+                };
                 self.handle(event.token().0, readable)?;
             }
         }
@@ -641,7 +699,7 @@ impl Worker {
 
     /// Does everything a readiness event allows: finish connecting, read and
     /// check replies, queue new frames, write.
-    fn handle(&mut self, token: usize, readable: bool) -> io::Result<()> {
+    fn handle(&mut self, token: usize, readable: Option<Readable>) -> io::Result<()> {
         self.handle_conn(token, readable);
         // Answered once, or dead: let the next connection in.
         let c = &mut self.conns[token];
@@ -654,7 +712,7 @@ impl Worker {
         Ok(())
     }
 
-    fn handle_conn(&mut self, token: usize, readable: bool) {
+    fn handle_conn(&mut self, token: usize, readable: Option<Readable>) {
         let c = &mut self.conns[token];
         if let State::Connecting = c.state {
             match connected(&c.stream) {
@@ -672,7 +730,10 @@ impl Worker {
                 }
             }
         }
-        let read = if readable { self.read(token) } else { Ok(()) };
+        let read = match readable {
+            Some(r) => self.read(token, r.ended),
+            None => Ok(()),
+        };
         if let Err(e) = read.and_then(|()| self.write(token)) {
             let c = &mut self.conns[token];
             if !matches!(c.state, State::Done) {
@@ -686,20 +747,23 @@ impl Worker {
     }
 
     /// Reads until the socket is empty, checking each whole reply.
-    fn read(&mut self, token: usize) -> io::Result<()> {
+    ///
+    /// Every connection reads into the worker's one large buffer, so a read
+    /// takes all the replies a socket holds (fewer `read`s per frame) and
+    /// nothing is zeroed or shifted per read; only the few bytes of a frame
+    /// cut by the end of a read are kept per connection, in `partial`.
+    fn read(&mut self, token: usize, ended: bool) -> io::Result<()> {
         let frame_len = HEADER_LEN + self.size;
         let c = &mut self.conns[token];
         if !matches!(c.state, State::Open) {
             return Ok(());
         }
-        // At most `depth` frames can be owed to us, so this buffer always has room.
-        let cap = (self.depth * frame_len).clamp(4096, 1 << 20);
+        let buf = &mut self.rbuf;
         loop {
-            let filled = c.inbuf.len();
-            c.inbuf.resize(cap, 0);
-            let n = match c.stream.read(&mut c.inbuf[filled..]) {
+            let carried = c.partial.len();
+            buf[..carried].copy_from_slice(&c.partial);
+            let n = match c.stream.read(&mut buf[carried..]) {
                 Ok(0) => {
-                    c.inbuf.truncate(filled);
                     let after_window = self.phases.is_some_and(|p| Instant::now() >= p.stop);
                     if c.in_flight.is_empty() && after_window {
                         return Ok(()); // nothing owed: not an error
@@ -710,27 +774,20 @@ impl Worker {
                     ));
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    c.inbuf.truncate(filled);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {
-                    c.inbuf.truncate(filled);
-                    continue;
-                }
-                Err(e) => {
-                    c.inbuf.truncate(filled);
-                    return Err(e);
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            c.inbuf.truncate(filled + n);
+            c.partial.clear();
+            let filled = carried + n;
             // A short read emptied the socket: with edge-triggered epoll, data
             // arriving from now on raises a new event, so the read(2) that
-            // would only say EAGAIN can be skipped: one syscall less per reply.
-            let drained = filled + n < cap;
+            // would only say EAGAIN can be skipped: one syscall less per batch.
+            // Not if the peer already closed: its EOF raises no new edge.
+            let drained = filled < buf.len() && !ended;
             let now = Instant::now();
             let mut consumed = 0;
-            while c.inbuf.len() - consumed >= frame_len {
+            while filled - consumed >= frame_len {
                 let Some(sent_at) = c.in_flight.pop_front() else {
                     self.tally.mismatches += 1;
                     let id = c.id;
@@ -739,7 +796,7 @@ impl Worker {
                     c.state = State::Done;
                     return Ok(());
                 };
-                let frame = &c.inbuf[consumed..consumed + frame_len];
+                let frame = &buf[consumed..consumed + frame_len];
                 if !check_frame(frame, &self.pattern, self.size, c.id, c.next_recv) {
                     self.tally.mismatches += 1;
                     let (id, seq) = (c.id, c.next_recv);
@@ -763,12 +820,10 @@ impl Worker {
                     self.tally.hist.saturating_record(ns.max(1));
                 }
             }
-            c.inbuf.drain(..consumed);
+            let rest = &buf[consumed..filled];
             // A reply longer than what we sent would only show up as a mismatch
             // later; a header announcing another size is caught right away.
-            if c.inbuf.len() >= HEADER_LEN
-                && c.inbuf[..HEADER_LEN] != (self.size as u32).to_le_bytes()
-            {
+            if rest.len() >= HEADER_LEN && rest[..HEADER_LEN] != (self.size as u32).to_le_bytes() {
                 self.tally.mismatches += 1;
                 let id = c.id;
                 self.tally
@@ -776,6 +831,7 @@ impl Worker {
                 c.state = State::Done;
                 return Ok(());
             }
+            c.partial.extend_from_slice(rest);
             if drained {
                 return Ok(());
             }
