@@ -320,33 +320,34 @@ counts() { # chapters...
 
 # --- tokio and the urgent mark ------------------------------------------------
 
-# The idiomatic tokio server (tools/tokio-echo) against the suite's urgent-data
-# case, ten times: tokio clears a socket's read readiness after a short read.
-# The case depends on timing (the stall shows only if the frame after the
-# urgent byte is already queued when the server reads), so every run's result
-# is kept, with the report of the first run that failed.
+# The tokio reference servers (tools/tokio-echo, both variants) against the
+# suite's urgent-data case, ten times each: tokio clears a socket's read
+# readiness after a short read. The case depends on timing (the stall shows
+# only if the frame after the urgent byte is already queued when the server
+# reads), so every run's result is kept, with the report of the first failure.
 tokio_urgent() {
     local file=$out/conform-tokio-urgent.txt
     cargo build --quiet --release -p conformance -p tokio-echo
-    local args=(--level echo --only urgent_data_does_not_stall_the_connection
-        -- target/release/tokio-echo --runtime current-thread)
-    local run
-    for run in $(seq 10); do
-        # conform exits 1 when the case fails.
-        target/release/conform "${args[@]}" >"$tmp/conform.$run" 2>&1 || [ $? -eq 1 ]
-    done
+    local case=urgent_data_does_not_stall_the_connection
+    local variant run first=""
     {
-        echo "\$ target/release/conform --level echo --only urgent_data_does_not_stall_the_connection \\"
-        echo "      -- target/release/tokio-echo --runtime current-thread     # ten times"
-        echo "# every run:"
-        for run in $(seq 10); do grep -hE '^(pass|FAIL) ' "$tmp/conform.$run"; done
-        for run in $(seq 10); do
-            if grep -q '^FAIL ' "$tmp/conform.$run"; then
-                echo "# the report of the first run that failed:"
-                cat "$tmp/conform.$run"
-                break
-            fi
+        for variant in idiomatic tuned; do
+            echo "\$ target/release/conform --level echo --only $case \\"
+            echo "      -- target/release/tokio-echo --runtime current-thread --variant $variant   # ten times"
+            for run in $(seq 10); do
+                local report=$tmp/conform.$variant.$run
+                # conform exits 1 when the case fails.
+                target/release/conform --level echo --only "$case" \
+                    -- target/release/tokio-echo --runtime current-thread --variant "$variant" \
+                    >"$report" 2>&1 || [ $? -eq 1 ]
+                grep -hE '^(pass|FAIL) ' "$report"
+                if [ -z "$first" ] && grep -q '^FAIL ' "$report"; then first=$report; fi
+            done
         done
+        if [ -n "$first" ]; then
+            echo "# the report of the first run that failed:"
+            cat "$first"
+        fi
     } >"$file"
     echo "capture: $file"
 }
