@@ -1,6 +1,6 @@
-//! Level `scale`: what edge-triggered epoll with bounded, pooled buffers
-//! makes cheap (ch08 onwards): huge pipelined bursts, and many connections
-//! that cost almost nothing while they are quiet.
+//! Level `scale`: what batched replies and bounded, pooled buffers make
+//! cheap (ch08 onwards): huge pipelined bursts, and many connections that
+//! cost almost nothing while they are quiet.
 
 use std::thread;
 

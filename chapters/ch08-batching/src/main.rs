@@ -211,7 +211,7 @@ fn serve() -> Result<()> {
     // ANCHOR_END: event_loop
     let late = conns.iter().flatten().count();
     if late > 0 {
-        info!("grace period over: closing {}", count(late, "connection"));
+        info!("closing {} that did not finish", count(late, "connection"));
     }
     Ok(())
 }
@@ -259,7 +259,7 @@ fn after_io(epoll: &Epoll, slot: &mut Option<Conn>, waited_for: State) {
     let Some(conn) = slot.as_mut() else {
         return;
     };
-    if conn.state != waited_for {
+    if interest(conn.state) != interest(waited_for) {
         update_interest(epoll, conn);
     }
     if conn.state == State::Done {

@@ -240,7 +240,7 @@ fn serve() -> Result<()> {
     // ANCHOR_END: event_loop
     let late = conns.iter().flatten().count();
     if late > 0 {
-        info!("grace period over: closing {}", count(late, "connection"));
+        info!("closing {} that did not finish", count(late, "connection"));
     }
     Ok(())
 }

@@ -150,7 +150,7 @@ fn serve() -> Result<()> {
         .context("epoll_wait")?;
     // ANCHOR_END: event_loop
     if late > 0 {
-        info!("grace period over: closing {}", count(late, "connection"));
+        info!("closing {} that did not finish", count(late, "connection"));
     }
     Ok(())
 }
