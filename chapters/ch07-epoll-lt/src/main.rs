@@ -239,7 +239,9 @@ fn time_left(deadline: Option<Instant>) -> EpollTimeout {
 }
 
 /// A stop answers what the client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue.
+/// more: the bytes in our buffer and in the socket's receive queue. (The
+/// kernel counts those only up to an urgent mark, if there is one: frames
+/// behind a byte of urgent data, a rarity, go unanswered.)
 fn stop_reading(conn: &mut Conn) {
     let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
     conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
