@@ -20,7 +20,7 @@ use std::net::TcpListener;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -543,7 +543,7 @@ fn accept_new_conns(
 ) -> Option<Instant> {
     let later = || Some(Instant::now() + ACCEPT_PAUSE);
     for attempt in 0.. {
-        match accept_nonblocking(listener) {
+        match accept_shared(listener) {
             Ok(fd) => {
                 // We write each reply as soon as it is whole: see chapter 4.
                 if let Err(e) = net::set_nodelay(&fd) {
@@ -589,6 +589,17 @@ fn accept_new_conns(
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
+/// The one lock on the accept path. Every loop takes it for reading around
+/// `accept`, so loops accept at the same time; a loop turning a connection
+/// away takes it for writing (see `turn_away_one`).
+static DESCRIPTORS: RwLock<()> = RwLock::new(());
+
+/// `accept`, but never while a loop is turning a connection away.
+fn accept_shared(listener: &TcpListener) -> Result<OwnedFd, AcceptError> {
+    let _table = DESCRIPTORS.read().unwrap_or_else(PoisonError::into_inner);
+    accept_nonblocking(listener)
+}
+
 /// What came of trying to turn a connection away.
 enum TurnAway {
     /// One client was accepted and closed at once: go on.
@@ -599,19 +610,21 @@ enum TurnAway {
     Later,
 }
 
-/// Chapter 9's spare descriptor, one per loop. Out of descriptors, we give
-/// it up, accept the connection into the number it frees, close it at once
-/// (the client sees a clean close instead of waiting forever), and take the
+/// Chapter 9's spare descriptor, one per loop: out of descriptors, give it
+/// up, accept the connection into the number it frees, close it at once
+/// (the client sees a clean close instead of waiting forever), take the
 /// spare back.
 ///
-/// But the table of descriptors is the process's, not the loop's: between
-/// our `close` and our `accept`, another loop's `accept` can take the
-/// number. No harm to that loop's client, but we are left with neither a
-/// connection to close nor our spare. So: try to get the spare back first
-/// if we lost it, and if there is no descriptor at all, say to try later.
+/// But the table of descriptors belongs to the process, not to the loop:
+/// between our `close` and our `accept`, another loop's `accept` could take
+/// the number, and we would be left with neither a client to turn away nor
+/// our spare, for as long as the process stays full. Holding `DESCRIPTORS`
+/// for writing keeps every other loop out of `accept` for these few calls.
 fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> TurnAway {
-    let spare = spare_fd.take().or_else(|| File::open("/dev/null").ok());
-    let Some(spare) = spare else {
+    let _table = DESCRIPTORS.write().unwrap_or_else(PoisonError::into_inner);
+    // A spare we could not take back last time (another process took the
+    // number: the system-wide limit, ENFILE) may be free again.
+    let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
         return TurnAway::Later;
     };
     drop(spare);
