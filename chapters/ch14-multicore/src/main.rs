@@ -35,6 +35,7 @@ use common::{debug, error, info, warn};
 use nix::errno::Errno;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::{read, Pid};
@@ -305,12 +306,17 @@ struct Stats {
     cpu: Option<usize>,
     /// Connections it accepted (not counting those turned away, see `emfile`).
     accepted: u64,
-    /// Events for the listener: times `epoll_wait` returned to say a
-    /// connection was waiting.
-    wakeups: u64,
+    /// Times `epoll_wait` returned an event for the listener.
+    listener_events: u64,
     /// Of those, the ones that found nothing: the first `accept` said
-    /// `EAGAIN`, another loop had taken the connection. The herd.
+    /// `EAGAIN`, another loop had taken the connection.
     empty: u64,
+    /// Times the thread went to sleep and was woken (its voluntary context
+    /// switches), for whatever reason. Most of the herd is here, not in
+    /// `empty`: epoll checks a descriptor again before reporting it, so a
+    /// loop woken for a connection that another loop has taken goes back
+    /// to sleep inside `epoll_wait`, and we never see an event.
+    wakeups: u64,
 }
 
 fn print_stats(per_loop: &[Stats]) {
@@ -321,8 +327,8 @@ fn print_stats(per_loop: &[Stats]) {
             .map_or(String::new(), |cpu| format!(" (CPU {cpu})"));
         let _ = writeln!(
             out,
-            "loop {id}{pinned}: {} accepted, {} listener wakeups, {} of them empty (EAGAIN)",
-            stats.accepted, stats.wakeups, stats.empty
+            "loop {id}{pinned}: {} accepted, {} wakeups, {} listener events, {} of them empty (EAGAIN)",
+            stats.accepted, stats.wakeups, stats.listener_events, stats.empty
         );
     }
     let _ = out.flush();
@@ -429,7 +435,7 @@ impl Loop {
                     },
                     LISTENER => {
                         if let Some(listener) = &listener {
-                            stats.wakeups += 1;
+                            stats.listener_events += 1;
                             accept_again = accept_new_conns(
                                 &epoll,
                                 listener,
@@ -473,6 +479,10 @@ impl Loop {
                 "loop {id}: grace period over: closing {}",
                 count(late, "connection")
             );
+        }
+        // RUSAGE_THREAD: this thread's own counts, not the process's.
+        if let Ok(usage) = getrusage(UsageWho::RUSAGE_THREAD) {
+            stats.wakeups = usage.voluntary_context_switches() as u64;
         }
         Ok(stats)
     }
