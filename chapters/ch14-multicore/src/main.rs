@@ -489,7 +489,7 @@ impl Loop {
     // ANCHOR_END: event_loop
 }
 
-// ANCHOR: stop
+// ANCHOR: timeouts
 /// How long `epoll_wait` may wait: for ever, unless something is due.
 fn time_left(due: Option<Instant>) -> EpollTimeout {
     let Some(due) = due else {
@@ -517,7 +517,7 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
-// ANCHOR_END: stop
+// ANCHOR_END: timeouts
 
 // ANCHOR: take_turn
 /// Lets a connection do what its readiness allows; then closes it, or queues

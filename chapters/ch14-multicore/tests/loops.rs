@@ -129,9 +129,9 @@ fn stats_count_every_connection_and_reuseport_spreads_them() {
         assert_eq!(per_loop.len(), 4, "--share {share}: {}", server.stdout());
         let accepted: u64 = per_loop.iter().map(|s| s.0).sum();
         assert_eq!(accepted, 200, "--share {share}: {per_loop:?}");
-        for (accepted, wakeups, events, empty) in &per_loop {
+        // A loop that was running already finds an event without being woken.
+        for (accepted, _wakeups, events, empty) in &per_loop {
             assert!(empty <= events, "--share {share}: {per_loop:?}");
-            assert!(wakeups >= events, "--share {share}: {per_loop:?}");
             assert!(
                 *events > 0 || *accepted == 0,
                 "--share {share}: {per_loop:?}"
