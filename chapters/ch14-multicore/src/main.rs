@@ -200,7 +200,7 @@ fn serve() -> Result<()> {
     let pin = args.flag("pin", "pin each loop's thread to a CPU of its own");
     let stats = args.flag(
         "stats",
-        "at exit, print per loop: connections accepted, wakeups for them",
+        "at exit, print per loop: connections accepted, wakeups, listener events",
     );
     let grace_ms = args.option(
         "grace-ms",
@@ -237,6 +237,11 @@ fn serve() -> Result<()> {
                     .spawn_scoped(scope, || event_loop.run(&stop, &signals, grace))
             })
             .collect();
+        if threads.iter().any(Result::is_err) {
+            // The others would serve on without it: stop them before
+            // waiting for them.
+            stop.fail();
+        }
         threads
             .into_iter()
             .enumerate()
@@ -244,11 +249,7 @@ fn serve() -> Result<()> {
                 Ok(thread) => thread
                     .join()
                     .unwrap_or_else(|_| Err(anyhow!("loop {id} panicked"))),
-                Err(e) => {
-                    // The others would serve on without it: stop them.
-                    stop.fail();
-                    Err(anyhow!("cannot start loop {id}'s thread: {e}"))
-                }
+                Err(e) => Err(anyhow!("cannot start loop {id}'s thread: {e}")),
             })
             .collect()
     });
