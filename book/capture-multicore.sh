@@ -2,7 +2,8 @@
 # What can be measured of chapter 14 on a small machine, until the benchmark
 # (`just bench`) runs it: throughput and server CPU per echoed frame of
 # ch09, ch14 with 1 and 2 loops, and tokio's multi-thread runtime with 2
-# workers, under the same loads from loadgen (one loadgen thread). Each
+# workers (tools/tokio-echo, idiomatic and tuned), under the same loads from
+# loadgen (one loadgen thread). Each
 # load runs on every server in turn, three times over; every run is printed.
 # Writes book/src/captures/multicore.txt.
 #
@@ -27,9 +28,10 @@ declare -A servers=(
     ["ch09"]="$dir/ch09"
     ["ch14 --threads 1"]="$dir/ch14 --threads 1"
     ["ch14 --threads 2"]="$dir/ch14 --threads 2"
-    ["tokio-mt, 2 workers"]="$dir/tokio-echo --runtime multi-thread"
+    ["tokio-mt, 2 workers"]="$dir/tokio-echo --runtime multi-thread --variant idiomatic"
+    ["tokio-mt-tuned, 2"]="$dir/tokio-echo --runtime multi-thread --variant tuned"
 )
-order=("ch09" "ch14 --threads 1" "ch14 --threads 2" "tokio-mt, 2 workers")
+order=("ch09" "ch14 --threads 1" "ch14 --threads 2" "tokio-mt, 2 workers" "tokio-mt-tuned, 2")
 
 run() { # server-name conns depth size
     rm -f "$tmp/out"
