@@ -26,17 +26,19 @@ fn start(args: &[&str]) -> Server {
 // ANCHOR: cases
 /// The suite's cases that exercise accepting, serving and stopping, run
 /// against four loops: more loops than this machine may have cores, so
-/// that they really do compete for the port. (Running out of descriptors
-/// has a test of its own below: four loops hold more than the 16
-/// descriptors the suite's case allows a server at rest.)
-const CASES_WITH_FOUR_LOOPS: [&str; 11] = [
+/// that they really do compete for the port. Left out: running out of
+/// descriptors has a test of its own below (four loops hold more than the
+/// 16 descriptors the suite's case allows a server at rest); and taking
+/// turns, which is one loop's business, unchanged from chapter 9, and run
+/// by the suite with the default number of loops: with four loops on two
+/// cores its 500 ms limit would time the scheduler, not the loop.
+const CASES_WITH_FOUR_LOOPS: [&str; 10] = [
     "echo::one_frame",
     "echo::pipelined_random_frames_in_one_write",
     "echo::length_4097_closes_only_that_connection",
     "echo::accept_errors_do_not_strand_clients",
     "echo::sigint_while_a_client_is_connected",
     "concurrent::two_hundred_clients_pipelining_get_their_own_replies",
-    "concurrent::greedy_client_does_not_starve_others",
     "event_loop::thousand_simultaneous_connections",
     "event_loop::stop_answers_every_frame_received",
     "event_loop::idle_client_sees_eof_and_the_server_exits_when_it_leaves",
