@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# What can be measured of chapter 14 on a small machine, until the benchmark
+# (`just bench`) runs it: throughput and server CPU per echoed frame of
+# ch09, ch14 with 1 and 2 loops, and tokio's multi-thread runtime with 2
+# workers (tools/tokio-echo, idiomatic and tuned), under the same loads from
+# loadgen (one loadgen thread). Each
+# load runs on every server in turn, three times over; every run is printed.
+# Writes book/src/captures/multicore.txt.
+#
+# Usage: bash book/capture-multicore.sh [OUTPUT] [SECONDS PER RUN]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-book/src/captures/multicore.txt}
+secs=${2:-3}
+
+cargo build --quiet --release -p ch09 -p ch14 -p tokio-echo -p loadgen
+dir=${CARGO_TARGET_DIR:-target}/release
+
+tmp=$(mktemp -d)
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+declare -A servers=(
+    ["ch09"]="$dir/ch09"
+    ["ch14 --threads 1"]="$dir/ch14 --threads 1"
+    ["ch14 --threads 2"]="$dir/ch14 --threads 2"
+    ["tokio-mt, 2 workers"]="$dir/tokio-echo --runtime multi-thread --variant idiomatic"
+    ["tokio-mt-tuned, 2"]="$dir/tokio-echo --runtime multi-thread --variant tuned"
+)
+order=("ch09" "ch14 --threads 1" "ch14 --threads 2" "tokio-mt, 2 workers" "tokio-mt-tuned, 2")
+
+run() { # server-name conns depth size
+    rm -f "$tmp/out"
+    mkfifo "$tmp/out"
+    # shellcheck disable=SC2086 # the command and its flags, split on purpose
+    TOKIO_WORKER_THREADS=2 ECHO_LOG=warn ${servers[$1]} --addr 127.0.0.1:0 >"$tmp/out" 2>/dev/null &
+    pid=$!
+    exec 3<"$tmp/out"
+    local line
+    read -r line <&3
+    local result
+    result=$("$dir/loadgen" --addr "${line##* }" --conns "$2" --depth "$3" --size "$4" \
+        --secs "$secs" --server-pid "$pid" --threads 1 | head -1)
+    kill -TERM "$pid"
+    wait "$pid" || true
+    pid=""
+    exec 3<&-
+    printf '%-20s %s\n' "$1" "${result#*: }"
+}
+
+{
+    echo "\$ bash book/capture-multicore.sh    # $(nproc) CPUs, Linux $(uname -r), $(date -u +%Y-%m-%d)"
+    for load in "100 1 64" "1000 16 64"; do
+        read -r conns depth size <<<"$load"
+        echo
+        echo "## ${conns} connections × ${depth} frames in flight × ${size} B"
+        for round in 1 2 3; do
+            for server in "${order[@]}"; do
+                run "$server" "$conns" "$depth" "$size"
+            done
+        done
+    done
+} | tee "$out"
+echo "capture-multicore: wrote $out" >&2

@@ -1,0 +1,909 @@
+//! Chapter 14: chapter 9's event loop, once per core.
+//!
+//! One loop keeps one core busy, however many the machine has. Rather than
+//! share every connection among the threads of a pool (tokio's work
+//! stealing), we run one loop per thread, each with its own epoll instance,
+//! connections, buffers and listener: shared-nothing. No request ever
+//! crosses from one thread to another, so nothing needs a lock, and a
+//! connection's data stays in the caches of the core that serves it. What
+//! the loops must still share is the port (`share.rs`: two ways, and a bad
+//! third) and the stop (`stop.rs`: one signal, read once, obeyed by all).
+
+mod buffer;
+mod share;
+mod stop;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::mem;
+use std::net::TcpListener;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use buffer::{Buf, Pool};
+use common::args::Args;
+use common::frame::{parse_frame, Parse};
+use common::log::count;
+use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
+use common::signals::stop_signalfd;
+use common::{debug, error, info, warn};
+use nix::errno::Errno;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{send, MsgFlags};
+use nix::unistd::{read, Pid};
+use share::Share;
+use stop::{Asked, Stop};
+
+// ANCHOR: conn
+/// What a connection is doing. It no longer decides what epoll reports
+/// (always both directions), only what the connection does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for requests: reads while the socket is readable.
+    Reading,
+    /// Sending replies: waits for the socket to be writable, reading nothing.
+    Writing,
+    /// Every reply is sent and our side shut down; waits for the peer's EOF
+    /// before closing (see `close_gracefully`).
+    Closing,
+    /// Finished, cleanly or not: the loop closes it.
+    Done,
+}
+
+/// Memory per connection: this struct (136 bytes) plus, while bytes
+/// are in them, a read and a write buffer of 16 to 256 KiB each (see
+/// `buffer.rs`): at most 512 KiB, whatever the client does, and nothing
+/// but the struct while it is quiet.
+struct Conn {
+    fd: OwnedFd,
+    state: State,
+    /// Received bytes not yet answered.
+    incoming: Buf,
+    /// Replies not yet sent.
+    outgoing: Buf,
+    /// How many more bytes we will read: no limit while serving; once the
+    /// requests are over (a bad frame, a stop), what had arrived by then.
+    read_limit: Option<usize>,
+    /// Edges seen and not yet used up: the socket may have input to read, or
+    /// room to write. The kernel will not say so again.
+    readable: bool,
+    writable: bool,
+    /// It used up its turn with input left, and waits in the `unfinished` list.
+    unfinished: bool,
+}
+// ANCHOR_END: conn
+
+impl Conn {
+    fn new(fd: OwnedFd) -> Conn {
+        Conn {
+            fd,
+            state: State::Reading,
+            incoming: Buf::default(),
+            outgoing: Buf::default(),
+            read_limit: None,
+            // Registering reports the socket's current state as a first edge
+            // (a new socket is writable), so we start out knowing nothing.
+            readable: false,
+            writable: false,
+            unfinished: false,
+        }
+    }
+}
+
+// ANCHOR: slots
+/// A loop's connections, each in a slot whose number is its tag in epoll.
+///
+/// Chapter 9 used the descriptor number, but descriptor numbers belong to
+/// the process: with several loops, one loop's connections are scattered
+/// over the numbers of all of them, and a table indexed by number would be
+/// as long as all the loops' tables together, in every loop. Slots keep
+/// each table as long as its own loop's busiest moment.
+///
+/// A slot is reused, like a descriptor number: an event fetched for a
+/// connection closed earlier in the same round may reach the one that took
+/// its slot. Harmless, as in chapter 9: a spurious edge costs one `EAGAIN`.
+#[derive(Default)]
+struct Connections {
+    slots: Vec<Option<Conn>>,
+    /// Empty slots, reused before the table grows.
+    free: Vec<usize>,
+}
+
+impl Connections {
+    fn insert(&mut self, conn: Conn) -> usize {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(conn);
+                slot
+            }
+            None => {
+                self.slots.push(Some(conn));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn get_mut(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    /// Drops the connection, which closes its socket.
+    fn remove(&mut self, slot: usize) {
+        if self.slots[slot].take().is_some() {
+            self.free.push(slot);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+// ANCHOR_END: slots
+
+// ANCHOR: register
+/// Registers a connection once, for good: both directions, edge-triggered.
+fn register(epoll: &Epoll, fd: &OwnedFd, slot: usize) -> nix::Result<()> {
+    let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
+    epoll.add(fd, EpollEvent::new(interest, slot as u64))
+}
+
+/// Remembers what an edge said. Errors and hang-ups count for both
+/// directions: the next read or send reports them.
+fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
+    use EpollFlags as E;
+    if flags.intersects(E::EPOLLIN | E::EPOLLHUP | E::EPOLLERR) {
+        conn.readable = true;
+    }
+    if flags.intersects(E::EPOLLOUT | E::EPOLLHUP | E::EPOLLERR) {
+        conn.writable = true;
+    }
+}
+// ANCHOR_END: register
+
+/// Tags that no slot number can take.
+const STOP: u64 = u64::MAX;
+const LISTENER: u64 = u64::MAX - 1;
+
+/// How long a stop waits for connections to finish, unless `--grace-ms` says.
+const DEFAULT_GRACE_MS: u64 = 1000;
+
+fn main() -> ExitCode {
+    common::args::run(serve)
+}
+
+// ANCHOR: serve
+fn serve() -> Result<()> {
+    let mut args = Args::from_env(
+        "ch14",
+        "echoes frames with one edge-triggered epoll loop per core",
+    );
+    let threads: NonZeroUsize = args.option(
+        "threads",
+        "N",
+        "event loops, each on a thread of its own",
+        thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+    );
+    let share: Share = args.option(
+        "share",
+        "HOW",
+        "how the loops share the port: reuseport, exclusive or naive",
+        Share::ReusePort,
+    );
+    let pin = args.flag("pin", "pin each loop's thread to a CPU of its own");
+    let stats = args.flag(
+        "stats",
+        "at exit, print per loop: connections accepted, wakeups, listener events",
+    );
+    let grace_ms = args.option(
+        "grace-ms",
+        "MS",
+        "on SIGINT/SIGTERM, how long to let connections finish",
+        DEFAULT_GRACE_MS,
+    );
+    let addr = args.finish()?;
+    net::raise_fd_limit()?;
+    // First, before any thread exists: this blocks SIGINT and SIGTERM, and
+    // every thread started from here on inherits the mask.
+    let signals = stop_signalfd().context("signalfd")?;
+    let stop = Stop::new().context("eventfd")?;
+    let cpus = if pin { allowed_cpus()? } else { Vec::new() };
+    let mut loops = Vec::new();
+    for (id, listener) in share::listeners(addr, share, threads.get())?
+        .into_iter()
+        .enumerate()
+    {
+        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        loops.push(Loop::new(id, listener, share, cpu, &stop, &signals)?);
+    }
+    net::announce(&loops[0].listener)?;
+
+    let grace = Duration::from_millis(grace_ms);
+    // Scoped threads may borrow `stop` and `signals`: the scope joins them
+    // all before it returns.
+    let finished: Vec<Result<Stats>> = thread::scope(|scope| {
+        let threads: Vec<_> = loops
+            .into_iter()
+            .map(|event_loop| {
+                thread::Builder::new()
+                    .name(format!("loop {}", event_loop.id))
+                    .spawn_scoped(scope, || event_loop.run(&stop, &signals, grace))
+            })
+            .collect();
+        if threads.iter().any(Result::is_err) {
+            // The others would serve on without it: stop them before
+            // waiting for them.
+            stop.fail();
+        }
+        threads
+            .into_iter()
+            .enumerate()
+            .map(|(id, thread)| match thread {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("loop {id} panicked"))),
+                Err(e) => Err(anyhow!("cannot start loop {id}'s thread: {e}")),
+            })
+            .collect()
+    });
+    let per_loop = finished.into_iter().collect::<Result<Vec<Stats>>>()?;
+    if stats {
+        print_stats(&per_loop);
+    }
+    Ok(())
+}
+// ANCHOR_END: serve
+
+// ANCHOR: loop
+/// One event loop and what it owns: its epoll instance, its listener (a
+/// share of one, or its own with `SO_REUSEPORT`) and its spare descriptor.
+/// The main thread makes them, so that any error at start comes before
+/// `listening on`; each runs on a thread of its own.
+struct Loop {
+    id: usize,
+    epoll: Epoll,
+    listener: Arc<TcpListener>,
+    spare_fd: Option<File>,
+    /// The CPU to pin the thread to, with `--pin`.
+    cpu: Option<usize>,
+}
+
+impl Loop {
+    fn new(
+        id: usize,
+        listener: Arc<TcpListener>,
+        share: Share,
+        cpu: Option<usize>,
+        stop: &Stop,
+        signals: &SignalFd,
+    ) -> Result<Loop> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("epoll_create1")?;
+        stop.register(&epoll, signals, STOP).context("epoll_ctl")?;
+        share::register(&epoll, &listener, share, LISTENER).context("epoll_ctl")?;
+        let spare_fd = Some(File::open("/dev/null").context("open the spare fd")?);
+        Ok(Loop {
+            id,
+            epoll,
+            listener,
+            spare_fd,
+            cpu,
+        })
+    }
+}
+// ANCHOR_END: loop
+
+// ANCHOR: stats
+/// What a loop counts, for `--stats`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    /// Where it ran, if pinned.
+    cpu: Option<usize>,
+    /// Connections it accepted (not counting those turned away, see `emfile`).
+    accepted: u64,
+    /// Times `epoll_wait` returned an event for the listener.
+    listener_events: u64,
+    /// Of those, the ones that found nothing: the first `accept` said
+    /// `EAGAIN`, another loop had taken the connection.
+    empty: u64,
+    /// Times the thread went to sleep and was woken (its voluntary context
+    /// switches), for whatever reason. Most of the herd is here, not in
+    /// `empty`: epoll checks a descriptor again before reporting it, so a
+    /// loop woken for a connection that another loop has taken goes back
+    /// to sleep inside `epoll_wait`, and we never see an event.
+    wakeups: u64,
+}
+
+fn print_stats(per_loop: &[Stats]) {
+    let mut out = io::stdout().lock();
+    for (id, stats) in per_loop.iter().enumerate() {
+        let pinned = stats
+            .cpu
+            .map_or(String::new(), |cpu| format!(" (CPU {cpu})"));
+        let _ = writeln!(
+            out,
+            "loop {id}{pinned}: {} accepted, {} wakeups, {} listener events, {} of them empty (EAGAIN)",
+            stats.accepted, stats.wakeups, stats.listener_events, stats.empty
+        );
+    }
+    let _ = out.flush();
+}
+// ANCHOR_END: stats
+
+// ANCHOR: pin
+/// The CPUs this process may run on (`taskset` and cgroups may narrow them).
+fn allowed_cpus() -> Result<Vec<usize>> {
+    let allowed = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .collect())
+}
+
+/// Pins the calling thread to `cpu`: the scheduler will run it there and
+/// nowhere else (pid 0 means the calling thread, not the whole process).
+fn pin_to(cpu: usize) -> nix::Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+}
+// ANCHOR_END: pin
+
+/// The loop's listener's edge is used up but clients may still be waiting
+/// (no memory, or no descriptor to turn them away with): how long before
+/// trying again. Chapter 9 tried at once, but out of descriptors the wait
+/// can last, and trying at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
+impl Loop {
+    // ANCHOR: event_loop
+    /// Chapter 9's loop, for one thread. Its new lines: a stop comes from the
+    /// supervisor, and counting for `--stats`.
+    fn run(self, stop: &Stop, signals: &SignalFd, grace: Duration) -> Result<Stats> {
+        let mut running = stop.running();
+        let Loop {
+            id,
+            epoll,
+            listener,
+            mut spare_fd,
+            cpu,
+        } = self;
+        let mut stats = Stats::default();
+        if let Some(cpu) = cpu {
+            match pin_to(cpu) {
+                Ok(()) => stats.cpu = Some(cpu),
+                Err(e) => warn!("loop {id}: cannot pin to CPU {cpu}: {e}"),
+            }
+        }
+        let mut listener = Some(listener);
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut conns = Connections::default();
+        let mut pool = Pool::default();
+        // Connections that stopped with input left: no edge will come for
+        // it, so we keep our own list, and do not sleep while it has entries.
+        let mut unfinished: Vec<usize> = Vec::new();
+        let mut next_round: Vec<usize> = Vec::new();
+        // When to call `accept` again without an edge, if clients are left.
+        let mut accept_again: Option<Instant> = None;
+        // Set when a stop signal arrives: the moment we give up on stragglers.
+        let mut deadline: Option<Instant> = None;
+        'event_loop: loop {
+            let timeout = if unfinished.is_empty() {
+                time_left(earliest(deadline, accept_again))
+            } else {
+                EpollTimeout::ZERO
+            };
+            let n = match epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                // With the stop signals blocked this is rare (a debugger, SIGSTOP).
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    running.failed = true;
+                    return Err(e).context(format!("loop {id}: epoll_wait"));
+                }
+            };
+            for event in &events[..n] {
+                match event.data() {
+                    STOP => match stop.check(signals) {
+                        Asked::Quit => break 'event_loop,
+                        Asked::Finish if deadline.is_none() => {
+                            // Stop accepting. Our own listener closes as we
+                            // drop it, a shared one when the last loop does.
+                            if let Some(listener) = listener.take() {
+                                let _ = epoll.delete(&*listener);
+                            }
+                            deadline = Some(Instant::now() + grace);
+                            let open = count(conns.len(), "connection");
+                            info!("loop {id}: stopping, letting {open} finish");
+                            for slot in 0..conns.slots.len() {
+                                let Some(conn) = conns.get_mut(slot) else {
+                                    continue;
+                                };
+                                stop_reading(conn);
+                                // An unfinished one gets its turn below.
+                                if !conn.unfinished {
+                                    take_turn(&mut conns, slot, &mut pool, &mut unfinished);
+                                }
+                            }
+                        }
+                        // A stop already under way, or another loop ending.
+                        _ => {}
+                    },
+                    LISTENER => {
+                        if let Some(listener) = &listener {
+                            stats.listener_events += 1;
+                            accept_again = accept_new_conns(
+                                &epoll,
+                                listener,
+                                &mut conns,
+                                &mut spare_fd,
+                                &mut stats,
+                            );
+                        }
+                    }
+                    slot => {
+                        let Some(conn) = conns.get_mut(slot as usize) else {
+                            continue;
+                        };
+                        remember_edge(conn, event.events());
+                        // An unfinished one gets its turn below, after the others.
+                        if !conn.unfinished {
+                            take_turn(&mut conns, slot as usize, &mut pool, &mut unfinished);
+                        }
+                    }
+                }
+            }
+            mem::swap(&mut unfinished, &mut next_round);
+            for slot in next_round.drain(..) {
+                take_turn(&mut conns, slot, &mut pool, &mut unfinished);
+            }
+            let retry_due = accept_again.is_some_and(|at| Instant::now() >= at);
+            if let Some(listener) = listener.as_ref().filter(|_| retry_due) {
+                accept_again =
+                    accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd, &mut stats);
+            }
+            if let Some(deadline) = deadline {
+                // Dropping the table closes every connection still open.
+                if conns.len() == 0 || Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        let late = conns.len();
+        if late > 0 {
+            info!(
+                "loop {id}: grace period over: closing {}",
+                count(late, "connection")
+            );
+        }
+        // RUSAGE_THREAD: this thread's own counts, not the process's.
+        if let Ok(usage) = getrusage(UsageWho::RUSAGE_THREAD) {
+            stats.wakeups = usage.voluntary_context_switches() as u64;
+        }
+        Ok(stats)
+    }
+    // ANCHOR_END: event_loop
+}
+
+// ANCHOR: timeouts
+/// How long `epoll_wait` may wait: for ever, unless something is due.
+fn time_left(due: Option<Instant>) -> EpollTimeout {
+    let Some(due) = due else {
+        return EpollTimeout::NONE;
+    };
+    // Rounded up: waking a little early would only make us wait again.
+    let left = due.saturating_duration_since(Instant::now());
+    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
+}
+
+/// The sooner of two moments, either of which may not be set.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A stop answers what the client had sent when the signal came, and no
+/// more: the bytes in our buffer and in the socket's receive queue.
+fn stop_reading(conn: &mut Conn) {
+    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
+    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
+    if conn.state == State::Reading {
+        finish_if_no_more_requests(conn);
+    }
+}
+// ANCHOR_END: timeouts
+
+// ANCHOR: take_turn
+/// Lets a connection do what its readiness allows; then closes it, or queues
+/// it for another turn if it stopped before running out of input.
+fn take_turn(conns: &mut Connections, slot: usize, pool: &mut Pool, unfinished: &mut Vec<usize>) {
+    let Some(conn) = conns.get_mut(slot) else {
+        return;
+    };
+    let turn = connection_io(conn, pool);
+    conn.unfinished = turn == Turn::Unfinished;
+    if conn.unfinished {
+        unfinished.push(slot);
+    }
+    if conn.state == State::Done {
+        // Dropping the Conn closes the socket, which also takes it off the
+        // interest list (chapter 7).
+        conns.remove(slot);
+    }
+}
+// ANCHOR_END: take_turn
+
+// ANCHOR: accept
+/// Accepts every pending connection. The listener's edge came once for all
+/// of them: stopping before EAGAIN would strand the rest in the backlog
+/// until yet another client arrives. Returns when to try again without
+/// waiting for an edge, if some clients could not be taken yet.
+fn accept_new_conns(
+    epoll: &Epoll,
+    listener: &TcpListener,
+    conns: &mut Connections,
+    spare_fd: &mut Option<File>,
+    stats: &mut Stats,
+) -> Option<Instant> {
+    let later = || Some(Instant::now() + ACCEPT_PAUSE);
+    for attempt in 0.. {
+        match accept_shared(listener) {
+            Ok(fd) => {
+                // We write each reply as soon as it is whole: see chapter 4.
+                if let Err(e) = net::set_nodelay(&fd) {
+                    error!("setsockopt(TCP_NODELAY): {e}");
+                }
+                let slot = conns.insert(Conn::new(fd));
+                let conn = conns.get_mut(slot).expect("just inserted");
+                if let Err(e) = register(epoll, &conn.fd, slot) {
+                    // Dropping it closes the connection we cannot watch.
+                    error!("epoll_ctl: {e}");
+                    conns.remove(slot);
+                    continue;
+                }
+                stats.accepted += 1;
+            }
+            Err(AcceptError::Empty) => {
+                if attempt == 0 {
+                    // Woken for a connection another loop took first.
+                    stats.empty += 1;
+                }
+                return None;
+            }
+            // One client failed: on to the next.
+            Err(AcceptError::Retry(_)) => continue,
+            Err(AcceptError::NoFds(_)) => match turn_away_one(listener, spare_fd) {
+                TurnAway::Done => continue,
+                TurnAway::NobodyWaiting => return None,
+                TurnAway::Later => return later(),
+            },
+            // The others wait: the loop tries again soon.
+            Err(e @ AcceptError::NoMemory(_)) => {
+                warn!("accept: {e}");
+                return later();
+            }
+            Err(e @ AcceptError::Fatal(_)) => {
+                error!("accept: {e}");
+                return None;
+            }
+        }
+    }
+    unreachable!("the loop above returns")
+}
+// ANCHOR_END: accept
+
+// ANCHOR: emfile
+/// The one lock on the accept path. Every loop takes it for reading around
+/// `accept`, so loops accept at the same time; a loop turning a connection
+/// away takes it for writing (see `turn_away_one`).
+static DESCRIPTORS: RwLock<()> = RwLock::new(());
+
+/// `accept`, but never while a loop is turning a connection away.
+fn accept_shared(listener: &TcpListener) -> Result<OwnedFd, AcceptError> {
+    let _table = DESCRIPTORS.read().unwrap_or_else(PoisonError::into_inner);
+    accept_nonblocking(listener)
+}
+
+/// What came of trying to turn a connection away.
+enum TurnAway {
+    /// One client was accepted and closed at once: go on.
+    Done,
+    /// The backlog was empty after all.
+    NobodyWaiting,
+    /// Not even one descriptor to do it with: try again later.
+    Later,
+}
+
+/// Chapter 9's spare descriptor, one per loop: out of descriptors, give it
+/// up, accept the connection into the number it frees, close it at once
+/// (the client sees a clean close instead of waiting forever), take the
+/// spare back.
+///
+/// But the table of descriptors belongs to the process, not to the loop:
+/// between our `close` and our `accept`, another loop's `accept` could take
+/// the number, and we would be left with neither a client to turn away nor
+/// our spare, for as long as the process stays full. Holding `DESCRIPTORS`
+/// for writing keeps every other loop out of `accept` for these few calls.
+fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> TurnAway {
+    let _table = DESCRIPTORS.write().unwrap_or_else(PoisonError::into_inner);
+    // A spare we could not take back last time (another process took the
+    // number: the system-wide limit, ENFILE) may be free again.
+    let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
+        return TurnAway::Later;
+    };
+    drop(spare);
+    let outcome = match accept_nonblocking(listener) {
+        Ok(_closed_at_once) => {
+            warn!("out of file descriptors: turned a connection away");
+            TurnAway::Done
+        }
+        Err(AcceptError::Empty) => TurnAway::NobodyWaiting,
+        Err(AcceptError::Retry(_)) => TurnAway::Done,
+        Err(_) => TurnAway::Later,
+    };
+    *spare_fd = File::open("/dev/null").ok();
+    outcome
+}
+// ANCHOR_END: emfile
+
+// ANCHOR: state_machine
+/// How a connection's turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// Nothing more to do until the next edge.
+    Idle,
+    /// It used up its reads for this turn with input still pending.
+    Unfinished,
+}
+
+/// Does all the work the connection's readiness allows, then gives back
+/// the memory of any buffer it has emptied.
+fn connection_io(conn: &mut Conn, pool: &mut Pool) -> Turn {
+    let turn = loop {
+        let before = conn.state;
+        let turn = match conn.state {
+            State::Reading => state_reading(conn, pool),
+            State::Writing => {
+                state_writing(conn);
+                // Replies sent: answer the frames that waited for room in
+                // the write buffer before waiting for more input.
+                if conn.state == State::Reading {
+                    answer_requests(conn, pool);
+                }
+                Turn::Idle
+            }
+            State::Closing => close_gracefully(conn, pool),
+            State::Done => Turn::Idle,
+        };
+        if conn.state == State::Reading {
+            finish_if_no_more_requests(conn);
+        }
+        // A new state may have work that an edge announced earlier: input
+        // that came while we were writing. Nobody will announce it again.
+        if conn.state == before || turn == Turn::Unfinished {
+            break turn;
+        }
+    };
+    conn.incoming.release(pool);
+    conn.outgoing.release(pool);
+    turn
+}
+
+/// Reads per connection per turn. Without a limit, a client that sends and
+/// reads as fast as we echo never lets a read come back empty, and we
+/// would serve it forever. Unlike level-triggered, stopping early is not
+/// free: the connection must go on the `unfinished` list.
+const READS_PER_TURN: usize = 16;
+
+fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
+    for _ in 0..READS_PER_TURN {
+        if !try_fill_buffer(conn, pool) {
+            return Turn::Idle;
+        }
+    }
+    Turn::Unfinished
+}
+
+fn state_writing(conn: &mut Conn) {
+    while try_flush_buffer(conn) {}
+}
+// ANCHOR_END: state_machine
+
+// ANCHOR: read
+// Identical in chapters 9 to 11 (book/check.sh checks it).
+/// Reads once into the read buffer and answers every whole frame now in
+/// it. Returns true while there may be more to read.
+fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
+    if !conn.readable {
+        return false;
+    }
+    // While `Reading` the buffer holds at most part of one frame (we answer
+    // whole ones at once), so it has room: a read of zero bytes means EOF.
+    let free = conn.incoming.unfilled(pool);
+    let room = conn
+        .read_limit
+        .map_or(free.len(), |limit| free.len().min(limit));
+    if room == 0 {
+        return false;
+    }
+    match retry_eintr(|| read(&conn.fd, &mut free[..room])) {
+        Ok(0) => {
+            // EOF. Nothing is lost by closing now: we only read in `Reading`,
+            // when every frame received so far has been answered and sent.
+            if !conn.incoming.is_empty() {
+                debug!("fd {}: EOF in the middle of a frame", conn.fd.as_raw_fd());
+            }
+            conn.state = State::Done;
+            return false;
+        }
+        // Even a short read does not prove the socket empty: TCP stops a read
+        // at the urgent mark (MSG_OOB), with more bytes behind it. Only
+        // EAGAIN does, so we read until we hear it.
+        Ok(n) => {
+            conn.incoming.commit(n);
+            if let Some(limit) = &mut conn.read_limit {
+                *limit -= n;
+            }
+        }
+        Err(Errno::EAGAIN) => {
+            conn.readable = false;
+            return false;
+        }
+        Err(e) => {
+            debug!("fd {}: read: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
+            return false;
+        }
+    }
+    // Pipelining: one read may bring many frames, and they are answered
+    // together.
+    answer_requests(conn, pool);
+    conn.state == State::Reading
+}
+// ANCHOR_END: read
+
+// ANCHOR: parse
+// Identical in chapters 8 to 11 (book/check.sh checks it).
+/// Appends the reply to every whole frame in the read buffer to the write
+/// buffer, while it has room: many replies, to go out in one send.
+fn try_requests(conn: &mut Conn, pool: &mut Pool) {
+    loop {
+        let len = match parse_frame(conn.incoming.data()) {
+            Parse::Incomplete => return,
+            Parse::TooLong { announced } => {
+                let fd = conn.fd.as_raw_fd();
+                debug!("fd {fd}: frame of {announced} bytes is too long: closing");
+                // Every frame before it is answered; nothing after it can be.
+                conn.incoming.clear();
+                conn.read_limit = Some(0);
+                return;
+            }
+            Parse::Frame { len } => len,
+        };
+        // The echo reply is the request frame itself.
+        if !conn.outgoing.append(&conn.incoming.data()[..len], pool) {
+            // Full: the rest waits until the replies drain (backpressure).
+            return;
+        }
+        // Step past the frame; the bytes move only at the next read, if at all.
+        conn.incoming.consume(len);
+    }
+}
+
+/// Answers the whole frames in the read buffer and sends the replies, as
+/// long as the socket takes them. Ends `Reading` with everything answered
+/// and sent, or `Writing` with replies waiting for room in the socket.
+fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
+    loop {
+        try_requests(conn, pool);
+        if conn.outgoing.is_empty() {
+            return;
+        }
+        conn.state = State::Writing;
+        // Send now rather than wait to be told the socket is writable: it
+        // usually is, and this saves a trip around the loop.
+        state_writing(conn);
+        if conn.state != State::Reading {
+            return;
+        }
+        // All sent: the frames a full write buffer held back come next.
+    }
+}
+// ANCHOR_END: parse
+
+// ANCHOR: write
+/// Sends the pending replies, all in one call if the socket takes them.
+/// Returns true to try again after a short write; on EAGAIN it stays in
+/// `Writing` until the socket is writable again.
+fn try_flush_buffer(conn: &mut Conn) -> bool {
+    if !conn.writable {
+        return false;
+    }
+    let unsent = conn.outgoing.data();
+    // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
+    // instead of raising SIGPIPE. Rust ignores SIGPIPE before `main`
+    // anyway; the flag states the intent where it matters.
+    match retry_eintr(|| send(conn.fd.as_raw_fd(), unsent, MsgFlags::MSG_NOSIGNAL)) {
+        Ok(n) => conn.outgoing.consume(n),
+        Err(Errno::EAGAIN) => {
+            conn.writable = false;
+            return false;
+        }
+        Err(e) => {
+            // EPIPE or ECONNRESET: the peer is gone, which is its right.
+            debug!("fd {}: send: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
+            return false;
+        }
+    }
+    if !conn.outgoing.is_empty() {
+        // A short write: the socket's send buffer filled up. The next
+        // attempt sends more or reports EAGAIN.
+        return true;
+    }
+    conn.state = State::Reading;
+    false
+}
+// ANCHOR_END: write
+
+// ANCHOR: close
+// Identical in chapters 9 to 11 (book/check.sh checks it).
+/// Once a connection will read no more requests (it sent a bad frame, or
+/// the server is stopping) and every reply is sent, we shut down our
+/// sending side: the client reads our last reply, then EOF.
+///
+/// Why not close at once: `close` on a socket with unread input makes the
+/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
+/// sent that the client has not received yet. So we wait for the client's
+/// EOF, reading and dropping what it still sends, and only then close. A
+/// client that never hangs up is closed when the stop's grace period ends.
+fn finish_if_no_more_requests(conn: &mut Conn) {
+    if conn.read_limit != Some(0) {
+        return;
+    }
+    if !conn.incoming.is_empty() {
+        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
+        conn.incoming.clear();
+    }
+    conn.state = match net::shutdown_write(&conn.fd) {
+        Ok(()) => State::Closing,
+        Err(_) => State::Done, // the peer is gone already
+    };
+}
+
+fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
+    for _ in 0..READS_PER_TURN {
+        if !conn.readable {
+            return Turn::Idle;
+        }
+        match retry_eintr(|| read(&conn.fd, conn.incoming.unfilled(pool))) {
+            // Dropped: we answer no more requests.
+            Ok(1..) => continue,
+            // Not yet: the client has not read everything, or not hung up.
+            Err(Errno::EAGAIN) => conn.readable = false,
+            // EOF (it has all our replies) or an error: close now.
+            Ok(0) | Err(_) => conn.state = State::Done,
+        }
+        return Turn::Idle;
+    }
+    Turn::Unfinished
+}
+// ANCHOR_END: close
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conn_is_small_without_its_buffers() {
+        // The memory per connection stated at `Conn` counts on this.
+        assert!(std::mem::size_of::<Option<Conn>>() <= 136);
+    }
+}
