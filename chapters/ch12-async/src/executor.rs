@@ -170,6 +170,11 @@ where
         output: Cell::new(None),
         waiter: Cell::new(None),
     });
+    // Boxed on its own, and only the box captured: an `async` block keeps
+    // what it captures and, apart, what it awaits (rustc does not lay the
+    // two over each other), so awaiting a captured future would hold it
+    // twice. For a connection: 712 bytes instead of 344 and a pointer.
+    let future = Box::pin(future);
     let task = {
         let join = join.clone();
         async move {

@@ -205,17 +205,21 @@ impl Reactor {
             // and nothing a retry would fix.
             Err(e) => panic!("epoll_wait: {e}"),
         };
-        for event in &self.events[..n] {
-            match event.data() {
-                UNPARK => self.unpark.reset(),
-                // `None` if the registration is gone (see `Key`): the event
-                // was meant for a descriptor since closed.
-                data => {
-                    if let Some(io) = self.ios.get(Key::from_u64(data)) {
-                        io.set_readiness(readiness(event.events()));
-                    }
-                }
-            }
+        for i in 0..n {
+            let event = self.events[i];
+            self.dispatch(event.data(), event.events());
+        }
+    }
+
+    fn dispatch(&self, data: u64, flags: EpollFlags) {
+        if data == UNPARK {
+            self.unpark.reset();
+            return;
+        }
+        // `None` if the registration is gone (see `Key`): the event was
+        // meant for a descriptor since closed, whose number may be reused.
+        if let Some(io) = self.ios.get(Key::from_u64(data)) {
+            io.set_readiness(readiness(flags));
         }
     }
 }
@@ -454,6 +458,29 @@ mod tests {
             reader.await
         });
         assert_eq!(got, b"abcdef");
+    }
+
+    /// A descriptor is closed and its number reused at once by the next
+    /// one: an event for the old registration must not reach the new.
+    #[test]
+    fn a_late_event_for_a_closed_descriptor_reaches_no_one() {
+        let mut reactor = Reactor::new().unwrap();
+        let (old, _peer) = UnixStream::pair().unwrap();
+        let (old_key, _) = reactor.register(old.as_fd()).unwrap();
+        reactor.ios.remove(old_key); // what dropping its `AsyncFd` does
+        drop(old);
+        // Most likely the same number (other tests run meanwhile), and the
+        // same place in the table: only the generation tells them apart.
+        let (new, _peer) = UnixStream::pair().unwrap();
+        let (new_key, io) = reactor.register(new.as_fd()).unwrap();
+        assert_ne!(new_key, old_key);
+        reactor.dispatch(old_key.to_u64(), EpollFlags::EPOLLIN);
+        assert!(
+            io.ready_now(Interest::Read).is_none(),
+            "woken by a stranger's event"
+        );
+        reactor.dispatch(new_key.to_u64(), EpollFlags::EPOLLIN);
+        assert!(io.ready_now(Interest::Read).is_some());
     }
 
     #[test]

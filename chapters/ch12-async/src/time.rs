@@ -114,33 +114,35 @@ impl Timers {
     }
 
     // ANCHOR: next_deadline
-    /// The soonest deadline, exact: stale entries at the top are dropped,
-    /// and those of timers moved later go back in at their new deadline.
+    /// When the next timer may be due, stale entries at the top dropped.
+    /// It may be earlier than any timer's deadline: the entry of a timer
+    /// since moved later stays at its old place, and the executor wakes up
+    /// for nothing then, once per timeout period. Moving the entry at every
+    /// reset instead would cost a heap operation per reply.
     fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(&Reverse((at, key))) = self.heap.peek() {
-            if !is_live(&self.timers, at, key) {
-                self.heap.pop();
-                continue;
-            }
-            let timer = self.timers.get_mut(key).unwrap();
-            if timer.deadline == at {
+            if is_live(&self.timers, at, key) {
                 return Some(at);
             }
-            timer.queued = Some(timer.deadline);
-            let moved = (timer.deadline, key);
             self.heap.pop();
-            self.heap.push(Reverse(moved));
         }
         None
     }
 
-    /// Fires every timer due at `now`: it wakes its task.
+    /// Fires every timer due at `now`: it wakes its task. A timer moved
+    /// later goes back in at its new deadline.
     fn fire_expired(&mut self, now: Instant) {
         while self.next_deadline().is_some_and(|at| at <= now) {
             let Some(Reverse((_, key))) = self.heap.pop() else {
                 break;
             };
             let timer = self.timers.get_mut(key).unwrap();
+            if timer.deadline > now {
+                timer.queued = Some(timer.deadline);
+                let moved = (timer.deadline, key);
+                self.heap.push(Reverse(moved));
+                continue;
+            }
             timer.fired = true;
             timer.queued = None;
             if let Some(waker) = timer.waker.take() {
@@ -328,7 +330,8 @@ mod tests {
         }
         assert_eq!(timers.heap.len(), 1);
         assert_eq!(count.0.load(Ordering::Relaxed), 0);
-        assert_eq!(timers.next_deadline(), Some(at(1090)));
+        // Moved 9 times in all: once every 100 ms, when its old deadline came.
+        assert_eq!(timers.next_deadline(), Some(at(1000)));
         // Earlier again: a new entry, and the old one becomes stale.
         timers.reset(idle, at(1050));
         timers.fire_expired(at(1050));
