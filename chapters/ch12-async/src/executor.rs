@@ -35,6 +35,16 @@ struct TaskWaker {
     queue: Arc<RunQueue>,
 }
 
+impl TaskWaker {
+    /// Called just before a poll: from now on, a wake queues the task
+    /// again. A swap, not a store, to acquire what a wake on another thread
+    /// did before it found the task queued already and left it at that:
+    /// the poll about to run is the one that must see it.
+    fn dequeued(&self) {
+        self.queued.swap(false, Ordering::AcqRel);
+    }
+}
+
 impl Wake for TaskWaker {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -97,7 +107,9 @@ fn ptr_eq(queue: &Arc<RunQueue>, other: &RunQueue) -> bool {
 /// types share a table: a task costs an allocation, its waker a second.
 struct Task {
     future: Pin<Box<dyn Future<Output = ()>>>,
-    waker: Arc<TaskWaker>,
+    task_waker: Arc<TaskWaker>,
+    /// The same `Arc` as a `Waker`, made once rather than at every poll.
+    waker: Waker,
 }
 
 /// The tasks of the runtime running on this thread.
@@ -122,7 +134,11 @@ impl Executor {
         });
         // Woken once, for its first poll.
         waker.wake_by_ref();
-        tasks.get_mut(key).unwrap().replace(Task { future, waker });
+        tasks.get_mut(key).unwrap().replace(Task {
+            future,
+            waker: Waker::from(waker.clone()),
+            task_waker: waker,
+        });
     }
 
     fn poll_task(&self, key: Key) {
@@ -132,11 +148,12 @@ impl Executor {
         let Some(mut task) = self.tasks.borrow_mut().get_mut(key).and_then(Option::take) else {
             return;
         };
-        // Before the poll: a wake during the poll queues it again.
-        task.waker.queued.store(false, Ordering::Release);
+        task.task_waker.dequeued();
         BUDGET_LEFT.set(BUDGET);
-        let waker = Waker::from(task.waker.clone());
-        let poll = task.future.as_mut().poll(&mut Context::from_waker(&waker));
+        let poll = task
+            .future
+            .as_mut()
+            .poll(&mut Context::from_waker(&task.waker));
         let mut tasks = self.tasks.borrow_mut();
         match poll {
             Poll::Pending => *tasks.get_mut(key).unwrap() = Some(task),
@@ -255,7 +272,7 @@ impl Runtime {
                     executor.poll_task(key);
                     continue;
                 }
-                main.queued.store(false, Ordering::Release);
+                main.dequeued();
                 BUDGET_LEFT.set(BUDGET);
                 let cx = &mut Context::from_waker(&main_waker);
                 if let Poll::Ready(output) = future.as_mut().poll(cx) {
@@ -574,7 +591,7 @@ mod tests {
             let mut woken = Vec::new();
             queue.take(&mut woken);
             assert_eq!(woken, [MAIN], "queued once, however often woken");
-            task.queued.store(false, Ordering::Release);
+            task.dequeued();
         }
         assert_eq!(Arc::strong_count(&task), 1, "every reference given back");
     }

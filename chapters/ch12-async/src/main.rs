@@ -232,7 +232,8 @@ struct Done;
 
 // ANCHOR: echo
 /// Serves one connection, until the client leaves or idles, or the server
-/// stops. The state machine of chapters 9 to 11, as straight-line code.
+/// stops. Its task is this future: everything the connection needs between
+/// two events lives in it, in `conn` and in where it stands in `serve`.
 async fn echo(stream: TcpStream, shared: Rc<Shared>) {
     let mut conn = Conn {
         stream,
@@ -243,10 +244,16 @@ async fn echo(stream: TcpStream, shared: Rc<Shared>) {
         stop: shared.stop.watch(),
         shared,
     };
+    // `Err(Done)`: it ended early, and said why in the log.
     let _ = conn.serve().await;
+    // Dropping `conn` closes the socket, and tells the stop we are finished.
 }
+// ANCHOR_END: echo
 
 impl Conn {
+    // ANCHOR: serve
+    /// Chapters 9 to 11's state machine, as straight-line code: reading,
+    /// writing and closing are places in it, and a wait is an `.await`.
     async fn serve(&mut self) -> Result<(), Done> {
         // Requests: read, answer every whole frame, send the replies.
         while self.read_limit != Some(0) {
@@ -257,7 +264,7 @@ impl Conn {
         // No more: close, without losing the replies in flight.
         self.close_gracefully().await
     }
-    // ANCHOR_END: echo
+    // ANCHOR_END: serve
 
     // ANCHOR: wait
     /// Waits until the socket is ready for `interest`. Meanwhile it gives

@@ -28,8 +28,9 @@ use crate::slab::{Key, Slab};
 /// at 1 ms, 64 ms, 4 s... resolution, each timer a node in the list of its
 /// slot. Adding and cancelling are O(1), and nothing stale is left behind:
 /// built for millions of timers, most cancelled before they fire (every
-/// `timeout` around an I/O that succeeds). The price is a resolution of
-/// one millisecond, and coarser far ahead; a heap is exact.
+/// `timeout` around an I/O that succeeds). Timers far ahead sit in coarse
+/// slots and move down a level as they come near. The price is a
+/// resolution of one millisecond; a heap is exact.
 struct Timers {
     /// Deadlines, soonest first, with the timer each was queued for.
     heap: BinaryHeap<Reverse<(Instant, Key)>>,
