@@ -489,11 +489,19 @@ mod tests {
             });
             let (stream, _client) = connected();
             let conn = echo(stream, shared.clone());
-            println!("echo future: {} bytes", size_of_val(&conn));
+            let size = size_of_val(&conn);
+            println!("echo future: {size} bytes");
             println!("  of which Conn: {} bytes", size_of::<Conn>());
             println!("  of which Buf: {} bytes (x2)", size_of::<Buf>());
             println!("  of which Sleep: {} bytes", size_of::<Sleep>());
-            assert!(size_of_val(&conn) <= 512, "{}", size_of_val(&conn));
+            assert!(size <= 512, "{size}");
+
+            let wrapped = spawned_unboxed(conn);
+            println!(
+                "an async block awaiting it: {} bytes",
+                size_of_val(&wrapped)
+            );
+            assert!(size_of_val(&wrapped) >= 2 * size);
 
             // Versus a buffer on the stack across an `.await`: it lives in
             // the future, for as long as the connection does.
@@ -502,6 +510,13 @@ mod tests {
             println!("with a 4 KiB stack buffer: {} bytes", size_of_val(&stack));
             assert!(size_of_val(&stack) > 4096);
         });
+    }
+
+    /// What `spawn` would box if it did not box the future first: a block
+    /// that awaits it and keeps the output for the `JoinHandle`.
+    fn spawned_unboxed<F: Future>(future: F) -> impl Future<Output = ()> {
+        let output = Rc::new(std::cell::Cell::new(None));
+        async move { output.set(Some(future.await)) }
     }
 
     async fn echo_with_a_stack_buffer(stream: TcpStream) {
