@@ -104,7 +104,7 @@ fn ptr_eq(queue: &Arc<RunQueue>, other: &RunQueue) -> bool {
 
 // ANCHOR: task
 /// A spawned future and its waker. Boxed, so that futures of different
-/// types share a table: a task costs an allocation, its waker a second.
+/// types share a table (see `spawn` for what is in the box).
 struct Task {
     future: Pin<Box<dyn Future<Output = ()>>>,
     task_waker: Arc<TaskWaker>,
@@ -160,7 +160,9 @@ impl Executor {
             Poll::Ready(()) => {
                 tasks.remove(key);
                 drop(tasks);
-                drop(task); // outside the borrow: dropping runs the future's code
+                // Outside the borrow: the future's destructors may use the
+                // runtime (a `Watch` wakes the task waiting for the last one).
+                drop(task);
             }
         }
     }

@@ -44,8 +44,8 @@ impl Stop {
     /// Tells every connection, waking those that wait.
     pub fn request(&self) {
         self.inner.requested.set(true);
-        // Taken out first: a woken task does not run now, but being careful
-        // about what a `wake` may do is cheaper than finding out.
+        // Out of the borrow before any is woken: `wake` may run any code,
+        // even code that watches this `Stop`.
         let wakers: Vec<Waker> = (self.inner.connections.borrow_mut().values_mut())
             .filter_map(Option::take)
             .collect();
