@@ -8,11 +8,13 @@
 #   strace     ch12's and ch09's system calls for one pipelined client (strace)
 #   callgrind  user-space instructions per echoed frame: ch09, ch12 and tokio's
 #              current-thread runtime (valgrind, python3; a few minutes)
+#   syscalls   system calls per send under load, the same three (perf, with
+#              access to the syscall tracepoints)
 #   bench      server CPU per echoed frame, the same three, alternating
 #              servers within each of ROUNDS rounds (default 7; minutes)
 #
-# Usage: bash chapters/ch12-async/capture.sh [sizes|memory|strace|callgrind|bench]...
-#        (default: sizes memory strace callgrind)
+# Usage: bash chapters/ch12-async/capture.sh [sizes|memory|strace|callgrind|syscalls|bench]...
+#        (default: sizes memory strace callgrind syscalls)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -145,6 +147,41 @@ callgrind() {
     echo "capture: $out/ch12-callgrind.txt"
 }
 
+# System calls per send under load, counted by the kernel's tracepoints:
+# whether a server reads until EAGAIN (two reads per batch of replies) or
+# takes a short read to mean an empty socket (one).
+syscalls() {
+    needs perf
+    cargo build --quiet --release -p ch09 -p ch12 -p tokio-echo -p loadgen
+    local events=syscalls:sys_enter_read,syscalls:sys_enter_recvfrom
+    events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
+    {
+        echo "# perf stat -e $events -p PID, during"
+        echo "# loadgen --addr ADDR --conns 100 --depth D --size 64 --secs 3 (reads: read + recvfrom; sends: sendto + write)"
+        for server in "ch09" "ch12" "tokio-echo --runtime current-thread"; do
+            # shellcheck disable=SC2086 # the server's arguments split on purpose
+            start $T/$server
+            for depth in 1 16; do
+                perf stat -x, -e "$events" -p "$pid" -o "$tmp/perf.csv" &
+                local perf=$!
+                "$T/loadgen" --addr "$addr" --conns 100 --depth "$depth" --size 64 --secs 3 >/dev/null
+                kill -INT "$perf"
+                wait "$perf" || true
+                awk -F, -v s="${server%% *}" -v d="$depth" '
+                    /sys_enter_(read|recvfrom),/ { reads += $1 }
+                    /sys_enter_(sendto|write),/ { sends += $1 }
+                    /sys_enter_epoll_wait,/ { waits += $1 }
+                    END {
+                        printf "%-10s depth %2d: %.2f reads and %.3f epoll_wait per send\n",
+                            s, d, reads / sends, waits / sends
+                    }' "$tmp/perf.csv"
+            done
+            stop
+        done
+    } >"$out/ch12-syscalls.txt"
+    echo "capture: $out/ch12-syscalls.txt"
+}
+
 # Server CPU per echoed frame, from loadgen --server-pid, for each server
 # in turn, ROUNDS times: the machine's noise hits all three alike.
 bench() {
@@ -189,7 +226,7 @@ bench() {
 }
 
 what=("$@")
-[ ${#what[@]} -gt 0 ] || what=(sizes memory strace callgrind)
+[ ${#what[@]} -gt 0 ] || what=(sizes memory strace callgrind syscalls)
 for w in "${what[@]}"; do
     case $w in
         sizes) sizes ;;
@@ -199,7 +236,8 @@ for w in "${what[@]}"; do
             strace_session ch09 ch12-strace-ch09.txt
             ;;
         callgrind) callgrind ;;
+        syscalls) syscalls ;;
         bench) bench ;;
-        *) echo "capture: unknown $w (sizes, memory, strace, callgrind, bench)" >&2; exit 2 ;;
+        *) echo "capture: unknown $w (sizes, memory, strace, callgrind, syscalls, bench)" >&2; exit 2 ;;
     esac
 done
