@@ -117,6 +117,8 @@ struct Executor {
     /// A task is out of its slot (`None`) while it is polled.
     tasks: RefCell<Slab<Option<Task>>>,
     queue: Arc<RunQueue>,
+    /// Tasks that gave up their turn with work left (see [`defer`]).
+    deferred: RefCell<Vec<Waker>>,
 }
 
 thread_local! {
@@ -282,15 +284,17 @@ impl Runtime {
                 }
             }
             // Sleep in epoll_wait until an event or the next timer; but if
-            // a task is awake already (it yielded, or was woken by another
-            // this round), only collect the events that are there.
-            let timeout = if executor.queue.is_empty() {
+            // a task is awake already (another woke it this round, or it
+            // yielded), only collect the events that are there.
+            let timeout = if executor.queue.is_empty() && executor.deferred.borrow().is_empty() {
                 time::next_deadline().map(|at| at.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
             reactor::turn(timeout);
             time::fire_expired();
+            // Last, the tasks that yielded: behind those the events woke.
+            executor.deferred.take().into_iter().for_each(Waker::wake);
         }
     }
     // ANCHOR_END: block_on
@@ -304,6 +308,7 @@ fn enter(unpark: Arc<Unpark>) -> Entered {
             tasks: Mutex::new(Vec::new()),
             unpark,
         }),
+        deferred: RefCell::new(Vec::new()),
     });
     CURRENT.with(|current| {
         let previous = current.borrow_mut().replace(executor.clone());
@@ -346,15 +351,15 @@ thread_local! {
 }
 
 /// Spends a unit of the polled task's budget on an operation about to go
-/// ahead. With none left, the operation says `Pending` instead, after
-/// waking its own task: the task goes to the back of the run queue, and
-/// its `.await` resumes on its next turn. A client that always has input
-/// waiting would otherwise keep its task running, and the others waiting,
-/// for ever: no `.await` returns `Pending` on its own when there is work.
+/// ahead. With none left, the operation says `Pending` instead, and the
+/// task is woken again later (see [`defer`]), where its `.await` resumes.
+/// A client that always has input waiting would otherwise keep its task
+/// running, and the others waiting, for ever: no `.await` returns
+/// `Pending` on its own when there is work.
 pub fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
     match BUDGET_LEFT.get() {
         0 => {
-            cx.waker().wake_by_ref();
+            defer(cx);
             Poll::Pending
         }
         left => {
@@ -363,9 +368,28 @@ pub fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
         }
     }
 }
+
+/// Wakes the polled task after the reactor's next turn, behind the tasks
+/// its events wake: chapter 9's `unfinished` connections, which had their
+/// next turn after those with an edge. Woken at once instead, the task
+/// would be queued before them, and a client that sent a frame while the
+/// greedy one had its turn would wait for another of its turns. (tokio
+/// defers the same way.) Outside a runtime, the task is woken at once.
+fn defer(cx: &Context<'_>) {
+    let deferred = CURRENT.with(|current| {
+        let current = current.borrow();
+        let executor = current.as_ref()?;
+        executor.deferred.borrow_mut().push(cx.waker().clone());
+        Some(())
+    });
+    if deferred.is_none() {
+        cx.waker().wake_by_ref();
+    }
+}
 // ANCHOR_END: budget
 
-/// Lets the other tasks run: `Pending` once, after asking to be polled again.
+/// Lets the other tasks run, and the reactor collect its events: `Pending`
+/// once, the task woken again after them (see [`defer`]).
 pub async fn yield_now() {
     let mut yielded = false;
     poll_fn(|cx| {
@@ -373,7 +397,7 @@ pub async fn yield_now() {
             return Poll::Ready(());
         }
         yielded = true;
-        cx.waker().wake_by_ref();
+        defer(cx);
         Poll::Pending
     })
     .await;
@@ -475,6 +499,47 @@ mod tests {
         assert_eq!(spins, BUDGET + 1);
     }
     // ANCHOR_END: test_budget
+
+    /// Chapter 9's order: after a greedy turn, the connections with an
+    /// event first, then the one that was cut short.
+    #[test]
+    fn a_task_out_of_budget_goes_after_those_the_events_woke() {
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+
+        use crate::reactor::{AsyncFd, Interest};
+
+        let order = bounded(|| {
+            Runtime::new().unwrap().block_on(async {
+                let (ours, mut peer) = UnixStream::pair().unwrap();
+                ours.set_nonblocking(true).unwrap();
+                let ours = AsyncFd::new(ours).unwrap();
+                let order = Rc::new(RefCell::new(Vec::new()));
+                let waiting = spawn({
+                    let order = order.clone();
+                    async move {
+                        ours.ready(Interest::Read).await;
+                        order.borrow_mut().push("woken by input");
+                    }
+                });
+                let greedy = spawn({
+                    let order = order.clone();
+                    async move {
+                        // Input for the other task, during this one's turn.
+                        peer.write_all(b"x").unwrap();
+                        for _ in 0..=BUDGET {
+                            poll_fn(poll_budget).await;
+                        }
+                        order.borrow_mut().push("greedy again");
+                    }
+                });
+                waiting.await;
+                greedy.await;
+                Rc::try_unwrap(order).unwrap().into_inner()
+            })
+        });
+        assert_eq!(order, ["woken by input", "greedy again"]);
+    }
 
     /// A waker sent to another thread wakes the executor out of an
     /// `epoll_wait` with no timeout (no timer is armed).
