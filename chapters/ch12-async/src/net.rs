@@ -1,0 +1,202 @@
+//! TCP on the reactor: a listener whose `accept` is a future, and a stream
+//! whose reads and writes are, with the non-blocking tries underneath.
+
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::task::{Context, Poll};
+
+use common::error;
+use common::net::{accept_nonblocking, retry_eintr, AcceptError};
+use nix::sys::socket::{send, MsgFlags};
+
+use crate::reactor::{AsyncFd, Interest};
+
+/// A listening socket registered with the reactor.
+pub struct TcpListener {
+    fd: AsyncFd<std::net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Registers `listener`, which must be non-blocking.
+    pub fn new(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        Ok(TcpListener {
+            fd: AsyncFd::new(listener)?,
+        })
+    }
+
+    pub fn get_ref(&self) -> &std::net::TcpListener {
+        self.fd.get_ref()
+    }
+
+    // ANCHOR: accept
+    /// Waits for a connection and returns it, registered with the reactor.
+    ///
+    /// Chapter 9's accept loop, one connection per call, with the listener's
+    /// readiness kept where chapter 9 kept its `accept_again`: on errors
+    /// that say "try again" (`Retry`, `NoMemory`), the next call tries at
+    /// once. On `EAGAIN`, and on errors that a retry cannot fix right away
+    /// (`NoFds`, `Fatal`), the readiness is cleared and the next call waits
+    /// for the next edge, as chapter 9 did. So it never returns `Empty`.
+    pub async fn accept(&self) -> Result<TcpStream, AcceptError> {
+        loop {
+            let event = self.fd.ready(Interest::Read).await;
+            match accept_nonblocking(self.get_ref()) {
+                Ok(fd) => match TcpStream::new(fd) {
+                    Ok(stream) => return Ok(stream),
+                    // Dropping `fd` closes the connection we cannot watch.
+                    Err(e) => error!("epoll_ctl: {e}"),
+                },
+                Err(e @ (AcceptError::Retry(_) | AcceptError::NoMemory(_))) => return Err(e),
+                Err(e) => {
+                    self.fd.clear_ready(event);
+                    if e != AcceptError::Empty {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+    // ANCHOR_END: accept
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+// ANCHOR: stream
+/// A connected socket registered with the reactor.
+pub struct TcpStream {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl TcpStream {
+    /// Registers a connected socket, which must be non-blocking.
+    pub fn new(fd: OwnedFd) -> io::Result<TcpStream> {
+        Ok(TcpStream {
+            fd: AsyncFd::new(fd)?,
+        })
+    }
+
+    /// `Ready` when an edge said the socket is ready for `interest` and no
+    /// `try_read` or `try_write` has met `EAGAIN` since; see
+    /// [`AsyncFd::poll_ready`]. For futures written by hand.
+    pub fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<()> {
+        self.fd.poll_ready(interest, cx).map(|_| ())
+    }
+
+    /// Reads once if the socket may have input: `WouldBlock` if not, or if
+    /// the read meets `EAGAIN`, which uses the readiness up.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd.try_io(Interest::Read, |fd| {
+            Ok(retry_eintr(|| nix::unistd::read(fd, buf))?)
+        })
+    }
+
+    /// Sends once if the socket may have room; as [`TcpStream::try_read`].
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.fd.try_io(Interest::Write, |fd| {
+            // MSG_NOSIGNAL: a peer that has gone away makes this fail with
+            // EPIPE instead of raising SIGPIPE (chapter 9).
+            let flags = MsgFlags::MSG_NOSIGNAL;
+            Ok(retry_eintr(|| send(fd.as_raw_fd(), buf, flags))?)
+        })
+    }
+    // ANCHOR_END: stream
+
+    // ANCHOR: read_write
+    /// Reads into `buf`, waiting for input if there is none: `Ok(0)` is
+    /// EOF. The echo server does not use it, because `buf` is borrowed for
+    /// the whole wait: an idle connection would hold its buffer. It waits
+    /// with `poll_ready`, then borrows a buffer for `try_read`.
+    #[allow(dead_code)]
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            poll_fn(|cx| self.poll_ready(Interest::Read, cx)).await;
+            match self.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// Sends all of `buf`, waiting for room as often as needed.
+    #[allow(dead_code)]
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            poll_fn(|cx| self.poll_ready(Interest::Write, cx)).await;
+            match self.try_write(buf) {
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+    // ANCHOR_END: read_write
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdStream;
+
+    use super::*;
+    use crate::executor::{spawn, Runtime};
+
+    // ANCHOR: simplest_echo
+    /// The shortest echo on this runtime: bytes in, the same bytes out,
+    /// until EOF, with none of `echo`'s framing, bounds and timeouts.
+    async fn echo_bytes(stream: TcpStream) -> io::Result<()> {
+        let mut buf = vec![0; 4096];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            stream.write_all(&buf[..n]).await?;
+        }
+    }
+    // ANCHOR_END: simplest_echo
+
+    #[test]
+    fn the_simplest_echo_serves_clients_at_once() {
+        let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        common::net::set_nonblocking(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Three clients, all connected before any is answered.
+        let clients = std::thread::spawn(move || {
+            let mut clients: Vec<StdStream> =
+                (0..3).map(|_| StdStream::connect(addr).unwrap()).collect();
+            for (i, client) in clients.iter_mut().enumerate() {
+                client.write_all(format!("hello {i}").as_bytes()).unwrap();
+            }
+            for (i, client) in clients.iter_mut().enumerate() {
+                let mut reply = [0; 7];
+                client.read_exact(&mut reply).unwrap();
+                assert_eq!(reply, format!("hello {i}").as_bytes());
+            }
+            // Dropping them ends the server's tasks with EOF.
+        });
+        Runtime::new().unwrap().block_on(async {
+            let listener = TcpListener::new(listener).unwrap();
+            let mut tasks = Vec::new();
+            for _ in 0..3 {
+                let stream = listener.accept().await.unwrap();
+                tasks.push(spawn(echo_bytes(stream)));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        clients.join().unwrap();
+    }
+}
