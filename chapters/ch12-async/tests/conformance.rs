@@ -1,6 +1,15 @@
-// The default idle timeout (60 s) is far longer than any test here takes:
+use conformance::Level;
+
+// The default idle timeout (60 s) is far longer than any case here takes:
 // the suite checks that chapter 9's behaviour is intact.
-conformance::suite!(
-    env!("CARGO_BIN_EXE_ch12"),
-    [echo, concurrent, event_loop, scale, cli, wire, graceful]
-);
+fn main() {
+    conformance::main(
+        env!("CARGO_BIN_EXE_ch12"),
+        &[
+            Level::Echo,
+            Level::Concurrent,
+            Level::EventLoop,
+            Level::Scale,
+        ],
+    );
+}
