@@ -19,10 +19,10 @@ pub fn unavailable() -> bool {
             .setup_defer_taskrun()
             .build(8);
         let e = setup.err()?;
-        let why = format!("skipping: io_uring unavailable: {e}");
         if std::env::var_os("ECHO_REQUIRE_IO_URING").is_some_and(|v| v == "1") {
-            panic!("{why}, and ECHO_REQUIRE_IO_URING=1");
+            panic!("io_uring unavailable ({e}), and ECHO_REQUIRE_IO_URING=1 forbids skipping");
         }
+        let why = format!("skipping: io_uring unavailable: {e}");
         // Straight to stderr: the test harness captures `eprintln!`.
         let _ = writeln!(std::io::stderr(), "{why}");
         Some(why)

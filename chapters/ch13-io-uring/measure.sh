@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Server CPU per echoed frame, and throughput, of ch13 against ch09 and tokio
+# (current-thread), measured in one run with the servers alternating, as
+# ratios to ch09: on a shared machine the absolute numbers drift from run to
+# run, but servers measured side by side drift together.
+#
+# For each round and each load, every server is loaded in turn by the
+# verifying load generator, which reads the server's utime+stime from
+# /proc/PID/stat around its window (--server-pid). The order of the
+# servers rotates from round to round.
+#
+# Usage: bash chapters/ch13-io-uring/measure.sh [ROUNDS]   (default 3; SECS=3 per window)
+# Prints one line per window, then the ratios to ch09 for each round and
+# their spread (min..max).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}
+secs=${SECS:-3}
+loads=("100 16 64" "100 1 64")
+names=(ch09 ch13 tokio-ct)
+
+cargo build --release --quiet -p ch09 -p ch13 -p loadgen -p tokio-echo
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+start() { # name command...
+    local name=$1
+    shift
+    "$@" --addr 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    pids+=($!)
+    echo $! >"$tmp/$name.pid"
+    for _ in $(seq 100); do
+        grep -q '^listening on' "$tmp/$name.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    sed -n 's/^listening on //p' "$tmp/$name.out" >"$tmp/$name.addr"
+    [ -s "$tmp/$name.addr" ] || { echo "measure: $name did not start" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+}
+start ch09 target/release/ch09
+start ch13 target/release/ch13
+start tokio-ct target/release/tokio-echo --runtime current-thread
+
+echo "# bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, $(uname -r), ${secs} s windows)"
+echo "# round load server frames/s server-ns/frame"
+for round in $(seq "$rounds"); do
+    for load in "${loads[@]}"; do
+        read -r conns depth size <<<"$load"
+        for i in 0 1 2; do
+            name=${names[$(((i + round) % 3))]}
+            json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" --conns "$conns" \
+                --depth "$depth" --size "$size" --secs "$secs" --json \
+                --server-pid "$(cat "$tmp/$name.pid")")
+            python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+ns = r["server_cpu"] * r["secs"] * 1e9 / r["frames"]
+bad = r["mismatches"] + r["lost"] + r["stalled"] + r["closed"]
+load = "%dx%dx%d" % (r["conns"], r["depth"], r["size"])
+print(sys.argv[2], load, sys.argv[3], round(r["frames_per_sec"]), round(ns), "FAILED" if bad else "")
+' "$json" "$round" "$name"
+        done
+    done
+done | tee "$tmp/runs.txt"
+
+python3 - "$tmp/runs.txt" <<'EOF'
+import collections, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    round_, load, server, fps, ns = line.split()[:5]
+    runs[(load, round_)][server] = (float(fps), float(ns))
+print("# ratios to ch09, per round: CPU per frame (lower is better), throughput (higher is better)")
+loads = sorted({load for load, _ in runs}, key=lambda l: -int(l.split("x")[1]))
+for load in loads:
+    for server in ("ch13", "tokio-ct"):
+        cpu, fps = [], []
+        for (l, _), r in sorted(runs.items()):
+            if l == load:
+                cpu.append(r[server][1] / r["ch09"][1])
+                fps.append(r[server][0] / r["ch09"][0])
+        mean = lambda xs: sum(xs) / len(xs)
+        print(f"{load} {server}/ch09: cpu per frame {mean(cpu):.3f} ({min(cpu):.3f}..{max(cpu):.3f}), "
+              f"throughput {mean(fps):.3f} ({min(fps):.3f}..{max(fps):.3f})")
+EOF
