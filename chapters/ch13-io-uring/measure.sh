@@ -10,8 +10,10 @@
 # servers rotates from round to round.
 #
 # Usage: bash chapters/ch13-io-uring/measure.sh [ROUNDS]   (default 3; SECS=3 per window)
-# Prints one line per window, then the ratios to ch09 for each round and
-# their spread (min..max).
+# Prints one line per window, then, for each load, the ratios to ch09 of
+# the same round: their median, mean and range (min..max). Short windows
+# and many rounds resolve more than long windows and few: a neighbour's
+# burst of work then falls on both sides of a ratio more often.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -45,7 +47,7 @@ start ch09 target/release/ch09
 start ch13 target/release/ch13
 start tokio-ct target/release/tokio-echo --runtime current-thread
 
-echo "# bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, $(uname -r), ${secs} s windows)"
+echo "# SECS=$secs bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, Linux $(uname -r))"
 echo "# round load server frames/s server-ns/frame"
 for round in $(seq "$rounds"); do
     for load in "${loads[@]}"; do
@@ -53,7 +55,7 @@ for round in $(seq "$rounds"); do
         for i in 0 1 2; do
             name=${names[$(((i + round) % 3))]}
             json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" --conns "$conns" \
-                --depth "$depth" --size "$size" --secs "$secs" --json \
+                --depth "$depth" --size "$size" --secs "$secs" --warmup 0.3 --drain 0.3 --json \
                 --server-pid "$(cat "$tmp/$name.pid")")
             python3 -c '
 import json, sys
@@ -82,7 +84,10 @@ for load in loads:
             if l == load:
                 cpu.append(r[server][1] / r["ch09"][1])
                 fps.append(r[server][0] / r["ch09"][0])
-        mean = lambda xs: sum(xs) / len(xs)
-        print(f"{load} {server}/ch09: cpu per frame {mean(cpu):.3f} ({min(cpu):.3f}..{max(cpu):.3f}), "
-              f"throughput {mean(fps):.3f} ({min(fps):.3f}..{max(fps):.3f})")
+        def spread(xs):
+            xs = sorted(xs)
+            median = (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+            return f"median {median:.2f}, mean {sum(xs) / len(xs):.2f} ({xs[0]:.2f}..{xs[-1]:.2f})"
+        print(f"{load} {server}/ch09 over {len(cpu)} rounds: CPU per frame {spread(cpu)}; "
+              f"throughput {spread(fps)}")
 EOF
