@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Server CPU per echoed frame, and throughput, of ch13 against ch09 and tokio
-# (current-thread), measured in one run with the servers alternating, as
-# ratios to ch09: on a shared machine the absolute numbers drift from run to
+# Server CPU per echoed frame, and throughput, of ch13 (and of ch13 with its
+# ring set up without DEFER_TASKRUN) against ch09 and tokio (current-thread),
+# measured in one run with the servers alternating, as ratios to ch09: on a shared machine the absolute numbers drift from run to
 # run, but servers measured side by side drift together.
 #
 # For each round and each load, every server is loaded in turn by the
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${SECS:-3}
 loads=("100 16 64" "100 1 64")
-names=(ch09 ch13 tokio-ct)
+names=(ch09 ch13 ch13-no-defer tokio-ct)
 
 cargo build --release --quiet -p ch09 -p ch13 -p loadgen -p tokio-echo
 tmp=$(mktemp -d)
@@ -45,6 +45,7 @@ start() { # name command...
 }
 start ch09 target/release/ch09
 start ch13 target/release/ch13
+start ch13-no-defer target/release/ch13 --no-defer-taskrun
 start tokio-ct target/release/tokio-echo --runtime current-thread
 
 echo "# SECS=$secs bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, Linux $(uname -r))"
@@ -52,8 +53,8 @@ echo "# round load server frames/s server-ns/frame"
 for round in $(seq "$rounds"); do
     for load in "${loads[@]}"; do
         read -r conns depth size <<<"$load"
-        for i in 0 1 2; do
-            name=${names[$(((i + round) % 3))]}
+        for i in "${!names[@]}"; do
+            name=${names[$(((i + round) % ${#names[@]}))]}
             json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" --conns "$conns" \
                 --depth "$depth" --size "$size" --secs "$secs" --warmup 0.3 --drain 0.3 --json \
                 --server-pid "$(cat "$tmp/$name.pid")")
@@ -78,7 +79,7 @@ for line in open(sys.argv[1]):
 print("# ratios to ch09, per round: CPU per frame (lower is better), throughput (higher is better)")
 loads = sorted({load for load, _ in runs}, key=lambda l: -int(l.split("x")[1]))
 for load in loads:
-    for server in ("ch13", "tokio-ct"):
+    for server in ("ch13", "ch13-no-defer", "tokio-ct"):
         cpu, fps = [], []
         for (l, _), r in sorted(runs.items()):
             if l == load:
