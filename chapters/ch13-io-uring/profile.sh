@@ -4,11 +4,13 @@
 # stack, the readiness or completion machinery (epoll; io_uring), the rest
 # of the system calls, the rest of the kernel, and our own code.
 #
-# For each load, each server is started and loaded by the verifying load
-# generator for 11 s, in which it is observed three times for 3 s: its
-# CPU time, from /proc/PID/stat; its system calls, counted by `perf stat`
-# on tracepoints; its call stacks, sampled by `perf record -g` every 250 µs
-# of CPU. Frames per second are the load generator's, for its whole window. Each sample is charged
+# For each load, each server is started, then loaded three times by the
+# verifying load generator, for 3 s each, and observed one way per run, so
+# that no observer's overhead shows in another's figures: its CPU time
+# (/proc/PID/stat, by loadgen --server-pid), with frames per second; its
+# system calls, counted by `perf stat` on tracepoints; its call stacks,
+# sampled by `perf record -g` every 250 µs of CPU. The last two cover the
+# whole run, whose window is all but a few hundred of its frames. Each sample is charged
 # to the first bucket its call stack belongs to, in this order: user space;
 # TCP/IP (the stack is inside sock_sendmsg, sock_recvmsg, the loopback's
 # softirq...); machinery (inside epoll_wait or io_uring_enter); system
@@ -30,16 +32,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# utime + stime of a process, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
 events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read
 events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter
 events+=,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm
 
 echo "# bash chapters/ch13-io-uring/profile.sh   ($(nproc) cores, Linux $(uname -r))"
-echo "# per load and server: loadgen --conns C --depth D --size 64 --secs 11; in its window,"
-echo "# 3 s each: CPU time from /proc/PID/stat; perf stat -e <events>; perf record -e cpu-clock -g"
+echo "# per load and server, three runs of loadgen --conns C --depth D --size 64 --secs 3:"
+echo "# unobserved (--server-pid); under perf stat -e <events>; under perf record -e cpu-clock -g"
 for load in "100 16" "100 1"; do
     read -r conns depth <<<"$load"
     for name in ch09 ch13; do
@@ -50,32 +49,29 @@ for load in "100 16" "100 1"; do
             sleep 0.05
         done
         addr=$(sed -n 's/^listening on //p' "$tmp/out")
-        target/release/loadgen --addr "$addr" --conns "$conns" --depth "$depth" --size 64 \
-            --secs 11 --json >"$tmp/load.json" &
-        loadgen=$!
-        # Into the window (the ramp-up and warm-up take well under 2 s), then
-        # three 3 s phases, each observed one way only, so that neither
-        # observer's overhead shows in the others: CPU time (/proc/PID/stat),
-        # system calls (perf stat), call stacks (perf record).
-        sleep 2
-        cpu_before=$(cpu_ticks "$server")
-        sleep 3
-        cpu_after=$(cpu_ticks "$server")
-        perf stat -x, -e "$events" -p "$server" -o "$tmp/stat.csv" -- sleep 3
-        perf record -q -e cpu-clock -F 4000 -g -p "$server" -o "$tmp/perf.data" -- sleep 3 \
-            >/dev/null 2>&1
-        wait "$loadgen"
+        run=(--addr "$addr" --conns "$conns" --depth "$depth" --size 64 --secs 3 --json)
+        # 1. Unobserved: frames per second, and the server's CPU per frame.
+        target/release/loadgen "${run[@]}" --server-pid "$server" >"$tmp/load.json"
+        # 2. System calls, counted from the first connection to the last
+        #    reply: the window, with no warm-up and a short drain, so that
+        #    (almost) every frame counted is in the report's count.
+        perf stat -x, -e "$events" -p "$server" -o "$tmp/stat.csv" -- \
+            target/release/loadgen "${run[@]}" --warmup 0 --drain 0.2 >"$tmp/stat.json" || true
+        # 3. Call stacks, the same way.
+        perf record -q -e cpu-clock -F 4000 -g -p "$server" -o "$tmp/perf.data" -- \
+            target/release/loadgen "${run[@]}" --warmup 0 --drain 0.2 >/dev/null 2>&1 || true
         kill -INT "$server"
         wait "$server" || true
         server=""
         perf script -i "$tmp/perf.data" -F ip,sym,dso 2>/dev/null >"$tmp/stacks.txt"
-        cpu_ns=$(((cpu_after - cpu_before) * 1000000000 / $(getconf CLK_TCK)))
-        python3 - "$name" "$load" "$tmp/load.json" "$tmp/stat.csv" "$tmp/stacks.txt" "$cpu_ns" <<'EOF'
+        python3 - "$name" "$conns $depth" "$tmp/load.json" "$tmp/stat.json" "$tmp/stat.csv" "$tmp/stacks.txt" <<'EOF'
 import collections, json, sys
 
-name, load, load_json, stat_csv, stacks, cpu_ns = sys.argv[1:]
+name, load, load_json, stat_json, stat_csv, stacks = sys.argv[1:]
 report = json.load(open(load_json))
 fps = report["frames_per_sec"]
+ns_per_frame = report["server_cpu"] * report["secs"] * 1e9 / report["frames"]
+frames = json.load(open(stat_json))["frames"]
 counts = {}
 for line in open(stat_csv):
     fields = line.strip().split(",")
@@ -84,9 +80,6 @@ for line in open(stat_csv):
             counts[fields[2]] = float(fields[0])
         except ValueError:
             pass
-window = 3.0
-frames = fps * window
-ns_per_frame = int(cpu_ns) / frames
 conns, depth = load.split()
 print()
 print(f"## {name}, {conns} connections x {depth} in flight x 64 B: "

@@ -62,8 +62,9 @@ enum Op {
 
 /// Memory per connection: this struct plus, while bytes are in them, a read
 /// and a write buffer of 16 to 256 KiB each (see `buffer.rs`), as in
-/// chapter 9. Receives borrow the kernel's buffers (`bufring.rs`), so a
-/// quiet connection holds no buffer, although a receive is always waiting.
+/// chapter 9. A receive takes one of the ring's buffers (`bufring.rs`) only
+/// when bytes arrive, so a quiet connection holds none, though a receive
+/// always waits for it.
 struct Conn {
     fd: OwnedFd,
     state: State,
@@ -318,10 +319,12 @@ fn serve() -> Result<()> {
     let mut completions: Vec<cqueue::Entry> = Vec::with_capacity(CQ_ENTRIES as usize);
     // Set when a stop signal arrives: the moment we give up on stragglers.
     let mut deadline: Option<Instant> = None;
-    'event_loop: loop {
+    let outcome = 'event_loop: loop {
         // The one system call of the turn: every operation queued since the
         // last one goes in, and we wait for at least one completion.
-        queue.submit_and_wait(&mut ring, deadline)?;
+        if let Err(e) = queue.submit_and_wait(&mut ring, deadline) {
+            break Err(e);
+        }
         completions.extend(ring.completion());
         let mut stop_requested = false;
         for cqe in completions.drain(..) {
@@ -343,10 +346,8 @@ fn serve() -> Result<()> {
                     resume(&mut queue, &mut conns, key);
                 }
                 Some(Token::Accept) => {
-                    let rearm = accepted(result, &mut queue, &mut conns, listener.as_ref());
-                    if rearm && !cqueue::more(cqe.flags()) {
-                        queue.push(accept_all(listener.as_ref().unwrap()));
-                    }
+                    let more = cqueue::more(cqe.flags());
+                    accepted(result, more, &mut queue, &mut conns, listener.as_ref());
                 }
                 Some(Token::Listener) => {
                     if let Some(listener) = &listener {
@@ -354,11 +355,11 @@ fn serve() -> Result<()> {
                     }
                 }
                 Some(Token::Stop) => match stop.read_signal() {
-                    Ok(Some(_)) if deadline.is_some() => break 'event_loop,
+                    Ok(Some(_)) if deadline.is_some() => break 'event_loop Ok(()),
                     Ok(Some(_)) => stop_requested = true,
                     // A spurious wakeup: nothing was pending after all.
                     Ok(None) => queue.push(wait_for_signal(&stop)),
-                    Err(e) => return Err(e).context("signalfd"),
+                    Err(e) => break 'event_loop Err(e).context("signalfd"),
                 },
                 Some(Token::Cancel) => {}
                 None => error!("a completion we never asked for: {cqe:?}"),
@@ -373,10 +374,10 @@ fn serve() -> Result<()> {
         }
         if let Some(deadline) = deadline {
             if conns.len == 0 || Instant::now() >= deadline {
-                break;
+                break Ok(());
             }
         }
-    }
+    };
     // ANCHOR_END: event_loop
     if conns.len > 0 {
         info!(
@@ -384,8 +385,9 @@ fn serve() -> Result<()> {
             count(conns.len, "connection")
         );
     }
+    // Whatever ended the loop, an error included.
     cancel_everything(&ring, conns);
-    Ok(())
+    outcome
 }
 
 // ANCHOR: queue
@@ -667,20 +669,21 @@ fn finish_if_no_more_requests(conn: &mut Conn) {
 // ANCHOR_END: close
 
 // ANCHOR: accept
-/// A completion of the multishot accept: a new connection, or why none.
-/// Returns false if the accept must not be submitted again now.
+/// A completion of the multishot accept: a new connection, or why none;
+/// `more` if the accept stays armed.
 fn accepted(
     result: Result<u32, Errno>,
+    more: bool,
     queue: &mut Queue,
     conns: &mut Connections,
     listener: Option<&TcpListener>,
-) -> bool {
+) {
     // SAFETY: the kernel just installed this descriptor for us, as accept4
     // would have; nothing else owns it.
     let result = result.map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) });
     let Some(listener) = listener else {
         // Stopping: a connection that beat the cancellation is closed.
-        return false;
+        return;
     };
     match result.map_err(AcceptError::from) {
         Ok(fd) => add_conn(fd, queue, conns),
@@ -692,17 +695,20 @@ fn accepted(
         // someone waits, and `accept_waiting` serves or turns them away.
         Err(AcceptError::NoFds(_)) => {
             queue.push(wait_for_client(listener));
-            return false;
+            return;
         }
         // The others wait: the accept is submitted again with this turn.
         Err(e @ AcceptError::NoMemory(_)) => warn!("accept: {e}"),
         Err(e @ AcceptError::Fatal(_)) => {
             error!("accept: {e}");
             queue.push(wait_for_client(listener));
-            return false;
+            return;
         }
     }
-    true
+    // Any error ends a multishot accept; so may a full completion queue.
+    if !more {
+        queue.push(accept_all(listener));
+    }
 }
 
 /// Sets up a new connection and submits its first receive.
