@@ -66,7 +66,10 @@ for round in $(seq "$rounds"); do
             if ! json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" \
                 --conns "$conns" --depth "$depth" --size "$size" --secs "$secs" \
                 --warmup 0.3 --drain 0.3 --json --server-pid "$(cat "$tmp/$name.pid")"); then
-                echo "# $round ${conns}x${depth}x$size $name FAILED: ${json:0:200}"
+                why=$(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+print(", ".join(f"{k} {r[k]}" for k in ("stalled", "connect_failed", "closed", "lost", "mismatches", "first_error") if r[k]))' "$json" 2>/dev/null || echo "no report")
+                echo "# $round ${conns}x${depth}x$size $name FAILED: $why"
                 continue
             fi
             python3 -c '
