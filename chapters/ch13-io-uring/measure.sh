@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Server CPU per echoed frame, and throughput, of ch13 (and of ch13 with its
+# ring set up without DEFER_TASKRUN) against ch09 and tokio (current-thread),
+# measured in one run with the servers alternating, as ratios to ch09: on a
+# shared machine the absolute numbers drift from run to run, but servers
+# measured side by side drift together.
+#
+# For each round and each load, every server is loaded in turn by the
+# verifying load generator, which reads the server's utime+stime from
+# /proc/PID/stat around its window (--server-pid). The order of the
+# servers rotates from round to round. A window that fails (a server that
+# died, a load generator that could not connect) is reported and left out.
+#
+# Usage: bash chapters/ch13-io-uring/measure.sh [ROUNDS]   (default 3; SECS=3 per window)
+# Prints one line per window, then, for each load, the ratios to ch09 of
+# the same round: their median, mean and range (min..max). Short windows
+# and many rounds resolve more than long windows and few: a neighbour's
+# burst of work then falls on both sides of a ratio more often.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}
+secs=${SECS:-3}
+loads=("100 16 64" "100 1 64")
+names=(ch09 ch13 ch13-no-defer tokio-ct)
+declare -A command=(
+    [ch09]="target/release/ch09"
+    [ch13]="target/release/ch13"
+    [ch13-no-defer]="target/release/ch13 --no-defer-taskrun"
+    [tokio-ct]="target/release/tokio-echo --runtime current-thread"
+)
+
+cargo build --release --quiet -p ch09 -p ch13 -p loadgen -p tokio-echo
+tmp=$(mktemp -d)
+cleanup() {
+    for name in "${names[@]}"; do
+        [ -f "$tmp/$name.pid" ] && kill "$(cat "$tmp/$name.pid")" 2>/dev/null
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Starts a server, or starts it again if it has exited.
+start() {
+    local name=$1
+    if [ -f "$tmp/$name.pid" ] && kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null; then
+        return
+    fi
+    ${command[$name]} --addr 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    echo $! >"$tmp/$name.pid"
+    for _ in $(seq 100); do
+        grep -q '^listening on' "$tmp/$name.out" 2>/dev/null && break
+        sleep 0.05
+    done
+    sed -n 's/^listening on //p' "$tmp/$name.out" >"$tmp/$name.addr"
+    [ -s "$tmp/$name.addr" ] || { echo "measure: $name did not start" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+}
+
+echo "# SECS=$secs bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, Linux $(uname -r))"
+echo "# round load server frames/s server-ns/frame"
+for round in $(seq "$rounds"); do
+    for load in "${loads[@]}"; do
+        read -r conns depth size <<<"$load"
+        for i in "${!names[@]}"; do
+            name=${names[$(((i + round) % ${#names[@]}))]}
+            start "$name"
+            if ! json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" \
+                --conns "$conns" --depth "$depth" --size "$size" --secs "$secs" \
+                --warmup 0.3 --drain 0.3 --json --server-pid "$(cat "$tmp/$name.pid")"); then
+                why=$(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+print(", ".join(f"{k} {r[k]}" for k in ("stalled", "connect_failed", "closed", "lost", "mismatches", "first_error") if r[k]))' "$json" 2>/dev/null || echo "no report")
+                echo "# $round ${conns}x${depth}x$size $name FAILED: $why"
+                continue
+            fi
+            python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+ns = r["server_cpu"] * r["secs"] * 1e9 / r["frames"]
+load = "%dx%dx%d" % (r["conns"], r["depth"], r["size"])
+print(sys.argv[2], load, sys.argv[3], round(r["frames_per_sec"]), round(ns))
+' "$json" "$round" "$name"
+        done
+    done
+done | tee "$tmp/runs.txt"
+
+python3 - "$tmp/runs.txt" <<'EOF'
+import collections, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    if line.startswith("#"):
+        continue
+    round_, load, server, fps, ns = line.split()
+    runs[(load, round_)][server] = (float(fps), float(ns))
+print("# ratios to ch09 in the same round: CPU per frame (lower is better), throughput (higher is better)")
+loads = sorted({load for load, _ in runs}, key=lambda l: -int(l.split("x")[1]))
+def spread(xs):
+    xs = sorted(xs)
+    median = (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+    return f"median {median:.2f}, mean {sum(xs) / len(xs):.2f} ({xs[0]:.2f}..{xs[-1]:.2f})"
+for load in loads:
+    for server in ("ch13", "ch13-no-defer", "tokio-ct"):
+        pairs = [r for (l, _), r in sorted(runs.items()) if l == load and server in r and "ch09" in r]
+        if not pairs:
+            continue
+        cpu = [r[server][1] / r["ch09"][1] for r in pairs]
+        fps = [r[server][0] / r["ch09"][0] for r in pairs]
+        print(f"{load} {server}/ch09 over {len(pairs)} rounds: CPU per frame {spread(cpu)}; "
+              f"throughput {spread(fps)}")
+EOF

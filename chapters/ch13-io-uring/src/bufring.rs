@@ -1,0 +1,124 @@
+//! A provided-buffer ring: receive buffers lent to the kernel in advance,
+//! which it takes one at a time, only when data arrives.
+//!
+//! A `recv` submitted with a buffer of its own holds that buffer for as long
+//! as it waits, and a quiet connection waits forever: ten thousand of them
+//! would pin ten thousand buffers. A `recv` that names a buffer *group*
+//! instead holds nothing; when bytes come, the kernel picks the next buffer
+//! from this ring, fills it, and says which one in the completion. We read
+//! the bytes and hand the buffer back, and the ring goes round.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::slice;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::{cqueue, IoUring};
+use nix::errno::Errno;
+
+// ANCHOR: bufring
+/// The ring: `count` descriptors (address, length, buffer id) that the
+/// kernel reads, and `count` buffers of `size` bytes each that it writes.
+///
+/// Both live as long as the process: the kernel may use them until the
+/// io_uring instance is torn down, which closing its descriptor only starts.
+/// Memory that is never freed can never be written after it is freed.
+pub struct BufRing {
+    entries: *mut BufRingEntry,
+    buffers: *mut u8,
+    count: u16,
+    size: u32,
+    /// The next free descriptor: ours to fill, the kernel's once published.
+    tail: u16,
+}
+
+impl BufRing {
+    /// Allocates the ring and its buffers, registers them with `ring` as
+    /// buffer group `group`, and lends the kernel every buffer.
+    pub fn new(ring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two(), "the kernel wants 2^n entries");
+        // The kernel wants the descriptors page-aligned; they are 16 bytes each.
+        let layout = Layout::from_size_align(usize::from(count) * 16, 4096).unwrap();
+        // SAFETY: the layout has a non-zero size. Zeroed memory is a valid
+        // ring: every descriptor empty, the tail 0.
+        let entries = unsafe { alloc::alloc_zeroed(layout) }.cast::<BufRingEntry>();
+        if entries.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        // Zeroed pages from the allocator are mapped lazily: a buffer costs
+        // memory only once the kernel has written into it.
+        let buffers = vec![0u8; usize::from(count) * size as usize].leak();
+        let mut bufring = BufRing {
+            entries,
+            buffers: buffers.as_mut_ptr(),
+            count,
+            size,
+            tail: 0,
+        };
+        // SAFETY: `entries` points to `count` descriptors, page-aligned, that
+        // live for the rest of the process (never freed, see above).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
+        }
+        for id in 0..count {
+            bufring.give_back(id);
+        }
+        Ok(bufring)
+    }
+
+    /// Lets `f` see what a receive brought, from its completion's result
+    /// and flags: bytes in the buffer the flags name, EOF (no bytes), or an
+    /// error. Then lends that buffer to the kernel again.
+    pub fn read<R>(
+        &mut self,
+        result: Result<u32, Errno>,
+        flags: u32,
+        f: impl FnOnce(Result<&[u8], Errno>) -> R,
+    ) -> R {
+        let Some(id) = cqueue::buffer_select(flags) else {
+            return f(result.map(|_| &[][..]));
+        };
+        assert!(id < self.count, "the kernel names a buffer we never lent");
+        let len = result.map_or(0, |n| n as usize).min(self.size as usize);
+        // SAFETY: buffer `id` is `size` bytes inside `buffers`, which lives
+        // for ever. The completion that named it took it out of the ring:
+        // the kernel writes into it no more until we give it back below.
+        let bytes = unsafe { slice::from_raw_parts(self.buffer(id), len) };
+        let seen = f(result.map(|_| bytes));
+        self.give_back(id);
+        seen
+    }
+
+    /// Gives back the buffer a completion's flags name, if any, unread.
+    pub fn discard(&mut self, flags: u32) {
+        if let Some(id) = cqueue::buffer_select(flags) {
+            self.give_back(id);
+        }
+    }
+
+    fn buffer(&self, id: u16) -> *mut u8 {
+        // SAFETY: id < count, so the offset stays inside `buffers`.
+        unsafe { self.buffers.add(usize::from(id) * self.size as usize) }
+    }
+
+    /// Writes buffer `id` into the next free descriptor and publishes it.
+    fn give_back(&mut self, id: u16) {
+        let slot = usize::from(self.tail & (self.count - 1));
+        // SAFETY: the slot is one of our `count` descriptors, and it is free:
+        // the kernel consumes descriptors in order and we never hand out
+        // more than `count` buffers, so it has moved past this one.
+        let entry = unsafe { &mut *self.entries.add(slot) };
+        entry.set_addr(self.buffer(id) as u64);
+        entry.set_len(self.size);
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail is a u16 inside the first descriptor, which lives
+        // for ever; the kernel only reads it. The release store makes the
+        // descriptor written above visible before the new tail is.
+        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries).cast_mut()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+// ANCHOR_END: bufring
