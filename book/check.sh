@@ -11,9 +11,10 @@
 #      the chapter before (or the one book/predecessors.sh names); a diff
 #      longer than 150 lines is shown folded, inside <details>; no generated
 #      diff carries an `// ANCHOR:` marker line;
-#   2b. code that says "Identical in chapters A to B" is: the anchored region
-#      (or, said in a file's opening comment, the whole file) must be the same
-#      in every chapter from A to B, so copies meant to stay equal cannot drift;
+#   2b. code that says "Identical in chapters A to B" (or "A to B and C") is:
+#      the anchored region (or, said in a file's opening comment, the whole
+#      file) must be the same in every chapter from A to B (and C), so copies
+#      meant to stay equal cannot drift;
 #   3. mdBook reports any error or warning while building;
 #   4. a link or image in the built HTML points at a page, file or #fragment
 #      that does not exist.
@@ -149,15 +150,15 @@ copies=0
 while IFS=: read -r file line _; do
     rel=${file#chapters/*/}
     text=$(sed -n "${line}p" "$file")
-    [[ $text =~ Identical\ in\ chapters\ ([0-9]+)\ to\ ([0-9]+) ]] || continue
-    first=${BASH_REMATCH[1]} last=${BASH_REMATCH[2]}
+    [[ $text =~ Identical\ in\ chapters\ ([0-9]+)\ to\ ([0-9]+)(\ and\ ([0-9]+))? ]] || continue
+    first=${BASH_REMATCH[1]} last=${BASH_REMATCH[2]} also=${BASH_REMATCH[4]}
     # The anchor whose region holds this line, if any.
     anchor=$(awk -v at="$line" '
         NR >= at { exit }
         /\/\/ ANCHOR: / { sub(/.*\/\/ ANCHOR: /, ""); open[$0] = 1; last = $0 }
         /\/\/ ANCHOR_END: / { sub(/.*\/\/ ANCHOR_END: /, ""); delete open[$0]; if ($0 == last) last = "" }
         END { print last }' "$file")
-    for n in $(seq "$first" "$last"); do
+    for n in $(seq "$first" "$last") $also; do
         other=$(printf 'chapters/ch%02d-*/%s' "$n" "$rel")
         # shellcheck disable=SC2086
         other=$(echo $other)

@@ -411,7 +411,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
-// Identical in chapters 8 to 11 (book/check.sh checks it).
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Appends the reply to every whole frame in the read buffer to the write
 /// buffer, while it has room: many replies, to go out in one send.
 fn try_requests(conn: &mut Conn, pool: &mut Pool) {

@@ -2,7 +2,7 @@
 //! more bytes in flight than they hold, up to a cap, and give their memory
 //! back whenever they are empty.
 //!
-//! Identical in chapters 8 to 11 (book/check.sh checks it).
+//! Identical in chapters 8 to 14 (book/check.sh checks it).
 
 use std::mem;
 

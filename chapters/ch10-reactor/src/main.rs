@@ -371,7 +371,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-// Identical in chapters 9 to 11 (book/check.sh checks it).
+// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -424,7 +424,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
-// Identical in chapters 8 to 11 (book/check.sh checks it).
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Appends the reply to every whole frame in the read buffer to the write
 /// buffer, while it has room: many replies, to go out in one send.
 fn try_requests(conn: &mut Conn, pool: &mut Pool) {
@@ -508,7 +508,7 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: write
 
 // ANCHOR: close
-// Identical in chapters 9 to 11 (book/check.sh checks it).
+// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.
