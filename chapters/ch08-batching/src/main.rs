@@ -328,16 +328,7 @@ fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) {
 fn connection_io(conn: &mut Conn, pool: &mut Pool) {
     match conn.state {
         State::Reading => state_reading(conn, pool),
-        State::Writing => {
-            state_writing(conn);
-            // Replies sent: answer the frames that waited for room in the
-            // write buffer before waiting for more input. The client may be
-            // waiting for exactly those replies and send nothing more until
-            // it gets them.
-            if conn.state == State::Reading {
-                answer_requests(conn, pool);
-            }
-        }
+        State::Writing => state_writing(conn),
         State::Closing => close_gracefully(conn, pool),
         State::Done => {}
     }
@@ -411,51 +402,54 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
-// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
-/// Appends the reply to every whole frame in the read buffer to the write
-/// buffer, while it has room: many replies, to go out in one send.
-fn try_requests(conn: &mut Conn, pool: &mut Pool) {
+// Identical in chapters 8 to 10 and 14 (book/check.sh checks it).
+/// The bytes of the whole frames at the front of the read buffer. A frame
+/// that announces too much ends the requests: the frames before it are
+/// answered; it, and whatever follows it, are dropped.
+fn whole_frames(conn: &mut Conn) -> usize {
+    let mut whole = 0;
     loop {
-        let len = match parse_frame(conn.incoming.data()) {
-            Parse::Incomplete => return,
+        match parse_frame(&conn.incoming.data()[whole..]) {
+            Parse::Frame { len } => whole += len,
+            Parse::Incomplete => return whole,
             Parse::TooLong { announced } => {
                 let fd = conn.fd.as_raw_fd();
                 debug!("fd {fd}: frame of {announced} bytes is too long: closing");
-                // Every frame before it is answered; nothing after it can be.
-                conn.incoming.clear();
+                conn.incoming.truncate(whole);
                 conn.read_limit = Some(0);
-                return;
+                return whole;
             }
-            Parse::Frame { len } => len,
-        };
-        // The echo reply is the request frame itself.
-        if !conn.outgoing.append(&conn.incoming.data()[..len], pool) {
-            // Full: the rest waits until the replies drain (backpressure).
-            return;
         }
-        // Step past the frame; the bytes move only at the next read, if at all.
-        conn.incoming.consume(len);
     }
 }
 
-/// Answers the whole frames in the read buffer and sends the replies, as
-/// long as the socket takes them. Ends `Reading` with everything answered
-/// and sent, or `Writing` with replies waiting for room in the socket.
+/// Answers every whole frame in the read buffer, all with one `send`. The
+/// reply to a frame is the frame itself, so the replies go out straight
+/// from the read buffer; only what the socket does not take is copied to
+/// the write buffer, to wait there for room (`Writing`).
 fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
-    loop {
-        try_requests(conn, pool);
-        if conn.outgoing.is_empty() {
-            return;
-        }
-        conn.state = State::Writing;
-        // Send now rather than wait to be told the socket is writable: it
-        // usually is, and this saves a trip around the loop.
-        state_writing(conn);
-        if conn.state != State::Reading {
-            return;
-        }
-        // All sent: the frames a full write buffer held back come next.
+    let whole = whole_frames(conn);
+    if whole == 0 {
+        return;
     }
+    let replies = &conn.incoming.data()[..whole];
+    // MSG_NOSIGNAL: see `try_flush_buffer`.
+    let sent = match retry_eintr(|| send(conn.fd.as_raw_fd(), replies, MsgFlags::MSG_NOSIGNAL)) {
+        Ok(n) => n,
+        Err(Errno::EAGAIN) => 0,
+        Err(e) => {
+            debug!("fd {}: send: {e}", conn.fd.as_raw_fd());
+            conn.state = State::Done;
+            return;
+        }
+    };
+    if sent < whole {
+        // It fits: the write buffer may hold as much as the read buffer.
+        let copied = conn.outgoing.append(&conn.incoming.data()[sent..whole], pool);
+        debug_assert!(copied);
+        conn.state = State::Writing;
+    }
+    conn.incoming.consume(whole);
 }
 // ANCHOR_END: parse
 

@@ -66,6 +66,11 @@ impl Buf {
         (self.start, self.end) = (0, 0);
     }
 
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.end = self.end.min(self.start + len);
+    }
+
     /// Appends `bytes`, growing the buffer if need be. Returns false,
     /// appending nothing, if they would take it over [`MAX_CAPACITY`].
     pub fn append(&mut self, bytes: &[u8], pool: &mut Pool) -> bool {
@@ -238,6 +243,18 @@ mod tests {
             MAX_CAPACITY,
             "the grown one comes back big"
         );
+    }
+
+    #[test]
+    fn truncating_keeps_the_front() {
+        let mut pool = Pool::default();
+        let mut buf = Buf::default();
+        assert!(buf.append(b"abcdef", &mut pool));
+        buf.consume(1);
+        buf.truncate(3);
+        assert_eq!(buf.data(), b"bcd");
+        buf.truncate(10);
+        assert_eq!(buf.data(), b"bcd", "never longer than it was");
     }
 
     #[test]

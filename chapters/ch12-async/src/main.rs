@@ -365,43 +365,57 @@ impl Conn {
     // ANCHOR_END: read
 
     // ANCHOR: answer
-    /// Appends the reply to every whole frame in the read buffer to the
-    /// write buffer, while it has room: many replies, to go out in one send.
-    fn try_requests(&mut self) {
-        let pool = &mut self.shared.pool.borrow_mut();
+    /// The bytes of the whole frames at the front of the read buffer. A
+    /// frame that announces too much ends the requests: the frames before it
+    /// are answered; it, and whatever follows it, are dropped.
+    fn whole_frames(&mut self) -> usize {
+        let mut whole = 0;
         loop {
-            let len = match parse_frame(self.incoming.data()) {
-                Parse::Incomplete => return,
+            match parse_frame(&self.incoming.data()[whole..]) {
+                Parse::Frame { len } => whole += len,
+                Parse::Incomplete => return whole,
                 Parse::TooLong { announced } => {
                     let fd = self.fd();
                     debug!("fd {fd}: frame of {announced} bytes is too long: closing");
-                    // Every frame before it is answered; nothing after it can be.
-                    self.incoming.clear();
+                    self.incoming.truncate(whole);
                     self.read_limit = Some(0);
-                    return;
+                    return whole;
                 }
-                Parse::Frame { len } => len,
-            };
-            // The echo reply is the request frame itself.
-            if !self.outgoing.append(&self.incoming.data()[..len], pool) {
-                // Full: the rest waits until the replies drain (backpressure).
-                return;
             }
-            self.incoming.consume(len);
         }
     }
 
-    /// Answers the whole frames in the read buffer and sends the replies.
-    /// While replies wait for room in the socket, nothing is read:
+    /// Answers every whole frame in the read buffer, all with one send,
+    /// straight from the read buffer (the reply to a frame is the frame
+    /// itself); what the socket does not take is copied to the write buffer
+    /// and sent when there is room. Until then nothing is read:
     /// backpressure, as in chapter 9, now simply because the task is here.
     async fn answer_requests(&mut self) -> Result<(), Done> {
-        loop {
-            self.try_requests();
-            if self.outgoing.is_empty() {
-                return Ok(());
-            }
-            self.send_replies().await?;
+        let whole = self.whole_frames();
+        if whole == 0 {
+            return Ok(());
         }
+        let sent = match self.stream.try_write(&self.incoming.data()[..whole]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                // EPIPE or ECONNRESET: the peer is gone, which is its right.
+                debug!("fd {}: send: {e}", self.fd());
+                return Err(Done);
+            }
+        };
+        if sent > 0 {
+            // Activity is a reply going out, as in chapter 11.
+            self.idle.reset(Instant::now() + self.shared.idle_timeout);
+        }
+        if sent < whole {
+            // It fits: the write buffer may hold as much as the read buffer.
+            let pool = &mut self.shared.pool.borrow_mut();
+            let copied = self.outgoing.append(&self.incoming.data()[sent..whole], pool);
+            debug_assert!(copied);
+        }
+        self.incoming.consume(whole);
+        self.send_replies().await
     }
 
     /// Sends the write buffer, all in one call if the socket takes it.
