@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Options, Target};
+use crate::harness::{frame, Target};
 
 /// Bytes the client has sent that the server's kernel has not yet
 /// acknowledged (`SIOCOUTQ`): once 0, the server has received them all.
@@ -121,12 +121,10 @@ pub fn stop_after_a_flood_ends_with_eof_not_reset(target: &Target) {
 
 // ANCHOR: stop_deadline
 /// A client that neither reads nor hangs up cannot hold the server past
-/// its grace period (`--grace-ms 300` here).
+/// its grace period (the default, one second: the case passes no option,
+/// so it applies to any server).
 pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
-    let mut server = target.start_with(Options {
-        args: &["--grace-ms", "300"],
-        ..Options::default()
-    });
+    let mut server = target.start();
     let mut client = server.connect();
     client.stream.set_nonblocking(true).unwrap();
     let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();
@@ -144,12 +142,13 @@ pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
     let took = stop.elapsed();
     assert!(status.success(), "the server exited with {status}");
     assert!(
-        took >= Duration::from_millis(250),
-        "the server gave up on a client with replies pending after only {took:?}"
+        took >= Duration::from_millis(500),
+        "the server gave up on a client with replies pending after only {took:?}, \
+         not a grace period of a second"
     );
     assert!(
-        took < Duration::from_millis(1500),
-        "a client that never reads kept the server {took:?} past a 300 ms grace period"
+        took < Duration::from_millis(2500),
+        "a client that never reads kept the server {took:?} past a grace period of a second"
     );
     drop(client);
 }
@@ -159,10 +158,7 @@ pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
 /// An idle client sees EOF as soon as the server stops; once it hangs up,
 /// the server exits at once, without waiting for the grace period.
 pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(target: &Target) {
-    let mut server = target.start_with(Options {
-        args: &["--grace-ms", "10000"],
-        ..Options::default()
-    });
+    let mut server = target.start();
     let mut client = server.connect();
     client.assert_echo(b"then nothing");
     let stop = Instant::now();
@@ -178,8 +174,9 @@ pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(target: &Target)
     assert!(status.success(), "the server exited with {status}");
     let took = stop.elapsed();
     assert!(
-        took < Duration::from_secs(2),
-        "the server took {took:?} to exit after its last client left"
+        took < Duration::from_millis(700),
+        "the server took {took:?} to exit after its last client left: it waited \
+         for its grace period (a second) instead of noticing"
     );
 }
 // ANCHOR_END: stop_idle
@@ -199,11 +196,9 @@ pub fn help_shows_the_grace_period(target: &Target) {
 /// A second signal ends the grace period at once: the operator who presses
 /// Ctrl-C twice means it.
 pub fn second_signal_stops_at_once(target: &Target) {
-    let mut server = target.start_with(Options {
-        args: &["--grace-ms", "20000"],
-        ..Options::default()
-    });
-    // An idle client that never hangs up would hold the stop for 20 s.
+    let mut server = target.start();
+    // An idle client that never hangs up holds the stop for the grace
+    // period, a second.
     let mut client = server.connect();
     client.assert_echo(b"holding on");
     server.signal(libc::SIGINT);
@@ -212,9 +207,16 @@ pub fn second_signal_stops_at_once(target: &Target) {
         matches!(client.stream.read(&mut byte), Ok(0)),
         "the client should read EOF at the stop"
     );
+    let second = Instant::now();
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(3));
     assert!(status.success(), "the server exited with {status}");
+    let took = second.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "after a second signal the server took {took:?} to exit: it waited for its \
+         grace period instead"
+    );
     drop(client);
 }
 // ANCHOR_END: stop_twice

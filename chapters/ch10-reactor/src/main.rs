@@ -462,7 +462,9 @@ fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
     };
     if sent < whole {
         // It fits: the write buffer may hold as much as the read buffer.
-        let copied = conn.outgoing.append(&conn.incoming.data()[sent..whole], pool);
+        let copied = conn
+            .outgoing
+            .append(&conn.incoming.data()[sent..whole], pool);
         debug_assert!(copied);
         conn.state = State::Writing;
     }

@@ -411,7 +411,9 @@ impl Conn {
         if sent < whole {
             // It fits: the write buffer may hold as much as the read buffer.
             let pool = &mut self.shared.pool.borrow_mut();
-            let copied = self.outgoing.append(&self.incoming.data()[sent..whole], pool);
+            let copied = self
+                .outgoing
+                .append(&self.incoming.data()[sent..whole], pool);
             debug_assert!(copied);
         }
         self.incoming.consume(whole);
