@@ -62,7 +62,7 @@ book:
 # Build the book, then serve it on http://localhost:3000 (rerun to regenerate the diffs).
 [continue]
 serve-book: book
-    @mdbook serve book || [ $? -eq 130 ]
+    @trap : INT; mdbook serve book || [ $? -eq 130 ]
 
 # Check the book without keeping a build: missing includes or anchors, broken links.
 book-check:

@@ -34,4 +34,21 @@ if [ "$status" -ne 0 ] || grep -q '^error' "$out"; then
 fi
 
 just diff ch06 ch07 | grep -q '^diff --git'
-echo "justfile: ok (run, client, Ctrl-C, diff)"
+
+# `just serve-book` too ends with status 0 on Ctrl-C.
+setsid just serve-book >"$out" 2>&1 &
+session=$!
+for _ in $(seq 1800); do
+    grep -q 'Serving on' "$out" && break
+    sleep 0.1
+done
+grep -q 'Serving on' "$out" || { cat "$out"; echo "just serve-book did not serve" >&2; exit 1; }
+kill -INT -- "-$session"
+status=0
+wait "$session" || status=$?
+if [ "$status" -ne 0 ] || grep -q '^error' "$out"; then
+    cat "$out"
+    echo "Ctrl-C on just serve-book: status $status (want 0, and no error line)" >&2
+    exit 1
+fi
+echo "justfile: ok (run, client, Ctrl-C, diff, serve-book)"
