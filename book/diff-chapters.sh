@@ -25,6 +25,15 @@ trap 'rm -rf "$tmp"' EXIT
 for dir in "$from" "$to"; do
     mkdir -p "$tmp/$dir"
     cp -R "$dir/src" "$tmp/$dir/"
+    # A module included from another chapter's file (`#[path = "FILE"]` on
+    # the line before `mod NAME;` in main.rs) is copied in as src/NAME.rs:
+    # the diff shows the code a chapter uses, wherever the file lives.
+    while read -r file name; do
+        cp "$dir/src/$file" "$tmp/$dir/src/$name.rs"
+    done < <(awk '
+        /^#\[path = "[^"]+"\]$/ { split($0, quoted, "\""); file = quoted[2]; next }
+        file != "" && match($0, /^mod [a-z0-9_]+;/) { print file, substr($0, 5, RLENGTH - 5) }
+        { file = "" }' "$dir/src/main.rs")
     find "$tmp/$dir" -name '*.rs' -exec sed -i -E '/^[[:space:]]*\/\/ ANCHOR(_END)?: /d' {} +
 done
 printf '*/main.rs\n*\n' >"$tmp/order"

@@ -2,7 +2,8 @@
 //! more bytes in flight than they hold, up to a cap, and give their memory
 //! back whenever they are empty.
 //!
-//! Identical in chapters 8 to 14 (book/check.sh checks it).
+//! Chapters 9 to 14 use this file as it is: each includes it from here
+//! (`#[path]`), so there is one copy to read and to fix.
 
 use std::mem;
 

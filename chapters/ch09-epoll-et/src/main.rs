@@ -8,7 +8,8 @@
 //! until `EAGAIN`, and one that stops early for fairness's sake must be
 //! remembered too: no edge will come for the input it left.
 
-mod buffer;
+#[path = "../../ch08-batching/src/buffer.rs"]
+mod buffer; // chapter 8's buffers and pool, the same file
 
 use std::fs::File;
 use std::mem;
@@ -24,6 +25,7 @@ use common::frame::{parse_frame, Parse};
 use common::log::count;
 use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
+use common::time::time_left;
 use common::{debug, error, info, warn};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -246,7 +248,7 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
-// Identical in chapters 7 to 9 (book/check.sh checks it).
+// Identical in chapters 6 to 9 (book/check.sh checks it).
 /// Reads the pending stop signal. Returns true if one had already asked us
 /// to stop: a second Ctrl-C stops at once.
 fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
@@ -259,16 +261,6 @@ fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
             true
         }
     }
-}
-
-/// How long `epoll_wait` may wait: for ever, until a stop sets a deadline.
-fn time_left(deadline: Option<Instant>) -> EpollTimeout {
-    let Some(deadline) = deadline else {
-        return EpollTimeout::NONE;
-    };
-    // Rounded up: waking a little early would only make us wait again.
-    let left = deadline.saturating_duration_since(Instant::now());
-    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
 }
 
 /// A stop answers what the client had sent when the signal came, and no

@@ -6,7 +6,8 @@
 //! names. The server becomes three handlers (a listener, a connection, a
 //! stop signal), and its behaviour is chapter 9's, guarantee for guarantee.
 
-mod buffer;
+#[path = "../../ch08-batching/src/buffer.rs"]
+mod buffer; // chapter 8's buffers and pool, the same file
 mod reactor;
 
 use std::fs::File;

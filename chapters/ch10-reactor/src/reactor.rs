@@ -11,6 +11,7 @@ use std::ops::BitOr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+use common::time::time_left;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
@@ -381,16 +382,6 @@ impl<S> Reactor<S> {
         self.registry.slots[token.0] = Some(slot);
     }
     // ANCHOR_END: dispatch
-}
-
-/// How long `epoll_wait` may wait: for ever, until a stop sets a deadline.
-fn time_left(deadline: Option<Instant>) -> EpollTimeout {
-    let Some(deadline) = deadline else {
-        return EpollTimeout::NONE;
-    };
-    // Rounded up: waking a little early would only make us wait again.
-    let left = deadline.saturating_duration_since(Instant::now());
-    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::ops::BitOr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+use common::time::time_left;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
@@ -428,10 +429,9 @@ impl<S> Reactor<S> {
     // ANCHOR: timeout
     /// How long `epoll_wait` may sleep: until the oldest entry's idle
     /// deadline or the end of a stop's grace period, whichever is first,
-    /// rounded *up* to whole milliseconds. Rounded down, it would wake up to
-    /// a millisecond early, find nothing due, and wait 0 ms: a busy loop
-    /// until the deadline. `Instant` is CLOCK_MONOTONIC, the clock epoll
-    /// times its own waits with: setting the wall clock moves neither.
+    /// rounded *up* to whole milliseconds (`time_left`, in `common`).
+    /// Rounded down, it would wake up to a millisecond early, find nothing
+    /// due, and wait 0 ms: a busy loop until the deadline.
     fn timeout(&self, stop_deadline: Option<Instant>) -> EpollTimeout {
         // No sleeping while handlers wait for another turn: no event would
         // come to wake them.
@@ -441,13 +441,7 @@ impl<S> Reactor<S> {
         let oldest = self.registry.idle.oldest();
         // `None` too if the deadline is too far to represent: then it never comes.
         let idle_deadline = oldest.and_then(|t| t.checked_add(self.idle_timeout));
-        let Some(deadline) = idle_deadline.into_iter().chain(stop_deadline).min() else {
-            return EpollTimeout::NONE;
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = left.as_nanos().div_ceil(1_000_000);
-        // Past i32::MAX ms (24 days), wake up then and look again.
-        EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
+        time_left(idle_deadline.into_iter().chain(stop_deadline).min())
     }
     // ANCHOR_END: timeout
 

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use common::slab::{Key, Slab};
+
 use crate::reactor::{self, Reactor, Unpark};
-use crate::slab::{Key, Slab};
 use crate::time;
 
 // ANCHOR: waker

@@ -9,11 +9,11 @@
 //! that event, and an executor polls the tasks that are awake. That is the
 //! architecture of tokio, whose `listener.accept().await` the book began with.
 
-mod buffer; // chapter 9's, an identical copy
+#[path = "../../ch08-batching/src/buffer.rs"]
+mod buffer; // chapter 8's buffers and pool, the same file
 mod executor;
 mod net;
 mod reactor;
-mod slab;
 mod stop;
 mod time;
 

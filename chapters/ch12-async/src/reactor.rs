@@ -20,11 +20,11 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::executor;
-use crate::slab::{Key, Slab};
+use common::slab::{Key, Slab};
 
 /// A direction of readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ impl Reactor {
     /// Waits for events, at most `timeout` (`None`: for ever), and turns
     /// each into readiness and wakes.
     fn turn(&mut self, timeout: Option<Duration>) {
-        let n = match self.epoll.wait(&mut self.events, epoll_timeout(timeout)) {
+        let n = match self.epoll.wait(&mut self.events, common::time::timeout(timeout)) {
             Ok(n) => n,
             // With the stop signals blocked this is rare (a debugger, SIGSTOP).
             Err(Errno::EINTR) => 0,
@@ -224,18 +224,6 @@ impl Reactor {
     }
 }
 // ANCHOR_END: reactor
-
-/// `epoll_wait`'s timeout in whole milliseconds, rounded up: rounded down,
-/// it would wake up to a millisecond early, find no timer due, and wait 0
-/// ms: a busy loop until the deadline (chapter 11).
-fn epoll_timeout(timeout: Option<Duration>) -> EpollTimeout {
-    let Some(timeout) = timeout else {
-        return EpollTimeout::NONE;
-    };
-    let ms = timeout.as_nanos().div_ceil(1_000_000);
-    // Past i32::MAX ms (24 days), wake up then and look again.
-    EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
-}
 
 // ANCHOR: unpark
 /// Wakes the reactor out of `epoll_wait` from another thread: an eventfd

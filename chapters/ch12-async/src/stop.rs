@@ -7,7 +7,7 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::slab::{Key, Slab};
+use common::slab::{Key, Slab};
 
 // ANCHOR: stop
 /// The server's stop, as the connections see it.

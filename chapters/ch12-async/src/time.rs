@@ -9,7 +9,8 @@ use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::slab::{Key, Slab};
+use common::slab::{Key, Slab};
+
 
 // ANCHOR: timers
 /// The armed timers, and their deadlines in a min-heap.

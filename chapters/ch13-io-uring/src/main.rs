@@ -14,7 +14,8 @@ mod bufring;
 // Chapter 9's file, unchanged. Receiving into the ring's buffers, this
 // chapter only appends to a `Buf`, never reads into one.
 #[allow(dead_code)]
-mod buffer;
+#[path = "../../ch08-batching/src/buffer.rs"]
+mod buffer; // chapter 8's buffers and pool, the same file
 
 use std::fs::File;
 use std::net::TcpListener;

@@ -9,7 +9,8 @@
 //! the loops must still share is the port (`share.rs`: two ways, and a bad
 //! third) and the stop (`stop.rs`: one signal, read once, obeyed by all).
 
-mod buffer;
+#[path = "../../ch08-batching/src/buffer.rs"]
+mod buffer; // chapter 8's buffers and pool, the same file
 mod share;
 mod stop;
 
@@ -31,6 +32,7 @@ use common::frame::{parse_frame, Parse};
 use common::log::count;
 use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
+use common::time::time_left;
 use common::{debug, error, info, warn};
 use nix::errno::Errno;
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
@@ -490,17 +492,6 @@ impl Loop {
     // ANCHOR_END: event_loop
 }
 
-// ANCHOR: timeouts
-/// How long `epoll_wait` may wait: for ever, unless something is due.
-fn time_left(due: Option<Instant>) -> EpollTimeout {
-    let Some(due) = due else {
-        return EpollTimeout::NONE;
-    };
-    // Rounded up: waking a little early would only make us wait again.
-    let left = due.saturating_duration_since(Instant::now());
-    EpollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(EpollTimeout::MAX)
-}
-
 /// The sooner of two moments, either of which may not be set.
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
@@ -518,7 +509,6 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
-// ANCHOR_END: timeouts
 
 // ANCHOR: take_turn
 /// Lets a connection do what its readiness allows; then closes it, or queues
