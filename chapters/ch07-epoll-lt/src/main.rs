@@ -265,31 +265,39 @@ fn accept_new_conn(
     conns: &mut Connections,
     spare_fd: &mut Option<File>,
 ) {
-    match accept_nonblocking(listener) {
-        Ok(fd) => {
-            // We write each reply as soon as it is whole: see chapter 4.
-            if let Err(e) = net::set_nodelay(&fd) {
-                error!("setsockopt(TCP_NODELAY): {e}");
-            }
-            let event = EpollEvent::new(interest(State::Reading), token(&fd));
-            if let Err(e) = epoll.add(&fd, event) {
-                // Dropping `fd` closes the connection we cannot watch.
-                error!("epoll_ctl: {e}");
-                return;
-            }
-            let slot = fd.as_raw_fd() as usize;
-            if conns.len() <= slot {
-                conns.resize_with(slot + 1, || None);
-            }
-            conns[slot] = Some(Conn::new(fd));
-        }
+    let fd = match accept_nonblocking(listener) {
+        Ok(fd) => fd,
         // Nobody after all, or one client failed: the next wait tells.
-        Err(AcceptError::Empty | AcceptError::Retry(_)) => {}
-        Err(AcceptError::NoFds(_)) => turn_away_one(listener, spare_fd),
+        Err(AcceptError::Empty | AcceptError::Retry(_)) => return,
+        Err(AcceptError::NoFds(_)) => match accept_with_spare_fd(listener, spare_fd) {
+            Some(fd) => fd,
+            None => return,
+        },
         // The listener stays readable, so the next wait retries.
-        Err(e @ AcceptError::NoMemory(_)) => warn!("accept: {e}"),
-        Err(e @ AcceptError::Fatal(_)) => error!("accept: {e}"),
+        Err(e @ AcceptError::NoMemory(_)) => {
+            warn!("accept: {e}");
+            return;
+        }
+        Err(e @ AcceptError::Fatal(_)) => {
+            error!("accept: {e}");
+            return;
+        }
+    };
+    // We write each reply as soon as it is whole: see chapter 4.
+    if let Err(e) = net::set_nodelay(&fd) {
+        error!("setsockopt(TCP_NODELAY): {e}");
     }
+    let event = EpollEvent::new(interest(State::Reading), token(&fd));
+    if let Err(e) = epoll.add(&fd, event) {
+        // Dropping `fd` closes the connection we cannot watch.
+        error!("epoll_ctl: {e}");
+        return;
+    }
+    let slot = fd.as_raw_fd() as usize;
+    if conns.len() <= slot {
+        conns.resize_with(slot + 1, || None);
+    }
+    conns[slot] = Some(Conn::new(fd));
 }
 // ANCHOR_END: accept
 
@@ -297,15 +305,27 @@ fn accept_new_conn(
 // Identical in chapters 6 to 8 (book/check.sh checks it).
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog, so the listener stays readable and the loop would spin at 100%
-/// CPU. We keep one descriptor in reserve for this moment: give it up, accept
-/// the connection, close it at once (the client sees a clean close instead of
-/// waiting forever), and take the spare back.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) {
+/// CPU. We keep one descriptor in reserve for this moment, as chapter 5
+/// does: give it up, accept the client into the number it frees, and take
+/// the spare back. If the spare finds no room, the client is turned away,
+/// closed at once (it sees a clean close instead of waiting forever). If it
+/// does, the shortage was not ours alone (the system's table, ENFILE, where
+/// another process has made room since), and the client is served: the
+/// client to serve is what this returns.
+fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> Option<OwnedFd> {
     drop(spare_fd.take());
-    if accept_nonblocking(listener).is_ok() {
-        warn!("out of file descriptors: turned a connection away");
-    }
+    let accepted = accept_nonblocking(listener);
     *spare_fd = File::open("/dev/null").ok();
+    match accepted {
+        Ok(fd) if spare_fd.is_some() => Some(fd),
+        Ok(fd) => {
+            drop(fd);
+            warn!("out of file descriptors: turned a connection away");
+            *spare_fd = File::open("/dev/null").ok();
+            None
+        }
+        Err(_) => None,
+    }
 }
 // ANCHOR_END: emfile
 

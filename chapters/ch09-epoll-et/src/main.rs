@@ -169,14 +169,14 @@ fn serve() -> Result<()> {
     // we keep our own list, and do not sleep while it has entries.
     let mut unfinished: Vec<usize> = Vec::new();
     let mut next_round: Vec<usize> = Vec::new();
-    // The listener's edge is used up but clients are still waiting (the
-    // kernel was short of memory): the same, for `accept`.
-    let mut accept_again = false;
+    // The listener's edge is used up but clients may still be waiting: when
+    // to call `accept` again without an edge (see `ACCEPT_PAUSE`).
+    let mut accept_again: Option<Instant> = None;
     // Set when a stop signal arrives: the moment we give up on stragglers.
     let mut deadline: Option<Instant> = None;
     'event_loop: loop {
-        let timeout = if unfinished.is_empty() && !accept_again {
-            time_left(deadline)
+        let timeout = if unfinished.is_empty() {
+            time_left(deadline.into_iter().chain(accept_again).min())
         } else {
             EpollTimeout::ZERO
         };
@@ -229,7 +229,8 @@ fn serve() -> Result<()> {
         for fd in next_round.drain(..) {
             take_turn(&mut conns, fd, &mut pool, &mut unfinished);
         }
-        if let Some(listener) = listener.as_ref().filter(|_| accept_again) {
+        let retry_due = accept_again.is_some_and(|at| Instant::now() >= at);
+        if let Some(listener) = listener.as_ref().filter(|_| retry_due) {
             accept_again = accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd);
         }
         if let Some(deadline) = deadline {
@@ -298,72 +299,106 @@ fn take_turn(conns: &mut Connections, fd: usize, pool: &mut Pool, unfinished: &m
 // ANCHOR_END: take_turn
 
 // ANCHOR: accept
+/// The listener's edge is used up but clients may still be waiting (the
+/// kernel is short of memory, or no descriptor is left even to turn them
+/// away with): how long before `accept` is tried again. Not at once: such a
+/// shortage can last, and trying at once would be a busy loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
 /// Accepts every pending connection. The listener's edge came once for all
 /// of them: stopping before EAGAIN would strand the rest in the backlog
-/// until yet another client arrives. Returns true if some are left that
-/// must be tried again without waiting for an edge.
+/// until yet another client arrives. Returns when to try again without
+/// waiting for an edge, if some clients could not be taken yet.
 fn accept_new_conns(
     epoll: &Epoll,
     listener: &TcpListener,
     conns: &mut Connections,
     spare_fd: &mut Option<File>,
-) -> bool {
+) -> Option<Instant> {
+    let later = || Some(Instant::now() + ACCEPT_PAUSE);
     loop {
-        match accept_nonblocking(listener) {
-            Ok(fd) => {
-                // We write each reply as soon as it is whole: see chapter 4.
-                if let Err(e) = net::set_nodelay(&fd) {
-                    error!("setsockopt(TCP_NODELAY): {e}");
-                }
-                if let Err(e) = register(epoll, &fd) {
-                    // Dropping `fd` closes the connection we cannot watch.
-                    error!("epoll_ctl: {e}");
-                    continue;
-                }
-                let slot = fd.as_raw_fd() as usize;
-                if conns.len() <= slot {
-                    conns.resize_with(slot + 1, || None);
-                }
-                conns[slot] = Some(Conn::new(fd));
-            }
-            Err(AcceptError::Empty) => return false,
+        let fd = match accept_nonblocking(listener) {
+            Ok(fd) => fd,
+            Err(AcceptError::Empty) => return None,
             // One client failed: on to the next.
             Err(AcceptError::Retry(_)) => continue,
-            Err(AcceptError::NoFds(_)) => {
-                if !turn_away_one(listener, spare_fd) {
-                    return false;
-                }
-            }
-            // The others wait: the loop tries again after this round.
+            Err(AcceptError::NoFds(_)) => match accept_with_spare_fd(listener, spare_fd) {
+                Spare::Room(fd) => fd,
+                Spare::TurnedAway => continue,
+                Spare::NobodyWaiting => return None,
+                Spare::Later => return later(),
+            },
+            // The others wait: the loop tries again soon.
             Err(e @ AcceptError::NoMemory(_)) => {
                 warn!("accept: {e}");
-                return true;
+                return later();
             }
             Err(e @ AcceptError::Fatal(_)) => {
                 error!("accept: {e}");
-                return false;
+                return None;
             }
+        };
+        // We write each reply as soon as it is whole: see chapter 4.
+        if let Err(e) = net::set_nodelay(&fd) {
+            error!("setsockopt(TCP_NODELAY): {e}");
         }
+        if let Err(e) = register(epoll, &fd) {
+            // Dropping `fd` closes the connection we cannot watch.
+            error!("epoll_ctl: {e}");
+            continue;
+        }
+        let slot = fd.as_raw_fd() as usize;
+        if conns.len() <= slot {
+            conns.resize_with(slot + 1, || None);
+        }
+        conns[slot] = Some(Conn::new(fd));
     }
 }
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 11 (book/check.sh checks it).
+// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+/// What came of accepting with the spare descriptor.
+enum Spare {
+    /// A client, and room to serve it: the spare came back.
+    Room(OwnedFd),
+    /// A client was turned away, or had given up: on to the next.
+    TurnedAway,
+    /// Nobody was waiting after all.
+    NobodyWaiting,
+    /// Not even one descriptor to do it with: try again later.
+    Later,
+}
+
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog. Level-triggered, the loop would spin; edge-triggered, we would
 /// never hear of that client again. We keep one descriptor in reserve for
-/// this moment: give it up, accept the connection, close it at once (the
-/// client sees a clean close instead of waiting forever), take the spare
-/// back. Returns true if it turned a connection away, so the caller can go on.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> bool {
-    drop(spare_fd.take());
-    let turned_away = accept_nonblocking(listener).is_ok();
-    if turned_away {
-        warn!("out of file descriptors: turned a connection away");
-    }
+/// this moment: give it up, accept the client into the number it frees,
+/// and take the spare back. If the spare finds no room, the client is
+/// turned away, closed at once (it sees a clean close instead of waiting
+/// forever); if it does (a descriptor was freed meanwhile), the client is
+/// served, as in chapter 5.
+fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> Spare {
+    // A spare we could not take back last time (another process took the
+    // number: the system-wide limit, ENFILE) may be free again.
+    let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
+        return Spare::Later;
+    };
+    drop(spare);
+    let accepted = accept_nonblocking(listener);
     *spare_fd = File::open("/dev/null").ok();
-    turned_away
+    match accepted {
+        Ok(fd) if spare_fd.is_some() => Spare::Room(fd),
+        Ok(fd) => {
+            drop(fd);
+            warn!("out of file descriptors: turned a connection away");
+            *spare_fd = File::open("/dev/null").ok();
+            Spare::TurnedAway
+        }
+        Err(AcceptError::Empty) => Spare::NobodyWaiting,
+        Err(AcceptError::Retry(_)) => Spare::TurnedAway,
+        Err(_) => Spare::Later,
+    }
 }
 // ANCHOR_END: emfile
 

@@ -75,6 +75,10 @@ pub enum Next {
     /// left, and the edge that announced it is used up (chapter 9's
     /// unfinished connections, made general).
     Again,
+    /// Call me again once this moment has come, event or not: I have work
+    /// that cannot be done yet, and no edge will say when it can (chapter
+    /// 9's listener, when the kernel is short of memory).
+    At(Instant),
     /// I am done: drop me, which closes my descriptor.
     Remove,
 }
@@ -240,6 +244,9 @@ pub struct Reactor<S> {
     events: Vec<EpollEvent>,
     /// Handlers that returned `Next::Again`, to call in the next round.
     again: Vec<Token>,
+    /// Handlers that returned `Next::At`, and when to call them. Few: a
+    /// listener in trouble.
+    later: Vec<(Instant, Token)>,
     stop_requested: bool,
 }
 
@@ -253,6 +260,7 @@ impl<S> Reactor<S> {
             shared,
             events: vec![EpollEvent::empty(); 256],
             again: Vec::new(),
+            later: Vec::new(),
             stop_requested: false,
         })
     }
@@ -287,7 +295,7 @@ impl<S> Reactor<S> {
             // No sleeping while handlers wait for another turn: no event
             // would come to wake them.
             let timeout = if self.again.is_empty() {
-                time_left(deadline)
+                time_left(self.next_moment(deadline))
             } else {
                 EpollTimeout::ZERO
             };
@@ -308,7 +316,15 @@ impl<S> Reactor<S> {
             for token in this_round.drain(..) {
                 self.on_again(token);
             }
+            self.on_time();
         }
+    }
+
+    /// The first moment something is due: the end of a stop's grace
+    /// period, or a handler's `Next::At`.
+    fn next_moment(&self, deadline: Option<Instant>) -> Option<Instant> {
+        let later = self.later.iter().map(|&(moment, _)| moment);
+        later.chain(deadline).min()
     }
 
     fn on_event(&mut self, token: Token, ready: Ready) {
@@ -338,6 +354,27 @@ impl<S> Reactor<S> {
             .and_then(Option::as_mut);
         if let Some(ready) = slot.and_then(|slot| slot.queued.take()) {
             self.dispatch(token, |handler, cx| handler.ready(ready, cx));
+        }
+    }
+
+    /// Calls the handlers whose moment (`Next::At`) has come. One whose
+    /// token names a newer handler by now calls that one: a spurious call,
+    /// which handlers tolerate (see `Token`).
+    fn on_time(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.later.len() {
+            if self.later[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let (_, token) = self.later.swap_remove(i);
+            // Not if it was removed, or waits in the again queue anyway.
+            let slots = &self.registry.slots;
+            let slot = slots.get(token.0).and_then(Option::as_ref);
+            if slot.is_some_and(|slot| slot.queued.is_none()) {
+                self.dispatch(token, |handler, cx| handler.ready(Ready::EMPTY, cx));
+            }
         }
     }
 
@@ -374,6 +411,7 @@ impl<S> Reactor<S> {
             }
             // Already queued: its turn comes.
             Next::Again => {}
+            Next::At(moment) => self.later.push((moment, token)),
             Next::Remove => {
                 self.registry.drop_handler(slot);
                 return;
@@ -419,6 +457,11 @@ mod tests {
                     cx.stop();
                     Next::Remove
                 }
+                // One more turn, 50 ms from now, then stop.
+                Some(b't') if cx.shared.len() < 2 => {
+                    cx.shared.push(b't');
+                    Next::At(Instant::now() + Duration::from_millis(50))
+                }
                 _ => {
                     cx.stop();
                     Next::Wait
@@ -458,6 +501,23 @@ mod tests {
             // The probe is removed by the stop: the run ends at once.
             assert_eq!(reactor.run(Duration::from_secs(5)).unwrap(), 0);
             assert_eq!(reactor.shared, b"aaaa");
+        });
+    }
+
+    #[test]
+    fn at_brings_a_turn_at_its_moment_without_events() {
+        bounded(|| {
+            let mut reactor = Reactor::new(Vec::new()).unwrap();
+            let (mut peer, probe) = pair();
+            reactor
+                .registry()
+                .add(Box::new(probe), Interest::READABLE)
+                .unwrap();
+            let start = Instant::now();
+            peer.write_all(b"t").unwrap();
+            assert_eq!(reactor.run(Duration::from_secs(5)).unwrap(), 0);
+            assert_eq!(reactor.shared, b"tt");
+            assert!(start.elapsed() >= Duration::from_millis(50));
         });
     }
 

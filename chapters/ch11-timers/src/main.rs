@@ -17,7 +17,7 @@ use std::mem;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use buffer::{Buf, Pool};
@@ -278,7 +278,7 @@ fn take_turn(conn: &mut Conn, pool: &mut Pool) -> Next {
 /// Accepts connections and registers a [`Conn`] handler for each.
 struct Listener {
     listener: TcpListener,
-    /// A descriptor kept in reserve for EMFILE (see `turn_away_one`).
+    /// A descriptor kept in reserve for EMFILE (see `accept_with_spare_fd`).
     spare_fd: Option<File>,
 }
 
@@ -293,60 +293,96 @@ impl Handler<Pool> for Listener {
     /// all of them: stopping before EAGAIN would strand the rest in the
     /// backlog until yet another client arrives.
     fn ready(&mut self, _: Ready, cx: &mut Context<'_, Pool>) -> Next {
+        let later = || Next::At(Instant::now() + ACCEPT_PAUSE);
         loop {
-            match accept_nonblocking(&self.listener) {
-                Ok(fd) => {
-                    // We write each reply as soon as it is whole: see chapter 4.
-                    if let Err(e) = net::set_nodelay(&fd) {
-                        error!("setsockopt(TCP_NODELAY): {e}");
-                    }
-                    // Registered once, for good: both directions.
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    let conn = Box::new(Conn::new(fd));
-                    if let Err(e) = cx.registry.add(conn, interest, Idle::Close) {
-                        // `add` dropped the connection we cannot watch, closing it.
-                        error!("epoll_ctl: {e}");
-                    }
-                }
+            let fd = match accept_nonblocking(&self.listener) {
+                Ok(fd) => fd,
                 Err(AcceptError::Empty) => return Next::Wait,
                 // One client failed: on to the next.
                 Err(AcceptError::Retry(_)) => continue,
                 Err(AcceptError::NoFds(_)) => {
-                    if !turn_away_one(&self.listener, &mut self.spare_fd) {
-                        return Next::Wait;
+                    match accept_with_spare_fd(&self.listener, &mut self.spare_fd) {
+                        Spare::Room(fd) => fd,
+                        Spare::TurnedAway => continue,
+                        Spare::NobodyWaiting => return Next::Wait,
+                        Spare::Later => return later(),
                     }
                 }
-                // The others wait: another turn after this round.
+                // The others wait: the reactor calls again soon.
                 Err(e @ AcceptError::NoMemory(_)) => {
                     warn!("accept: {e}");
-                    return Next::Again;
+                    return later();
                 }
                 Err(e @ AcceptError::Fatal(_)) => {
                     error!("accept: {e}");
                     return Next::Wait;
                 }
+            };
+            // We write each reply as soon as it is whole: see chapter 4.
+            if let Err(e) = net::set_nodelay(&fd) {
+                error!("setsockopt(TCP_NODELAY): {e}");
+            }
+            // Registered once, for good: both directions.
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            let conn = Box::new(Conn::new(fd));
+            if let Err(e) = cx.registry.add(conn, interest, Idle::Close) {
+                // `add` dropped the connection we cannot watch, closing it.
+                error!("epoll_ctl: {e}");
             }
         }
     }
 }
+
+/// The listener's edge is used up but clients may still be waiting (the
+/// kernel is short of memory, or no descriptor is left even to turn them
+/// away with): how long before `accept` is tried again. Not at once: such a
+/// shortage can last, and trying at once would be a busy loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 11 (book/check.sh checks it).
+// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+/// What came of accepting with the spare descriptor.
+enum Spare {
+    /// A client, and room to serve it: the spare came back.
+    Room(OwnedFd),
+    /// A client was turned away, or had given up: on to the next.
+    TurnedAway,
+    /// Nobody was waiting after all.
+    NobodyWaiting,
+    /// Not even one descriptor to do it with: try again later.
+    Later,
+}
+
 /// Out of file descriptors, `accept` fails and leaves the connection in the
 /// backlog. Level-triggered, the loop would spin; edge-triggered, we would
 /// never hear of that client again. We keep one descriptor in reserve for
-/// this moment: give it up, accept the connection, close it at once (the
-/// client sees a clean close instead of waiting forever), take the spare
-/// back. Returns true if it turned a connection away, so the caller can go on.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> bool {
-    drop(spare_fd.take());
-    let turned_away = accept_nonblocking(listener).is_ok();
-    if turned_away {
-        warn!("out of file descriptors: turned a connection away");
-    }
+/// this moment: give it up, accept the client into the number it frees,
+/// and take the spare back. If the spare finds no room, the client is
+/// turned away, closed at once (it sees a clean close instead of waiting
+/// forever); if it does (a descriptor was freed meanwhile), the client is
+/// served, as in chapter 5.
+fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> Spare {
+    // A spare we could not take back last time (another process took the
+    // number: the system-wide limit, ENFILE) may be free again.
+    let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
+        return Spare::Later;
+    };
+    drop(spare);
+    let accepted = accept_nonblocking(listener);
     *spare_fd = File::open("/dev/null").ok();
-    turned_away
+    match accepted {
+        Ok(fd) if spare_fd.is_some() => Spare::Room(fd),
+        Ok(fd) => {
+            drop(fd);
+            warn!("out of file descriptors: turned a connection away");
+            *spare_fd = File::open("/dev/null").ok();
+            Spare::TurnedAway
+        }
+        Err(AcceptError::Empty) => Spare::NobodyWaiting,
+        Err(AcceptError::Retry(_)) => Spare::TurnedAway,
+        Err(_) => Spare::Later,
+    }
 }
 // ANCHOR_END: emfile
 

@@ -82,6 +82,10 @@ pub enum Next {
     /// left, and the edge that announced it is used up (chapter 9's
     /// unfinished connections, made general).
     Again,
+    /// Call me again once this moment has come, event or not: I have work
+    /// that cannot be done yet, and no edge will say when it can (chapter
+    /// 9's listener, when the kernel is short of memory).
+    At(Instant),
     /// I am done: drop me, which closes my descriptor.
     Remove,
 }
@@ -280,6 +284,9 @@ pub struct Reactor<S> {
     events: Vec<EpollEvent>,
     /// Handlers that returned `Next::Again`, to call in the next round.
     again: Vec<Token>,
+    /// Handlers that returned `Next::At`, and when to call them. Few: a
+    /// listener in trouble.
+    later: Vec<(Instant, Token)>,
     stop_requested: bool,
     /// How long a handler registered with `Idle::Close` may stay idle.
     idle_timeout: Duration,
@@ -296,6 +303,7 @@ impl<S> Reactor<S> {
             shared,
             events: vec![EpollEvent::empty(); 256],
             again: Vec::new(),
+            later: Vec::new(),
             stop_requested: false,
             idle_timeout,
         })
@@ -347,6 +355,7 @@ impl<S> Reactor<S> {
             for token in this_round.drain(..) {
                 self.on_again(token);
             }
+            self.on_time();
             // Last: a handler whose input came just in time has touched its
             // entry by now, and is served rather than closed.
             self.reap();
@@ -380,6 +389,27 @@ impl<S> Reactor<S> {
             .and_then(Option::as_mut);
         if let Some(ready) = slot.and_then(|slot| slot.queued.take()) {
             self.dispatch(token, |handler, cx| handler.ready(ready, cx));
+        }
+    }
+
+    /// Calls the handlers whose moment (`Next::At`) has come. One whose
+    /// token names a newer handler by now calls that one: a spurious call,
+    /// which handlers tolerate (see `Token`).
+    fn on_time(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.later.len() {
+            if self.later[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let (_, token) = self.later.swap_remove(i);
+            // Not if it was removed, or waits in the again queue anyway.
+            let slots = &self.registry.slots;
+            let slot = slots.get(token.0).and_then(Option::as_ref);
+            if slot.is_some_and(|slot| slot.queued.is_none()) {
+                self.dispatch(token, |handler, cx| handler.ready(Ready::EMPTY, cx));
+            }
         }
     }
 
@@ -417,6 +447,7 @@ impl<S> Reactor<S> {
             }
             // Already queued: its turn comes.
             Next::Again => {}
+            Next::At(moment) => self.later.push((moment, token)),
             Next::Remove => {
                 self.registry.drop_handler(token, slot);
                 return;
@@ -428,7 +459,8 @@ impl<S> Reactor<S> {
 
     // ANCHOR: timeout
     /// How long `epoll_wait` may sleep: until the oldest entry's idle
-    /// deadline or the end of a stop's grace period, whichever is first,
+    /// deadline, the end of a stop's grace period, or a handler's
+    /// `Next::At`, whichever is first,
     /// rounded *up* to whole milliseconds (`time_left`, in `common`).
     /// Rounded down, it would wake up to a millisecond early, find nothing
     /// due, and wait 0 ms: a busy loop until the deadline.
@@ -441,7 +473,8 @@ impl<S> Reactor<S> {
         let oldest = self.registry.idle.oldest();
         // `None` too if the deadline is too far to represent: then it never comes.
         let idle_deadline = oldest.and_then(|t| t.checked_add(self.idle_timeout));
-        time_left(idle_deadline.into_iter().chain(stop_deadline).min())
+        let later = self.later.iter().map(|&(moment, _)| moment);
+        time_left(later.chain(idle_deadline).chain(stop_deadline).min())
     }
     // ANCHOR_END: timeout
 

@@ -32,12 +32,12 @@ impl TcpListener {
     // ANCHOR: accept
     /// Waits for a connection and returns it, registered with the reactor.
     ///
-    /// Chapter 9's accept loop, one connection per call, with the listener's
-    /// readiness kept where chapter 9 kept its `accept_again`: on errors
-    /// that say "try again" (`Retry`, `NoMemory`), the next call tries at
-    /// once. On `EAGAIN`, and on errors that a retry cannot fix right away
-    /// (`NoFds`, `Fatal`), the readiness is cleared and the next call waits
-    /// for the next edge, as chapter 9 did. So it never returns `Empty`.
+    /// Chapter 9's accept loop, one connection per call. On errors that
+    /// leave clients waiting (`Retry`, `NoFds`, `NoMemory`), the listener
+    /// stays ready and the next call tries at once: what to do first (turn
+    /// a client away, pause) is the caller's business. On `EAGAIN`, and on
+    /// an error no retry fixes (`Fatal`), the readiness is cleared and the
+    /// next call waits for the next edge. So it never returns `Empty`.
     pub async fn accept(&self) -> Result<TcpStream, AcceptError> {
         loop {
             let event = self.fd.ready(Interest::Read).await;
@@ -47,13 +47,12 @@ impl TcpListener {
                     // Dropping `fd` closes the connection we cannot watch.
                     Err(e) => error!("epoll_ctl: {e}"),
                 },
-                Err(e @ (AcceptError::Retry(_) | AcceptError::NoMemory(_))) => return Err(e),
-                Err(e) => {
+                Err(AcceptError::Empty) => self.fd.clear_ready(event),
+                Err(e @ AcceptError::Fatal(_)) => {
                     self.fd.clear_ready(event);
-                    if e != AcceptError::Empty {
-                        return Err(e);
-                    }
+                    return Err(e);
                 }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -197,7 +197,9 @@ impl Reactor {
     /// Waits for events, at most `timeout` (`None`: for ever), and turns
     /// each into readiness and wakes.
     fn turn(&mut self, timeout: Option<Duration>) {
-        let n = match self.epoll.wait(&mut self.events, common::time::timeout(timeout)) {
+        // In whole milliseconds, rounded up (see `common::time`).
+        let timeout = common::time::timeout(timeout);
+        let n = match self.epoll.wait(&mut self.events, timeout) {
             Ok(n) => n,
             // With the stop signals blocked this is rare (a debugger, SIGSTOP).
             Err(Errno::EINTR) => 0,

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::slab::{Key, Slab};
 
-
 // ANCHOR: timers
 /// The armed timers, and their deadlines in a min-heap.
 ///

@@ -32,6 +32,7 @@ use common::frame::{parse_frame, Parse};
 use common::log::count;
 use common::net::{self, accept_nonblocking, AcceptError};
 use common::signals::stop_signalfd;
+use common::slab::{Key, Slab};
 use common::{debug, error, info, warn};
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
@@ -113,19 +114,9 @@ enum Token {
     Conn(Op, Key),
 }
 
-/// A connection's place in the table: its slot, and which of the slot's
-/// occupants. Not its file descriptor: the kernel reuses a closed one for
-/// the next connection at once, while completions for the old one may still
-/// be on their way, and they must not be taken for the new one's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key {
-    slot: u32,
-    /// Counts the slot's occupants, modulo 2^24.
-    generation: u32,
-}
-
 impl From<Token> for u64 {
-    /// Packs a token: kind in bits 56 to 63, generation in 32 to 55, slot in 0 to 31.
+    /// Packs a token: kind in bits 56 to 63, a connection's key below (see
+    /// `Connections`).
     fn from(token: Token) -> u64 {
         let (kind, key) = match token {
             Token::Accept => (0, None),
@@ -135,18 +126,14 @@ impl From<Token> for u64 {
             Token::Conn(Op::Recv, key) => (4, Some(key)),
             Token::Conn(Op::Send, key) => (5, Some(key)),
         };
-        let key = key.map_or(0, |k| u64::from(k.generation) << 32 | u64::from(k.slot));
-        kind << 56 | key
+        kind << Key::BITS | key.map_or(0, Key::to_u64)
     }
 }
 
 impl Token {
     fn from_user_data(data: u64) -> Option<Token> {
-        let key = Key {
-            slot: data as u32,
-            generation: (data >> 32) as u32 & GENERATION_MASK,
-        };
-        Some(match data >> 56 {
+        let key = Key::from_u64(data);
+        Some(match data >> Key::BITS {
             0 => Token::Accept,
             1 => Token::Listener,
             2 => Token::Stop,
@@ -157,70 +144,21 @@ impl Token {
         })
     }
 }
-
-const GENERATION_MASK: u32 = (1 << 24) - 1;
 // ANCHOR_END: token
 
 // ANCHOR: table
-/// The connections, in slots that are reused. A connection is removed only
-/// once the kernel holds nothing of it: no operation in flight.
-#[derive(Default)]
-struct Connections {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    len: usize,
-}
+/// The connections, in a slab (chapter 12's, in `common`): a key names a
+/// slot, and which of the slot's occupants. Not the connection's file
+/// descriptor: the kernel reuses a closed one for the next connection at
+/// once, while completions for the old one may still be on their way, and
+/// they must not be taken for the new one's.
+type Connections = Slab<Conn>;
 
-#[derive(Default)]
-struct Slot {
-    generation: u32,
-    conn: Option<Conn>,
-}
-
-impl Connections {
-    fn insert(&mut self, conn: Conn) -> Key {
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot::default());
-            (self.slots.len() - 1) as u32
-        });
-        let entry = &mut self.slots[slot as usize];
-        entry.conn = Some(conn);
-        self.len += 1;
-        Key {
-            slot,
-            generation: entry.generation,
-        }
-    }
-
-    /// The connection `key` names, if it is still there.
-    fn get_mut(&mut self, key: Key) -> Option<&mut Conn> {
-        let entry = self.slots.get_mut(key.slot as usize)?;
-        if entry.generation != key.generation {
-            return None;
-        }
-        entry.conn.as_mut()
-    }
-
-    /// Removes the connection; dropping it closes its socket.
-    fn remove(&mut self, key: Key) {
-        debug_assert!(self.get_mut(key).is_some_and(|c| c.in_flight.is_none()));
-        let entry = &mut self.slots[key.slot as usize];
-        if entry.conn.take().is_some() {
-            entry.generation = (entry.generation + 1) & GENERATION_MASK;
-            self.free.push(key.slot);
-            self.len -= 1;
-        }
-    }
-
-    fn keys(&self) -> Vec<Key> {
-        let occupied = self.slots.iter().zip(0..).filter(|(s, _)| s.conn.is_some());
-        occupied
-            .map(|(s, slot)| Key {
-                slot,
-                generation: s.generation,
-            })
-            .collect()
-    }
+/// Removes the connection; dropping it closes its socket. Only once the
+/// kernel holds nothing of it: no operation in flight.
+fn remove(conns: &mut Connections, key: Key) {
+    debug_assert!(conns.get_mut(key).is_some_and(|c| c.in_flight.is_none()));
+    conns.remove(key);
 }
 // ANCHOR_END: table
 
@@ -374,16 +312,16 @@ fn serve() -> Result<()> {
             stop_reading(&mut queue, &mut conns);
         }
         if let Some(deadline) = deadline {
-            if conns.len == 0 || Instant::now() >= deadline {
+            if conns.is_empty() || Instant::now() >= deadline {
                 break Ok(());
             }
         }
     };
     // ANCHOR_END: event_loop
-    if conns.len > 0 {
+    if !conns.is_empty() {
         info!(
-            "grace period over: closing {}",
-            count(conns.len, "connection")
+            "closing {} that did not finish",
+            count(conns.len(), "connection")
         );
     }
     // Whatever ended the loop, an error included.
@@ -528,7 +466,7 @@ fn resume(queue: &mut Queue, conns: &mut Connections, key: Key) {
         // (`cancel_everything`).
         State::Writing => queue.push(unsafe { send(key, conn) }),
         // Nothing in flight: the kernel holds nothing of it.
-        State::Done => conns.remove(key),
+        State::Done => remove(conns, key),
     }
 }
 // ANCHOR_END: resume
@@ -781,13 +719,15 @@ fn stop_accepting(queue: &mut Queue, listener: Option<TcpListener>) {
 }
 
 /// A stop answers what each client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue. No
-/// receive completes while we count: with DEFER_TASKRUN they complete only
+/// more: the bytes in our buffer and in the socket's receive queue. (The
+/// kernel counts those only up to an urgent mark, if there is one: frames
+/// behind a byte of urgent data, a rarity, go unanswered.) No receive
+/// completes while we count: with DEFER_TASKRUN they complete only
 /// inside our `io_uring_enter`, and this turn's completions are all handled.
 fn stop_reading(queue: &mut Queue, conns: &mut Connections) {
     info!(
         "stopping: letting {} finish",
-        count(conns.len, "connection")
+        count(conns.len(), "connection")
     );
     for key in conns.keys() {
         let conn = conns.get_mut(key).expect("a key just listed");
@@ -799,7 +739,7 @@ fn stop_reading(queue: &mut Queue, conns: &mut Connections) {
         if conn.state == State::Done {
             match conn.in_flight {
                 Some(op) => queue.push(cancel(Token::Conn(op, key))),
-                None => conns.remove(key),
+                None => remove(conns, key),
             }
         }
     }
@@ -832,23 +772,15 @@ mod tests {
 
     #[test]
     fn tokens_survive_the_round_trip() {
-        let key = Key {
-            slot: u32::MAX,
-            generation: GENERATION_MASK,
-        };
+        let mut slab = Slab::default();
+        let key = slab.insert(());
         for token in [
             Token::Accept,
             Token::Listener,
             Token::Stop,
             Token::Cancel,
             Token::Conn(Op::Recv, key),
-            Token::Conn(
-                Op::Send,
-                Key {
-                    slot: 7,
-                    generation: 0,
-                },
-            ),
+            Token::Conn(Op::Send, Key::RESERVED),
         ] {
             assert_eq!(Token::from_user_data(token.into()), Some(token));
         }
@@ -860,9 +792,13 @@ mod tests {
         let mut conns = Connections::default();
         let fd = || OwnedFd::from(File::open("/dev/null").unwrap());
         let old = conns.insert(Conn::new(fd()));
-        conns.remove(old);
+        remove(&mut conns, old);
         let new = conns.insert(Conn::new(fd()));
-        assert_eq!(new.slot, old.slot, "the slot is reused");
+        assert_eq!(
+            new.to_u64() as u32,
+            old.to_u64() as u32,
+            "the slot is reused"
+        );
         assert!(conns.get_mut(old).is_none(), "the old key finds nothing");
         assert!(conns.get_mut(new).is_some());
         assert_eq!(conns.keys(), [new]);

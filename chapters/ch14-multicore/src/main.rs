@@ -32,6 +32,7 @@ use common::frame::{parse_frame, Parse};
 use common::log::count;
 use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
+use common::slab::{Key, Slab};
 use common::time::time_left;
 use common::{debug, error, info, warn};
 use nix::errno::Errno;
@@ -101,7 +102,8 @@ impl Conn {
 }
 
 // ANCHOR: slots
-/// A loop's connections, each in a slot whose number is its tag in epoll.
+/// A loop's connections, in a slab (chapter 12's, in `common`): each has a
+/// slot, and a key that is its tag in epoll.
 ///
 /// Chapter 9 used the descriptor number, but descriptor numbers belong to
 /// the process: with several loops, one loop's connections are scattered
@@ -109,52 +111,18 @@ impl Conn {
 /// as long as all the loops' tables together, in every loop. Slots keep
 /// each table as long as its own loop's busiest moment.
 ///
-/// A slot is reused, like a descriptor number: an event fetched for a
-/// connection closed earlier in the same round may reach the one that took
-/// its slot. Harmless, as in chapter 9: a spurious edge costs one `EAGAIN`.
-#[derive(Default)]
-struct Connections {
-    slots: Vec<Option<Conn>>,
-    /// Empty slots, reused before the table grows.
-    free: Vec<usize>,
-}
-
-impl Connections {
-    fn insert(&mut self, conn: Conn) -> usize {
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(conn);
-                slot
-            }
-            None => {
-                self.slots.push(Some(conn));
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    fn get_mut(&mut self, slot: usize) -> Option<&mut Conn> {
-        self.slots.get_mut(slot)?.as_mut()
-    }
-
-    /// Drops the connection, which closes its socket.
-    fn remove(&mut self, slot: usize) {
-        if self.slots[slot].take().is_some() {
-            self.free.push(slot);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-}
+/// A slot is reused, like a descriptor number, but a key also says which of
+/// the slot's connections it names: an event fetched for a connection
+/// closed earlier in the same round finds nothing, rather than the
+/// connection that took its slot.
+type Connections = Slab<Conn>;
 // ANCHOR_END: slots
 
 // ANCHOR: register
 /// Registers a connection once, for good: both directions, edge-triggered.
-fn register(epoll: &Epoll, fd: &OwnedFd, slot: usize) -> nix::Result<()> {
+fn register(epoll: &Epoll, fd: &OwnedFd, key: Key) -> nix::Result<()> {
     let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
-    epoll.add(fd, EpollEvent::new(interest, slot as u64))
+    epoll.add(fd, EpollEvent::new(interest, key.to_u64()))
 }
 
 /// Remembers what an edge said. Errors and hang-ups count for both
@@ -170,7 +138,7 @@ fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
 }
 // ANCHOR_END: register
 
-/// Tags that no slot number can take.
+/// Tags that no key can take: a key leaves the top byte clear.
 const STOP: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
 
@@ -357,9 +325,10 @@ fn pin_to(cpu: usize) -> nix::Result<()> {
 // ANCHOR_END: pin
 
 /// The loop's listener's edge is used up but clients may still be waiting
-/// (no memory, or no descriptor to turn them away with): how long before
-/// trying again. Chapter 9 tried at once, but out of descriptors the wait
-/// can last, and trying at once would spin.
+/// (the kernel is short of memory, or no descriptor is left even to turn
+/// them away with): how long before `accept` is tried again, as in chapter
+/// 9. Not at once: such a shortage can last, and trying at once would be a
+/// busy loop.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 impl Loop {
@@ -388,15 +357,15 @@ impl Loop {
         let mut pool = Pool::default();
         // Connections that stopped with input left: no edge will come for
         // it, so we keep our own list, and do not sleep while it has entries.
-        let mut unfinished: Vec<usize> = Vec::new();
-        let mut next_round: Vec<usize> = Vec::new();
+        let mut unfinished: Vec<Key> = Vec::new();
+        let mut next_round: Vec<Key> = Vec::new();
         // When to call `accept` again without an edge, if clients are left.
         let mut accept_again: Option<Instant> = None;
         // Set when a stop signal arrives: the moment we give up on stragglers.
         let mut deadline: Option<Instant> = None;
         'event_loop: loop {
             let timeout = if unfinished.is_empty() {
-                time_left(earliest(deadline, accept_again))
+                time_left(deadline.into_iter().chain(accept_again).min())
             } else {
                 EpollTimeout::ZERO
             };
@@ -422,14 +391,14 @@ impl Loop {
                             deadline = Some(Instant::now() + grace);
                             let open = count(conns.len(), "connection");
                             info!("loop {id}: stopping, letting {open} finish");
-                            for slot in 0..conns.slots.len() {
-                                let Some(conn) = conns.get_mut(slot) else {
+                            for key in conns.keys() {
+                                let Some(conn) = conns.get_mut(key) else {
                                     continue;
                                 };
                                 stop_reading(conn);
                                 // An unfinished one gets its turn below.
                                 if !conn.unfinished {
-                                    take_turn(&mut conns, slot, &mut pool, &mut unfinished);
+                                    take_turn(&mut conns, key, &mut pool, &mut unfinished);
                                 }
                             }
                         }
@@ -448,21 +417,22 @@ impl Loop {
                             );
                         }
                     }
-                    slot => {
-                        let Some(conn) = conns.get_mut(slot as usize) else {
+                    data => {
+                        let key = Key::from_u64(data);
+                        let Some(conn) = conns.get_mut(key) else {
                             continue;
                         };
                         remember_edge(conn, event.events());
                         // An unfinished one gets its turn below, after the others.
                         if !conn.unfinished {
-                            take_turn(&mut conns, slot as usize, &mut pool, &mut unfinished);
+                            take_turn(&mut conns, key, &mut pool, &mut unfinished);
                         }
                     }
                 }
             }
             mem::swap(&mut unfinished, &mut next_round);
-            for slot in next_round.drain(..) {
-                take_turn(&mut conns, slot, &mut pool, &mut unfinished);
+            for key in next_round.drain(..) {
+                take_turn(&mut conns, key, &mut pool, &mut unfinished);
             }
             let retry_due = accept_again.is_some_and(|at| Instant::now() >= at);
             if let Some(listener) = listener.as_ref().filter(|_| retry_due) {
@@ -471,7 +441,7 @@ impl Loop {
             }
             if let Some(deadline) = deadline {
                 // Dropping the table closes every connection still open.
-                if conns.len() == 0 || Instant::now() >= deadline {
+                if conns.is_empty() || Instant::now() >= deadline {
                     break;
                 }
             }
@@ -479,7 +449,7 @@ impl Loop {
         let late = conns.len();
         if late > 0 {
             info!(
-                "loop {id}: grace period over: closing {}",
+                "loop {id}: closing {} that did not finish",
                 count(late, "connection")
             );
         }
@@ -492,16 +462,10 @@ impl Loop {
     // ANCHOR_END: event_loop
 }
 
-/// The sooner of two moments, either of which may not be set.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// A stop answers what the client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue.
+/// more: the bytes in our buffer and in the socket's receive queue. (The
+/// kernel counts those only up to an urgent mark, if there is one: frames
+/// behind a byte of urgent data, a rarity, go unanswered.)
 fn stop_reading(conn: &mut Conn) {
     let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
     conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
@@ -513,19 +477,19 @@ fn stop_reading(conn: &mut Conn) {
 // ANCHOR: take_turn
 /// Lets a connection do what its readiness allows; then closes it, or queues
 /// it for another turn if it stopped before running out of input.
-fn take_turn(conns: &mut Connections, slot: usize, pool: &mut Pool, unfinished: &mut Vec<usize>) {
-    let Some(conn) = conns.get_mut(slot) else {
+fn take_turn(conns: &mut Connections, key: Key, pool: &mut Pool, unfinished: &mut Vec<Key>) {
+    let Some(conn) = conns.get_mut(key) else {
         return;
     };
     let turn = connection_io(conn, pool);
     conn.unfinished = turn == Turn::Unfinished;
     if conn.unfinished {
-        unfinished.push(slot);
+        unfinished.push(key);
     }
     if conn.state == State::Done {
         // Dropping the Conn closes the socket, which also takes it off the
         // interest list (chapter 7).
-        conns.remove(slot);
+        conns.remove(key);
     }
 }
 // ANCHOR_END: take_turn
@@ -544,22 +508,8 @@ fn accept_new_conns(
 ) -> Option<Instant> {
     let later = || Some(Instant::now() + ACCEPT_PAUSE);
     for attempt in 0.. {
-        match accept_shared(listener) {
-            Ok(fd) => {
-                // We write each reply as soon as it is whole: see chapter 4.
-                if let Err(e) = net::set_nodelay(&fd) {
-                    error!("setsockopt(TCP_NODELAY): {e}");
-                }
-                let slot = conns.insert(Conn::new(fd));
-                let conn = conns.get_mut(slot).expect("just inserted");
-                if let Err(e) = register(epoll, &conn.fd, slot) {
-                    // Dropping it closes the connection we cannot watch.
-                    error!("epoll_ctl: {e}");
-                    conns.remove(slot);
-                    continue;
-                }
-                stats.accepted += 1;
-            }
+        let fd = match accept_shared(listener) {
+            Ok(fd) => fd,
             Err(AcceptError::Empty) => {
                 if attempt == 0 {
                     // Woken for a connection another loop took first.
@@ -569,10 +519,11 @@ fn accept_new_conns(
             }
             // One client failed: on to the next.
             Err(AcceptError::Retry(_)) => continue,
-            Err(AcceptError::NoFds(_)) => match turn_away_one(listener, spare_fd) {
-                TurnAway::Done => continue,
-                TurnAway::NobodyWaiting => return None,
-                TurnAway::Later => return later(),
+            Err(AcceptError::NoFds(_)) => match accept_with_spare_fd_alone(listener, spare_fd) {
+                Spare::Room(fd) => fd,
+                Spare::TurnedAway => continue,
+                Spare::NobodyWaiting => return None,
+                Spare::Later => return later(),
             },
             // The others wait: the loop tries again soon.
             Err(e @ AcceptError::NoMemory(_)) => {
@@ -583,63 +534,97 @@ fn accept_new_conns(
                 error!("accept: {e}");
                 return None;
             }
+        };
+        // We write each reply as soon as it is whole: see chapter 4.
+        if let Err(e) = net::set_nodelay(&fd) {
+            error!("setsockopt(TCP_NODELAY): {e}");
         }
+        let key = conns.insert(Conn::new(fd));
+        let conn = conns.get_mut(key).expect("just inserted");
+        if let Err(e) = register(epoll, &conn.fd, key) {
+            // Dropping it closes the connection we cannot watch.
+            error!("epoll_ctl: {e}");
+            conns.remove(key);
+            continue;
+        }
+        stats.accepted += 1;
     }
     unreachable!("the loop above returns")
 }
 // ANCHOR_END: accept
 
-// ANCHOR: emfile
+// ANCHOR: emfile_lock
 /// The one lock on the accept path. Every loop takes it for reading around
-/// `accept`, so loops accept at the same time; a loop turning a connection
-/// away takes it for writing (see `turn_away_one`).
+/// `accept`, so loops accept at the same time; a loop accepting with its
+/// spare descriptor takes it for writing (see below).
 static DESCRIPTORS: RwLock<()> = RwLock::new(());
 
-/// `accept`, but never while a loop is turning a connection away.
+/// `accept`, but never while a loop is accepting with its spare.
 fn accept_shared(listener: &TcpListener) -> Result<OwnedFd, AcceptError> {
     let _table = DESCRIPTORS.read().unwrap_or_else(PoisonError::into_inner);
     accept_nonblocking(listener)
 }
 
-/// What came of trying to turn a connection away.
-enum TurnAway {
-    /// One client was accepted and closed at once: go on.
-    Done,
-    /// The backlog was empty after all.
-    NobodyWaiting,
-    /// Not even one descriptor to do it with: try again later.
-    Later,
-}
-
 /// Chapter 9's spare descriptor, one per loop: out of descriptors, give it
-/// up, accept the connection into the number it frees, close it at once
-/// (the client sees a clean close instead of waiting forever), take the
-/// spare back.
+/// up, accept the client into the number it frees, take the spare back,
+/// and turn the client away if the spare found no room.
 ///
 /// But the table of descriptors belongs to the process, not to the loop:
 /// between our `close` and our `accept`, another loop's `accept` could take
 /// the number, and we would be left with neither a client to turn away nor
 /// our spare, for as long as the process stays full. Holding `DESCRIPTORS`
 /// for writing keeps every other loop out of `accept` for these few calls.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> TurnAway {
+/// (Other loops may still close connections meanwhile: then the spare finds
+/// room, and the client is served.)
+fn accept_with_spare_fd_alone(listener: &TcpListener, spare_fd: &mut Option<File>) -> Spare {
     let _table = DESCRIPTORS.write().unwrap_or_else(PoisonError::into_inner);
+    accept_with_spare_fd(listener, spare_fd)
+}
+// ANCHOR_END: emfile_lock
+
+// ANCHOR: emfile
+// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+/// What came of accepting with the spare descriptor.
+enum Spare {
+    /// A client, and room to serve it: the spare came back.
+    Room(OwnedFd),
+    /// A client was turned away, or had given up: on to the next.
+    TurnedAway,
+    /// Nobody was waiting after all.
+    NobodyWaiting,
+    /// Not even one descriptor to do it with: try again later.
+    Later,
+}
+
+/// Out of file descriptors, `accept` fails and leaves the connection in the
+/// backlog. Level-triggered, the loop would spin; edge-triggered, we would
+/// never hear of that client again. We keep one descriptor in reserve for
+/// this moment: give it up, accept the client into the number it frees,
+/// and take the spare back. If the spare finds no room, the client is
+/// turned away, closed at once (it sees a clean close instead of waiting
+/// forever); if it does (a descriptor was freed meanwhile), the client is
+/// served, as in chapter 5.
+fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> Spare {
     // A spare we could not take back last time (another process took the
     // number: the system-wide limit, ENFILE) may be free again.
     let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
-        return TurnAway::Later;
+        return Spare::Later;
     };
     drop(spare);
-    let outcome = match accept_nonblocking(listener) {
-        Ok(_closed_at_once) => {
-            warn!("out of file descriptors: turned a connection away");
-            TurnAway::Done
-        }
-        Err(AcceptError::Empty) => TurnAway::NobodyWaiting,
-        Err(AcceptError::Retry(_)) => TurnAway::Done,
-        Err(_) => TurnAway::Later,
-    };
+    let accepted = accept_nonblocking(listener);
     *spare_fd = File::open("/dev/null").ok();
-    outcome
+    match accepted {
+        Ok(fd) if spare_fd.is_some() => Spare::Room(fd),
+        Ok(fd) => {
+            drop(fd);
+            warn!("out of file descriptors: turned a connection away");
+            *spare_fd = File::open("/dev/null").ok();
+            Spare::TurnedAway
+        }
+        Err(AcceptError::Empty) => Spare::NobodyWaiting,
+        Err(AcceptError::Retry(_)) => Spare::TurnedAway,
+        Err(_) => Spare::Later,
+    }
 }
 // ANCHOR_END: emfile
 

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use conformance::harness::{frame, Client, Options, Server};
 use conformance::{runner, Target, CASES};
 
+#[path = "../../../common/testing/cases.rs"]
+mod shared;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ch14");
 const MODES: [&str; 3] = ["reuseport", "exclusive", "naive"];
 
@@ -30,8 +33,8 @@ fn start(args: &[&str]) -> Server {
 /// descriptors has a test of its own below (four loops hold more than the
 /// 16 descriptors the suite's case allows a server at rest); and taking
 /// turns, which is one loop's business, unchanged from chapter 9, and run
-/// by the suite with the default number of loops: with four loops on two
-/// cores its 500 ms limit would time the scheduler, not the loop.
+/// with one loop (tests/conformance.rs): with four loops on two cores its
+/// 500 ms limit would time the scheduler, not the loop.
 const CASES_WITH_FOUR_LOOPS: [&str; 10] = [
     "echo::one_frame",
     "echo::pipelined_random_frames_in_one_write",
@@ -203,14 +206,9 @@ fn one_signal_stops_every_loop_and_a_second_ends_the_grace_period() {
 #[test]
 fn out_of_fds_four_loops_serve_or_close_every_client() {
     for share in MODES {
-        let mut server = Server::start_with(
-            BIN,
-            Options {
-                args: &["--threads", "4", "--share", share],
-                max_open_files: Some(48),
-                ..Options::default()
-            },
-        );
+        let mut server = start(&["--threads", "4", "--share", share]);
+        // Room for 30 clients, above what the four loops hold at rest.
+        shared::limit_descriptors(&server, 30);
         let mut clients: Vec<Client> = (0..100).map(|_| server.connect()).collect();
         let (mut served, mut turned_away) = (0, 0);
         let request = frame(b"anyone there?");

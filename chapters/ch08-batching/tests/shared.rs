@@ -1,0 +1,11 @@
+//! Cases several chapters share (common/testing/cases.rs), against this
+//! chapter's server.
+
+#[path = "../../../common/testing/cases.rs"]
+mod shared;
+
+shared::cases!(
+    env!("CARGO_BIN_EXE_ch08"), [];
+    a_client_accepted_with_the_spare_is_served_if_there_is_room,
+    a_stop_that_ends_early_says_how_many_did_not_finish,
+);
