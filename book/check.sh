@@ -11,9 +11,10 @@
 #      the chapter before (or the one book/predecessors.sh names); a diff
 #      longer than 150 lines is shown folded, inside <details>; no generated
 #      diff carries an `// ANCHOR:` marker line;
-#   2b. code that says "Identical in chapters A to B" (or "A to B and C") is:
-#      the anchored region (or, said in a file's opening comment, the whole
-#      file) must be the same in every chapter from A to B (and C), so copies
+#   2b. code that says "Identical in chapters A to B" (or any list of
+#      chapters and ranges: "6 and 7", "8 to 11 and 14", "6, 9 to 11 and
+#      14") is: the anchored region (or, said in a file's opening comment,
+#      the whole file) must be the same in every chapter listed, so copies
 #      meant to stay equal cannot drift;
 #   3. mdBook reports any error or warning while building;
 #   4. a link or image in the built HTML points at a page, file or #fragment
@@ -146,33 +147,49 @@ region() { # file anchor: the lines between its ANCHOR and ANCHOR_END markers
         inside { print }
         $0 ~ "// ANCHOR: " name "$" { inside = 1 }' "$1"
 }
+# The chapter numbers a list names: "8 to 11 and 14" is 8 9 10 11 14.
+chapter_numbers() { # list
+    local words i=0
+    read -ra words <<<"${1//,/ }"
+    while [ "$i" -lt "${#words[@]}" ]; do
+        if [ "${words[i]}" = and ]; then
+            i=$((i + 1))
+        elif [ "${words[i + 1]:-}" = to ]; then
+            seq "${words[i]}" "${words[i + 2]}"
+            i=$((i + 3))
+        else
+            echo "${words[i]}"
+            i=$((i + 1))
+        fi
+    done
+}
 copies=0
 while IFS=: read -r file line _; do
     rel=${file#chapters/*/}
     text=$(sed -n "${line}p" "$file")
-    [[ $text =~ Identical\ in\ chapters\ ([0-9]+)\ to\ ([0-9]+)(\ and\ ([0-9]+))? ]] || continue
-    first=${BASH_REMATCH[1]} last=${BASH_REMATCH[2]} also=${BASH_REMATCH[4]}
+    [[ $text =~ Identical\ in\ chapters\ ([0-9]+(\ to\ [0-9]+)?((,|\ and)\ [0-9]+(\ to\ [0-9]+)?)*) ]] || continue
+    list=${BASH_REMATCH[1]}
     # The anchor whose region holds this line, if any.
     anchor=$(awk -v at="$line" '
         NR >= at { exit }
         /\/\/ ANCHOR: / { sub(/.*\/\/ ANCHOR: /, ""); open[$0] = 1; last = $0 }
         /\/\/ ANCHOR_END: / { sub(/.*\/\/ ANCHOR_END: /, ""); delete open[$0]; if ($0 == last) last = "" }
         END { print last }' "$file")
-    for n in $(seq "$first" "$last") $also; do
+    for n in $(chapter_numbers "$list"); do
         other=$(printf 'chapters/ch%02d-*/%s' "$n" "$rel")
         # shellcheck disable=SC2086
         other=$(echo $other)
         if [ ! -f "$other" ]; then
-            fail "$file:$line says it is identical in chapters $first to $last, but $other does not exist"
+            fail "$file:$line says it is identical in chapters $list, but $other does not exist"
             continue
         fi
         copies=$((copies + 1))
         if [ -n "$anchor" ]; then
             cmp -s <(region "$file" "$anchor") <(region "$other" "$anchor") ||
-                fail "$other: the '$anchor' region differs from $file's, which says it is identical in chapters $first to $last"
+                fail "$other: the '$anchor' region differs from $file's, which says it is identical in chapters $list"
         else
             cmp -s "$file" "$other" ||
-                fail "$other differs from $file, which says it is identical in chapters $first to $last"
+                fail "$other differs from $file, which says it is identical in chapters $list"
         fi
     done
 done < <(grep -n -r 'Identical in chapters' chapters --include='*.rs' | sort -u)

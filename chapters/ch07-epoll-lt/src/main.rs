@@ -27,6 +27,7 @@ use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::read;
 
 // ANCHOR: conn
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 /// What a connection is doing, which decides what it waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -57,6 +58,8 @@ struct Conn {
 }
 // ANCHOR_END: conn
 
+// ANCHOR: conn_new
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 impl Conn {
     /// Boxed: two 4 KiB buffers are too big to move around or to store
     /// inline in a table with a slot for every possible descriptor.
@@ -73,6 +76,7 @@ impl Conn {
         })
     }
 }
+// ANCHOR_END: conn_new
 
 /// Connections indexed by their file descriptor: the kernel hands out the
 /// lowest free numbers, so the table stays about as long as the number of
@@ -80,6 +84,7 @@ impl Conn {
 type Connections = Vec<Option<Box<Conn>>>;
 
 // ANCHOR: interest
+// Identical in chapters 7 and 8 (book/check.sh checks it).
 /// The readiness a connection waits for in its current state.
 fn interest(state: State) -> EpollFlags {
     match state {
@@ -105,11 +110,14 @@ fn update_interest(epoll: &Epoll, conn: &mut Conn) {
 }
 // ANCHOR_END: interest
 
+// ANCHOR: token_fn
+// Identical in chapters 7 to 9 (book/check.sh checks it).
 /// Each event carries a 64-bit tag chosen at registration: for a connection,
 /// its descriptor number, which is also its index in `conns`.
 fn token(fd: &OwnedFd) -> u64 {
     fd.as_raw_fd() as u64
 }
+// ANCHOR_END: token_fn
 /// Tags that no descriptor number can take.
 const STOP: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
@@ -229,6 +237,8 @@ fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
     }
 }
 
+// ANCHOR: stop_reading
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -240,6 +250,7 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
+// ANCHOR_END: stop_reading
 // ANCHOR_END: stop
 
 /// After a connection's turn: tells epoll if what it waits for changed,
@@ -257,6 +268,7 @@ fn after_io(epoll: &Epoll, slot: &mut Option<Box<Conn>>, waited_for: State) {
 }
 
 // ANCHOR: accept
+// Identical in chapters 7 and 8 (book/check.sh checks it).
 /// Accepts one connection. If more are waiting, the listener is still
 /// readable and the next wait returns at once: level-triggered.
 fn accept_new_conn(
@@ -330,6 +342,7 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
 // ANCHOR_END: emfile
 
 // ANCHOR: state_machine
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 /// Runs a connection that the kernel reported ready.
 fn connection_io(conn: &mut Conn) {
     match conn.state {
@@ -366,12 +379,16 @@ fn state_reading(conn: &mut Conn) {
     }
 }
 
+// ANCHOR: state_writing
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
+// ANCHOR_END: state_writing
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 /// Reads once into the free end of the read buffer and answers every whole
 /// frame now in it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn) -> bool {
@@ -413,6 +430,7 @@ fn try_fill_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 /// Answers the frame at the start of the read buffer, if it is whole.
 /// Returns true if the reply went out and the next frame can be tried.
 fn try_one_request(conn: &mut Conn) -> bool {
@@ -446,6 +464,7 @@ fn try_one_request(conn: &mut Conn) -> bool {
 // ANCHOR_END: parse
 
 // ANCHOR: write
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 /// Sends what is left of the reply. Returns true to try again after a short
 /// write; on EAGAIN it stays in `Writing` until the socket is writable again.
 fn try_flush_buffer(conn: &mut Conn) -> bool {
@@ -474,6 +493,7 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: write
 
 // ANCHOR: close
+// Identical in chapters 6 and 7 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.

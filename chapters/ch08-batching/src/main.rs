@@ -83,6 +83,7 @@ impl Conn {
 type Connections = Vec<Option<Conn>>;
 
 // ANCHOR: interest
+// Identical in chapters 7 and 8 (book/check.sh checks it).
 /// The readiness a connection waits for in its current state.
 fn interest(state: State) -> EpollFlags {
     match state {
@@ -108,11 +109,14 @@ fn update_interest(epoll: &Epoll, conn: &mut Conn) {
 }
 // ANCHOR_END: interest
 
+// ANCHOR: token_fn
+// Identical in chapters 7 to 9 (book/check.sh checks it).
 /// Each event carries a 64-bit tag chosen at registration: for a connection,
 /// its descriptor number, which is also its index in `conns`.
 fn token(fd: &OwnedFd) -> u64 {
     fd.as_raw_fd() as u64
 }
+// ANCHOR_END: token_fn
 /// Tags that no descriptor number can take.
 const STOP: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
@@ -233,6 +237,8 @@ fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
     }
 }
 
+// ANCHOR: stop_reading
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -244,6 +250,7 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
+// ANCHOR_END: stop_reading
 // ANCHOR_END: stop
 
 /// After a connection's turn: tells epoll if what it waits for changed,
@@ -261,6 +268,7 @@ fn after_io(epoll: &Epoll, slot: &mut Option<Conn>, waited_for: State) {
 }
 
 // ANCHOR: accept
+// Identical in chapters 7 and 8 (book/check.sh checks it).
 /// Accepts one connection. If more are waiting, the listener is still
 /// readable and the next wait returns at once: level-triggered.
 fn accept_new_conn(
@@ -364,9 +372,12 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) {
     }
 }
 
+// ANCHOR: state_writing
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
+// ANCHOR_END: state_writing
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
@@ -414,6 +425,8 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 
 // ANCHOR: parse
 // Identical in chapters 8 to 10 and 14 (book/check.sh checks it).
+// ANCHOR: whole_frames
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.
@@ -433,6 +446,7 @@ fn whole_frames(conn: &mut Conn) -> usize {
         }
     }
 }
+// ANCHOR_END: whole_frames
 
 /// Answers every whole frame in the read buffer, all with one `send`. The
 /// reply to a frame is the frame itself, so the replies go out straight
@@ -496,6 +510,8 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: write
 
 // ANCHOR: close
+// ANCHOR: finish_requests
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.
@@ -518,6 +534,7 @@ fn finish_if_no_more_requests(conn: &mut Conn) {
         Err(_) => State::Done, // the peer is gone already
     };
 }
+// ANCHOR_END: finish_requests
 
 fn close_gracefully(conn: &mut Conn, pool: &mut Pool) {
     for _ in 0..READS_PER_WAKEUP {

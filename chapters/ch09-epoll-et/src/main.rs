@@ -34,6 +34,7 @@ use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::read;
 
 // ANCHOR: conn
+// Identical in chapters 9 and 14 (book/check.sh checks it).
 /// What a connection is doing. It no longer decides what epoll reports
 /// (always both directions), only what the connection does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,8 @@ struct Conn {
 }
 // ANCHOR_END: conn
 
+// ANCHOR: conn_new
+// Identical in chapters 9 and 14 (book/check.sh checks it).
 impl Conn {
     fn new(fd: OwnedFd) -> Conn {
         Conn {
@@ -88,6 +91,7 @@ impl Conn {
         }
     }
 }
+// ANCHOR_END: conn_new
 
 /// Connections indexed by their file descriptor: the kernel hands out the
 /// lowest free numbers, so the table stays about as long as the number of
@@ -102,6 +106,8 @@ fn register(epoll: &Epoll, fd: &OwnedFd) -> nix::Result<()> {
     epoll.add(fd, EpollEvent::new(interest, token(fd)))
 }
 
+// ANCHOR: remember_edge
+// Identical in chapters 9 and 14 (book/check.sh checks it).
 /// Remembers what an edge said. Errors and hang-ups count for both
 /// directions: the next read or send reports them.
 fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
@@ -113,13 +119,17 @@ fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
         conn.writable = true;
     }
 }
+// ANCHOR_END: remember_edge
 // ANCHOR_END: register
 
+// ANCHOR: token_fn
+// Identical in chapters 7 to 9 (book/check.sh checks it).
 /// Each event carries a 64-bit tag chosen at registration: for a connection,
 /// its descriptor number, which is also its index in `conns`.
 fn token(fd: &OwnedFd) -> u64 {
     fd.as_raw_fd() as u64
 }
+// ANCHOR_END: token_fn
 /// Tags that no descriptor number can take.
 const STOP: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
@@ -264,6 +274,8 @@ fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
     }
 }
 
+// ANCHOR: stop_reading
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -275,6 +287,7 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
+// ANCHOR_END: stop_reading
 // ANCHOR_END: stop
 
 // ANCHOR: take_turn
@@ -403,6 +416,7 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
 // ANCHOR_END: emfile
 
 // ANCHOR: state_machine
+// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// How a connection's turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
@@ -443,7 +457,8 @@ fn connection_io(conn: &mut Conn, pool: &mut Pool) -> Turn {
 /// Reads per connection per turn. Without a limit, a client that sends and
 /// reads as fast as we echo never lets a read come back empty, and we
 /// would serve it forever. Unlike level-triggered, stopping early is not
-/// free: the connection must go on the `unfinished` list.
+/// free: the connection must be given another turn without an edge (see
+/// `take_turn`).
 const READS_PER_TURN: usize = 16;
 
 fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
@@ -455,9 +470,12 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
     Turn::Unfinished
 }
 
+// ANCHOR: state_writing
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
+// ANCHOR_END: state_writing
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
@@ -515,6 +533,8 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 
 // ANCHOR: parse
 // Identical in chapters 8 to 10 and 14 (book/check.sh checks it).
+// ANCHOR: whole_frames
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.
@@ -534,6 +554,7 @@ fn whole_frames(conn: &mut Conn) -> usize {
         }
     }
 }
+// ANCHOR_END: whole_frames
 
 /// Answers every whole frame in the read buffer, all with one `send`. The
 /// reply to a frame is the frame itself, so the replies go out straight
@@ -568,6 +589,7 @@ fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
 // ANCHOR_END: parse
 
 // ANCHOR: write
+// Identical in chapters 9, 10 and 14 (book/check.sh checks it).
 /// Sends the pending replies, all in one call if the socket takes them.
 /// Returns true to try again after a short write; on EAGAIN it stays in
 /// `Writing` until the socket is writable again.
@@ -604,6 +626,8 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 
 // ANCHOR: close
 // Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
+// ANCHOR: finish_requests
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.
@@ -626,6 +650,7 @@ fn finish_if_no_more_requests(conn: &mut Conn) {
         Err(_) => State::Done, // the peer is gone already
     };
 }
+// ANCHOR_END: finish_requests
 
 fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
     for _ in 0..READS_PER_TURN {

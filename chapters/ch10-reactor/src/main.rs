@@ -193,6 +193,8 @@ impl Handler<Pool> for StopSignal {
     }
 }
 
+// ANCHOR: stop_reading
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -204,6 +206,7 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
+// ANCHOR_END: stop_reading
 // ANCHOR_END: stop
 
 // ANCHOR: take_turn
@@ -215,12 +218,17 @@ impl Handler<Pool> for Conn {
         take_turn(self, cx.shared)
     }
 
+    // ANCHOR: conn_stop
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     fn stop(&mut self, cx: &mut Context<'_, Pool>) -> Next {
         stop_reading(self);
         take_turn(self, cx.shared)
     }
+    // ANCHOR_END: conn_stop
 }
 
+// ANCHOR: take_turn_fn
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// Lets a connection do what its readiness allows, and tells the reactor
 /// what next: close it, or give it another turn if it stopped before
 /// running out of input (chapter 9's `unfinished` list, now the reactor's).
@@ -231,9 +239,12 @@ fn take_turn(conn: &mut Conn, pool: &mut Pool) -> Next {
         Turn::Idle => Next::Wait,
     }
 }
+// ANCHOR_END: take_turn_fn
 // ANCHOR_END: take_turn
 
 // ANCHOR: accept
+// ANCHOR: listener
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// Accepts connections and registers a [`Conn`] handler for each.
 struct Listener {
     listener: TcpListener,
@@ -246,6 +257,7 @@ impl AsFd for Listener {
         self.listener.as_fd()
     }
 }
+// ANCHOR_END: listener
 
 impl Handler<Pool> for Listener {
     /// Accepts every pending connection. The listener's edge came once for
@@ -345,6 +357,7 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
 // ANCHOR_END: emfile
 
 // ANCHOR: state_machine
+// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// How a connection's turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
@@ -385,7 +398,8 @@ fn connection_io(conn: &mut Conn, pool: &mut Pool) -> Turn {
 /// Reads per connection per turn. Without a limit, a client that sends and
 /// reads as fast as we echo never lets a read come back empty, and we
 /// would serve it forever. Unlike level-triggered, stopping early is not
-/// free: the connection must ask for another turn (`Next::Again`).
+/// free: the connection must be given another turn without an edge (see
+/// `take_turn`).
 const READS_PER_TURN: usize = 16;
 
 fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
@@ -397,9 +411,12 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
     Turn::Unfinished
 }
 
+// ANCHOR: state_writing
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
+// ANCHOR_END: state_writing
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
@@ -457,6 +474,8 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 
 // ANCHOR: parse
 // Identical in chapters 8 to 10 and 14 (book/check.sh checks it).
+// ANCHOR: whole_frames
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.
@@ -476,6 +495,7 @@ fn whole_frames(conn: &mut Conn) -> usize {
         }
     }
 }
+// ANCHOR_END: whole_frames
 
 /// Answers every whole frame in the read buffer, all with one `send`. The
 /// reply to a frame is the frame itself, so the replies go out straight
@@ -510,6 +530,7 @@ fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
 // ANCHOR_END: parse
 
 // ANCHOR: write
+// Identical in chapters 9, 10 and 14 (book/check.sh checks it).
 /// Sends the pending replies, all in one call if the socket takes them.
 /// Returns true to try again after a short write; on EAGAIN it stays in
 /// `Writing` until the socket is writable again.
@@ -546,6 +567,8 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 
 // ANCHOR: close
 // Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
+// ANCHOR: finish_requests
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.
@@ -568,6 +591,7 @@ fn finish_if_no_more_requests(conn: &mut Conn) {
         Err(_) => State::Done, // the peer is gone already
     };
 }
+// ANCHOR_END: finish_requests
 
 fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
     for _ in 0..READS_PER_TURN {

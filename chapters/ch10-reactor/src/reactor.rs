@@ -50,6 +50,8 @@ pub trait Handler<S>: AsFd {
     /// until `EAGAIN` or return [`Next::Again`], as no reminder will come.
     fn ready(&mut self, ready: Ready, cx: &mut Context<'_, S>) -> Next;
 
+    // ANCHOR: handler_stop
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// The server is stopping (see [`Context::stop`]): finish up. By
     /// default a handler is simply removed; one with work in hand says how
     /// long it needs, as `ready` does, and is called on its events until it
@@ -64,8 +66,11 @@ pub trait Handler<S>: AsFd {
     fn delays_stop(&self) -> bool {
         true
     }
+    // ANCHOR_END: handler_stop
 }
 
+// ANCHOR: next
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// What a handler wants after its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -116,8 +121,11 @@ impl Ready {
         self.0.contains(EpollFlags::EPOLLERR)
     }
 }
+// ANCHOR_END: next
 // ANCHOR_END: handler
 
+// ANCHOR: interest
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// The readiness a handler wants to hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interest(EpollFlags);
@@ -142,6 +150,7 @@ impl BitOr for Interest {
         Interest(self.0 | other.0)
     }
 }
+// ANCHOR_END: interest
 
 /// What a handler may use during its turn.
 pub struct Context<'a, S> {
@@ -153,6 +162,8 @@ pub struct Context<'a, S> {
 }
 
 impl<S> Context<'_, S> {
+    // ANCHOR: context_stop
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// Asks the reactor to stop at the end of this turn: it calls every
     /// handler's [`Handler::stop`], then runs until they are all removed
     /// or the grace period given to [`Reactor::run`] ends. Asked again
@@ -160,6 +171,7 @@ impl<S> Context<'_, S> {
     pub fn stop(&mut self) {
         *self.stop = true;
     }
+    // ANCHOR_END: context_stop
 }
 
 // ANCHOR: registry
@@ -192,6 +204,8 @@ impl<S> Registry<S> {
         Ok(token)
     }
 
+    // ANCHOR: modify
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// Changes what a registered handler hears about. The echo server never
     /// does: edge-triggered, a socket is registered for both directions once
     /// (chapter 9). A level-triggered design calls this on every change of
@@ -201,6 +215,7 @@ impl<S> Registry<S> {
         self.epoll.modify(fd, &mut interest.event(Token::of(fd)))?;
         Ok(())
     }
+    // ANCHOR_END: modify
 
     /// Deregisters a handler and hands it back, its descriptor still open:
     /// so it must leave the interest list explicitly (`EPOLL_CTL_DEL`).
@@ -222,6 +237,8 @@ impl<S> Registry<S> {
         drop(slot);
     }
 
+    // ANCHOR: delaying
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// How many handlers a stop still waits for.
     fn delaying_stop(&self) -> usize {
         let slots = self.slots.iter().flatten();
@@ -234,6 +251,7 @@ impl<S> Registry<S> {
             .map(Token)
             .collect()
     }
+    // ANCHOR_END: delaying
 }
 // ANCHOR_END: registry
 
@@ -265,9 +283,12 @@ impl<S> Reactor<S> {
         })
     }
 
+    // ANCHOR: registry_fn
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     pub fn registry(&mut self) -> &mut Registry<S> {
         &mut self.registry
     }
+    // ANCHOR_END: registry_fn
 
     // ANCHOR: dispatch
     /// Waits for events and dispatches them until a handler calls
@@ -327,6 +348,8 @@ impl<S> Reactor<S> {
         later.chain(deadline).min()
     }
 
+    // ANCHOR: turns
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     fn on_event(&mut self, token: Token, ready: Ready) {
         // `None` if a handler earlier in this round removed it.
         let Some(slot) = self
@@ -384,6 +407,7 @@ impl<S> Reactor<S> {
             self.dispatch(token, |handler, cx| handler.stop(cx));
         }
     }
+    // ANCHOR_END: turns
 
     /// One handler's turn. The handler leaves its slot for the duration: it
     /// is borrowed mutably to run, and so is the registry, which it may use

@@ -53,6 +53,8 @@ pub trait Handler<S>: AsFd {
     /// until `EAGAIN` or return [`Next::Again`], as no reminder will come.
     fn ready(&mut self, ready: Ready, cx: &mut Context<'_, S>) -> Next;
 
+    // ANCHOR: handler_stop
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// The server is stopping (see [`Context::stop`]): finish up. By
     /// default a handler is simply removed; one with work in hand says how
     /// long it needs, as `ready` does, and is called on its events until it
@@ -67,12 +69,15 @@ pub trait Handler<S>: AsFd {
     fn delays_stop(&self) -> bool {
         true
     }
+    // ANCHOR_END: handler_stop
 
     /// Called when the handler has been idle for `timeout` (see
     /// [`Context::touch`]), just before the reactor drops it.
     fn idle(&mut self, _timeout: Duration) {}
 }
 
+// ANCHOR: next
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// What a handler wants after its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -123,8 +128,11 @@ impl Ready {
         self.0.contains(EpollFlags::EPOLLERR)
     }
 }
+// ANCHOR_END: next
 // ANCHOR_END: handler
 
+// ANCHOR: interest
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// The readiness a handler wants to hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interest(EpollFlags);
@@ -149,6 +157,7 @@ impl BitOr for Interest {
         Interest(self.0 | other.0)
     }
 }
+// ANCHOR_END: interest
 
 /// Whether the idle timeout applies to a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +180,8 @@ pub struct Context<'a, S> {
 }
 
 impl<S> Context<'_, S> {
+    // ANCHOR: context_stop
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// Asks the reactor to stop at the end of this turn: it calls every
     /// handler's [`Handler::stop`], then runs until they are all removed
     /// or the grace period given to [`Reactor::run`] ends. Asked again
@@ -178,6 +189,7 @@ impl<S> Context<'_, S> {
     pub fn stop(&mut self) {
         *self.stop = true;
     }
+    // ANCHOR_END: context_stop
 
     /// Records activity: the handler's idle timeout starts over. What counts
     /// as activity is the handler's call; the reactor cannot tell a useful
@@ -229,6 +241,8 @@ impl<S> Registry<S> {
         Ok(token)
     }
 
+    // ANCHOR: modify
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// Changes what a registered handler hears about. The echo server never
     /// does: edge-triggered, a socket is registered for both directions once
     /// (chapter 9). A level-triggered design calls this on every change of
@@ -238,6 +252,7 @@ impl<S> Registry<S> {
         self.epoll.modify(fd, &mut interest.event(Token::of(fd)))?;
         Ok(())
     }
+    // ANCHOR_END: modify
 
     /// Deregisters a handler and hands it back, its descriptor still open:
     /// so it must leave the interest list explicitly (`EPOLL_CTL_DEL`).
@@ -262,6 +277,8 @@ impl<S> Registry<S> {
         drop(slot);
     }
 
+    // ANCHOR: delaying
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     /// How many handlers a stop still waits for.
     fn delaying_stop(&self) -> usize {
         let slots = self.slots.iter().flatten();
@@ -274,6 +291,7 @@ impl<S> Registry<S> {
             .map(Token)
             .collect()
     }
+    // ANCHOR_END: delaying
 }
 // ANCHOR_END: registry
 
@@ -309,9 +327,12 @@ impl<S> Reactor<S> {
         })
     }
 
+    // ANCHOR: registry_fn
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     pub fn registry(&mut self) -> &mut Registry<S> {
         &mut self.registry
     }
+    // ANCHOR_END: registry_fn
 
     // ANCHOR: dispatch
     /// Waits for events and dispatches them until a handler calls
@@ -362,6 +383,8 @@ impl<S> Reactor<S> {
         }
     }
 
+    // ANCHOR: turns
+    // Identical in chapters 10 and 11 (book/check.sh checks it).
     fn on_event(&mut self, token: Token, ready: Ready) {
         // `None` if a handler earlier in this round removed it.
         let Some(slot) = self
@@ -419,6 +442,7 @@ impl<S> Reactor<S> {
             self.dispatch(token, |handler, cx| handler.stop(cx));
         }
     }
+    // ANCHOR_END: turns
 
     /// One handler's turn. The handler leaves its slot for the duration: it
     /// is borrowed mutably to run, and so is the registry, which it may use

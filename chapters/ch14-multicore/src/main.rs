@@ -46,6 +46,7 @@ use share::Share;
 use stop::{Asked, Stop};
 
 // ANCHOR: conn
+// Identical in chapters 9 and 14 (book/check.sh checks it).
 /// What a connection is doing. It no longer decides what epoll reports
 /// (always both directions), only what the connection does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +85,8 @@ struct Conn {
 }
 // ANCHOR_END: conn
 
+// ANCHOR: conn_new
+// Identical in chapters 9 and 14 (book/check.sh checks it).
 impl Conn {
     fn new(fd: OwnedFd) -> Conn {
         Conn {
@@ -100,6 +103,7 @@ impl Conn {
         }
     }
 }
+// ANCHOR_END: conn_new
 
 // ANCHOR: slots
 /// A loop's connections, in a slab (chapter 12's, in `common`): each has a
@@ -125,6 +129,8 @@ fn register(epoll: &Epoll, fd: &OwnedFd, key: Key) -> nix::Result<()> {
     epoll.add(fd, EpollEvent::new(interest, key.to_u64()))
 }
 
+// ANCHOR: remember_edge
+// Identical in chapters 9 and 14 (book/check.sh checks it).
 /// Remembers what an edge said. Errors and hang-ups count for both
 /// directions: the next read or send reports them.
 fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
@@ -136,6 +142,7 @@ fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
         conn.writable = true;
     }
 }
+// ANCHOR_END: remember_edge
 // ANCHOR_END: register
 
 /// Tags that no key can take: a key leaves the top byte clear.
@@ -462,6 +469,8 @@ impl Loop {
     // ANCHOR_END: event_loop
 }
 
+// ANCHOR: stop_reading
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -473,6 +482,7 @@ fn stop_reading(conn: &mut Conn) {
         finish_if_no_more_requests(conn);
     }
 }
+// ANCHOR_END: stop_reading
 
 // ANCHOR: take_turn
 /// Lets a connection do what its readiness allows; then closes it, or queues
@@ -629,6 +639,7 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
 // ANCHOR_END: emfile
 
 // ANCHOR: state_machine
+// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// How a connection's turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
@@ -669,7 +680,8 @@ fn connection_io(conn: &mut Conn, pool: &mut Pool) -> Turn {
 /// Reads per connection per turn. Without a limit, a client that sends and
 /// reads as fast as we echo never lets a read come back empty, and we
 /// would serve it forever. Unlike level-triggered, stopping early is not
-/// free: the connection must go on the `unfinished` list.
+/// free: the connection must be given another turn without an edge (see
+/// `take_turn`).
 const READS_PER_TURN: usize = 16;
 
 fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
@@ -681,9 +693,12 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
     Turn::Unfinished
 }
 
+// ANCHOR: state_writing
+// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
+// ANCHOR_END: state_writing
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
@@ -741,6 +756,8 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 
 // ANCHOR: parse
 // Identical in chapters 8 to 10 and 14 (book/check.sh checks it).
+// ANCHOR: whole_frames
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.
@@ -760,6 +777,7 @@ fn whole_frames(conn: &mut Conn) -> usize {
         }
     }
 }
+// ANCHOR_END: whole_frames
 
 /// Answers every whole frame in the read buffer, all with one `send`. The
 /// reply to a frame is the frame itself, so the replies go out straight
@@ -794,6 +812,7 @@ fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
 // ANCHOR_END: parse
 
 // ANCHOR: write
+// Identical in chapters 9, 10 and 14 (book/check.sh checks it).
 /// Sends the pending replies, all in one call if the socket takes them.
 /// Returns true to try again after a short write; on EAGAIN it stays in
 /// `Writing` until the socket is writable again.
@@ -830,6 +849,8 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 
 // ANCHOR: close
 // Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
+// ANCHOR: finish_requests
+// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.
@@ -852,6 +873,7 @@ fn finish_if_no_more_requests(conn: &mut Conn) {
         Err(_) => State::Done, // the peer is gone already
     };
 }
+// ANCHOR_END: finish_requests
 
 fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
     for _ in 0..READS_PER_TURN {
