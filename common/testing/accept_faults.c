@@ -1,9 +1,11 @@
 /*
  * Preloaded into a chapter's server by its tests (LD_PRELOAD; see
  * cases.rs): makes accept4() fail the way a real machine sometimes does,
- * as ECHO_ACCEPT_FAULT says. Every failure it makes is also a line on the
- * server's stderr, "accept fault: ...", so a test can tell that the shim
- * ran and count how often the server called.
+ * as ECHO_ACCEPT_FAULT says. It counts the failures it makes in the file
+ * ECHO_ACCEPT_FAULT_COUNT names (8 bytes, a native-endian u64, mapped
+ * shared: no descriptor stays open), so that a test can tell that it ran,
+ * and how often the server called; the first ten are also lines on the
+ * server's stderr, "accept fault: ...", for people.
  *
  *   abort-after-emfile  Once: the accept4() right after one that failed
  *                       with EMFILE or ENFILE fails with ECONNABORTED, if a
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,12 +62,39 @@ static int client_waiting(int fd)
     return n == 1 && (p.revents & POLLIN);
 }
 
+/* The shared counter, mapped at the first call, while descriptors are free. */
+static unsigned long long *counter;
+
+static void map_counter(void)
+{
+    const char *path = getenv("ECHO_ACCEPT_FAULT_COUNT");
+    if (!path || __atomic_load_n(&counter, __ATOMIC_SEQ_CST))
+        return;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    void *map = mmap(NULL, sizeof *counter, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return;
+    unsigned long long *none = NULL;
+    if (!__atomic_compare_exchange_n(&counter, &none, map, 0, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST))
+        munmap(map, sizeof *counter);
+}
+
 static int fail(int errno_value, const char *name)
 {
-    char line[64];
-    int n = snprintf(line, sizeof line, "accept fault: %s\n", name);
-    /* stderr may be closed or a broken pipe: the failure is all that counts. */
-    if (write(STDERR_FILENO, line, n) < 0) {
+    static unsigned told;
+    unsigned long long *count = __atomic_load_n(&counter, __ATOMIC_SEQ_CST);
+    if (count)
+        __atomic_add_fetch(count, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_add_fetch(&told, 1, __ATOMIC_SEQ_CST) <= 10) {
+        char line[64];
+        int n = snprintf(line, sizeof line, "accept fault: %s\n", name);
+        /* stderr may be closed or a broken pipe: the failure is what counts. */
+        if (write(STDERR_FILENO, line, n) < 0) {
+        }
     }
     errno = errno_value;
     return -1;
@@ -78,6 +108,7 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         real_accept4 = dlsym(RTLD_NEXT, "accept4");
     if (!fault)
         return real_accept4(fd, addr, len, flags);
+    map_counter();
 
     if (strcmp(fault, "abort-after-emfile") == 0) {
         if (__atomic_exchange_n(&last_was_emfile, 0, __ATOMIC_SEQ_CST) &&

@@ -11,6 +11,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ const PATIENCE: Duration = Duration::from_secs(3);
 /// The clients come one at a time, each answered or closed before the next
 /// connects: a client the server gave up on waits for good.
 pub fn an_aborted_client_does_not_stop_the_turning_away(bin: &str, args: &[&str]) {
-    let server = start(bin, args, Some("abort-after-emfile"));
+    let (server, faults) = start_with_fault(bin, args, "abort-after-emfile");
     let room = 8;
     limit_descriptors(&server, room);
     let mut served = Vec::new();
@@ -63,7 +64,7 @@ pub fn an_aborted_client_does_not_stop_the_turning_away(bin: &str, args: &[&str]
         }
     }
     assert_eq!(served.len(), room, "every free descriptor serves a client");
-    assert_faults(&server, "ECONNABORTED", 1..=1);
+    faults.assert_made("ECONNABORTED", 1..=1);
 }
 // ANCHOR_END: aborted
 
@@ -74,16 +75,16 @@ pub fn an_aborted_client_does_not_stop_the_turning_away(bin: &str, args: &[&str]
 /// that logs every turn. (At 10 ms between tries, a loop tries about 30
 /// times; a busy loop, thousands.)
 pub fn accept_pauses_while_the_kernel_is_short_of_memory(bin: &str, args: &[&str]) {
-    let mut server = start(bin, args, Some("nobufs:300"));
+    let (server, faults) = start_with_fault(bin, args, "nobufs:300");
     let mut client = server.connect();
     client.stream.set_read_timeout(Some(PATIENCE)).unwrap();
     client.assert_echo(b"after the shortage");
-    let failed = stop(&mut server);
+    let failed = faults.count();
     assert!(
         failed <= 1000,
         "{failed} accepts failed in 300 ms of ENOBUFS: the server retried at once, a busy loop"
     );
-    assert_faults(&server, "ENOBUFS", 1..=1000);
+    faults.assert_made("ENOBUFS", 1..=1000);
 }
 // ANCHOR_END: nobufs
 
@@ -93,7 +94,7 @@ pub fn accept_pauses_while_the_kernel_is_short_of_memory(bin: &str, args: &[&str
 /// connection, or another process freed its share of the system's table):
 /// the client is served, not turned away. Chapter 5's policy, everywhere.
 pub fn a_client_accepted_with_the_spare_is_served_if_there_is_room(bin: &str, args: &[&str]) {
-    let server = start(bin, args, Some("emfile-once"));
+    let (server, faults) = start_with_fault(bin, args, "emfile-once");
     let mut client = server.connect();
     client.stream.set_read_timeout(Some(PATIENCE)).unwrap();
     if let Err(e) = client.try_echo(b"room after all?") {
@@ -102,7 +103,7 @@ pub fn a_client_accepted_with_the_spare_is_served_if_there_is_room(bin: &str, ar
              to spare, and the server turned it away: {e}"
         );
     }
-    assert_faults(&server, "EMFILE", 1..=1);
+    faults.assert_made("EMFILE", 1..=1);
 }
 // ANCHOR_END: spare
 
@@ -114,7 +115,7 @@ pub fn a_client_accepted_with_the_spare_is_served_if_there_is_room(bin: &str, ar
 pub fn a_stop_that_ends_early_says_how_many_did_not_finish(bin: &str, args: &[&str]) {
     for (grace_ms, second_signal) in [("20000", true), ("300", false)] {
         let args = [args, &["--grace-ms", grace_ms]].concat();
-        let mut server = start(bin, &args, None);
+        let mut server = start(bin, &args, &[]);
         let _stuck = stuck_client(&server);
         server.signal(libc::SIGINT);
         if second_signal {
@@ -141,23 +142,62 @@ pub fn a_stop_that_ends_early_says_how_many_did_not_finish(bin: &str, args: &[&s
 }
 // ANCHOR_END: stop_log
 
-/// Starts the server, with `fault` (see accept_faults.c) if any.
-fn start(bin: &str, args: &[&str], fault: Option<&str>) -> Server {
-    let shim;
-    let mut env = Vec::new();
-    if let Some(fault) = fault {
-        shim = accept_faults();
-        env.push(("LD_PRELOAD", shim.to_str().unwrap()));
-        env.push(("ECHO_ACCEPT_FAULT", fault));
-    }
+fn start(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
     Server::start_with(
         bin,
         Options {
             args,
-            env: &env,
+            env,
             ..Options::default()
         },
     )
+}
+
+/// Starts the server with accept_faults.c preloaded, making `fault`.
+fn start_with_fault(bin: &str, args: &[&str], fault: &str) -> (Server, Faults) {
+    let faults = Faults::new();
+    let shim = accept_faults();
+    let env = [
+        ("LD_PRELOAD", shim.to_str().unwrap()),
+        ("ECHO_ACCEPT_FAULT", fault),
+        ("ECHO_ACCEPT_FAULT_COUNT", faults.0.to_str().unwrap()),
+    ];
+    (start(bin, args, &env), faults)
+}
+
+/// The file in which the shim counts the failures it makes.
+struct Faults(PathBuf);
+
+impl Faults {
+    fn new() -> Faults {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let name = format!("echo-accept-faults-{}-{n}.count", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, 0u64.to_ne_bytes()).unwrap();
+        Faults(path)
+    }
+
+    fn count(&self) -> u64 {
+        let bytes = std::fs::read(&self.0).unwrap();
+        u64::from_ne_bytes(bytes[..8].try_into().unwrap())
+    }
+
+    /// Fails unless the shim failed between `expected` accepts with
+    /// `errno`: a case whose fault never came tested nothing.
+    fn assert_made(&self, errno: &str, expected: std::ops::RangeInclusive<u64>) {
+        let n = self.count();
+        assert!(
+            expected.contains(&n),
+            "the shim failed {n} accepts with {errno}, not {expected:?}"
+        );
+    }
+}
+
+impl Drop for Faults {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Lowers the server's limit on open files so that, measured now, at rest,
@@ -241,41 +281,6 @@ fn stuck_client(server: &Server) -> Client {
             Err(e) => panic!("flooding: {e}"),
         }
     }
-}
-
-/// Stops the server, and returns once its stderr is complete up to the
-/// stop: the faults the shim wrote before are all in it.
-fn stop(server: &mut Server) -> usize {
-    server.signal(libc::SIGINT);
-    server.eventually(PATIENCE, "the stop to begin", |s| {
-        s.stderr().contains("stopping")
-    });
-    faults(server, "")
-}
-
-/// How many accepts the shim failed, with `errno` in its line.
-fn faults(server: &Server, errno: &str) -> usize {
-    let line = format!("accept fault: {errno}");
-    server
-        .stderr()
-        .lines()
-        .filter(|l| l.starts_with(&line))
-        .count()
-}
-
-/// Fails unless the shim failed between `expected` accepts with `errno`:
-/// a case whose fault never came tested nothing.
-fn assert_faults(server: &Server, errno: &str, expected: std::ops::RangeInclusive<usize>) {
-    server.eventually(
-        PATIENCE,
-        &format!("the shim to fail accept with {errno}"),
-        |s| faults(s, errno) >= *expected.start(),
-    );
-    let n = faults(server, errno);
-    assert!(
-        expected.contains(&n),
-        "accept failed with {errno} {n} times, not {expected:?}"
-    );
 }
 
 /// Compiles accept_faults.c into a shared object, once per test binary.
