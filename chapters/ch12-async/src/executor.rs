@@ -546,13 +546,21 @@ mod tests {
     }
 
     /// A waker sent to another thread wakes the executor out of an
-    /// `epoll_wait` with no timeout (no timer is armed).
+    /// `epoll_wait` with no timeout (no timer is armed). The other thread
+    /// wakes it only once the executor's thread is asleep there: a wake
+    /// that came sooner would be found on the run queue before the wait,
+    /// and the test would pass without the unpark.
     #[test]
     fn a_wake_from_another_thread_reaches_a_sleeping_executor() {
         let polls = bounded(|| {
             Runtime::new().unwrap().block_on(async {
+                let executor = std::fs::canonicalize("/proc/thread-self").unwrap();
                 let (tx, rx) = mpsc::channel::<Waker>();
-                let waking = thread::spawn(move || rx.recv().unwrap().wake());
+                let waking = thread::spawn(move || {
+                    let waker = rx.recv().unwrap();
+                    wait_until_in_epoll_wait(&executor);
+                    waker.wake();
+                });
                 let mut polls = 0;
                 poll_fn(|cx| {
                     polls += 1;
@@ -568,6 +576,25 @@ mod tests {
             })
         });
         assert_eq!(polls, 2);
+    }
+
+    /// Polls until the thread whose /proc directory is `thread` is in
+    /// `epoll_wait` (its `syscall` file names the call a thread is blocked
+    /// in, or says `running`). `bounded` fails the test if it never is.
+    fn wait_until_in_epoll_wait(thread: &std::path::Path) {
+        #[cfg(target_arch = "x86_64")]
+        let waits = [libc::SYS_epoll_wait, libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
+        #[cfg(not(target_arch = "x86_64"))]
+        let waits = [libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
+        let syscall = thread.join("syscall");
+        loop {
+            let now = std::fs::read_to_string(&syscall).unwrap();
+            let number = now.split_whitespace().next().and_then(|n| n.parse().ok());
+            if number.is_some_and(|n| waits.contains(&n)) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1)); // polling, not synchronising
+        }
     }
 
     #[test]
