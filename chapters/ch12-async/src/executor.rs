@@ -578,15 +578,19 @@ mod tests {
         assert_eq!(polls, 2);
     }
 
-    /// Polls until the thread whose /proc directory is `thread` is in
+    /// Polls until the thread whose /proc directory is `task` is in
     /// `epoll_wait` (its `syscall` file names the call a thread is blocked
     /// in, or says `running`). `bounded` fails the test if it never is.
-    fn wait_until_in_epoll_wait(thread: &std::path::Path) {
+    fn wait_until_in_epoll_wait(task: &std::path::Path) {
         #[cfg(target_arch = "x86_64")]
-        let waits = [libc::SYS_epoll_wait, libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
+        let waits = [
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_epoll_pwait2,
+        ];
         #[cfg(not(target_arch = "x86_64"))]
         let waits = [libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2];
-        let syscall = thread.join("syscall");
+        let syscall = task.join("syscall");
         loop {
             let now = std::fs::read_to_string(&syscall).unwrap();
             let number = now.split_whitespace().next().and_then(|n| n.parse().ok());
