@@ -270,7 +270,7 @@ fn echo_or_close(client: &mut Client) -> Reply {
 
 /// A client that fills both directions and then reads nothing: no stop
 /// can finish it before the grace period ends.
-fn stuck_client(server: &Server) -> Client {
+pub fn stuck_client(server: &Server) -> Client {
     let mut client = server.connect();
     client.stream.set_nonblocking(true).unwrap();
     let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();

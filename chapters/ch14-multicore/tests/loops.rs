@@ -151,21 +151,6 @@ fn stats_count_every_connection_and_reuseport_spreads_them() {
 }
 // ANCHOR_END: spread
 
-/// A client that fills both directions and then reads nothing: its loop
-/// cannot finish it before the grace period ends.
-fn stuck_client(server: &Server) -> Client {
-    let mut client = server.connect();
-    client.stream.set_nonblocking(true).unwrap();
-    let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();
-    loop {
-        match client.stream.write(&chunk) {
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return client,
-            Err(e) => panic!("flooding: {e}"),
-        }
-    }
-}
-
 // ANCHOR: second_signal
 /// Whichever loop reads the first signal, every loop stops gracefully: the
 /// idle clients of all four read EOF. A second signal, read by whichever
@@ -174,7 +159,7 @@ fn stuck_client(server: &Server) -> Client {
 fn one_signal_stops_every_loop_and_a_second_ends_the_grace_period() {
     for share in MODES {
         let mut server = start(&["--threads", "4", "--share", share, "--grace-ms", "20000"]);
-        let stuck: Vec<Client> = (0..8).map(|_| stuck_client(&server)).collect();
+        let stuck: Vec<Client> = (0..8).map(|_| shared::stuck_client(&server)).collect();
         let mut idle: Vec<Client> = (0..40).map(|_| server.connect()).collect();
         for client in &mut idle {
             client.assert_echo(b"then nothing");
