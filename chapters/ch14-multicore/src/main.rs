@@ -4,10 +4,12 @@
 //! share every connection among the threads of a pool (tokio's work
 //! stealing), we run one loop per thread, each with its own epoll instance,
 //! connections, buffers and listener: shared-nothing. No request ever
-//! crosses from one thread to another, so nothing needs a lock, and a
+//! crosses from one thread to another, so serving one takes no lock, and a
 //! connection's data stays in the caches of the core that serves it. What
 //! the loops must still share is the port (`share.rs`: two ways, and a bad
-//! third) and the stop (`stop.rs`: one signal, read once, obeyed by all).
+//! third), the stop (`stop.rs`: one signal, read once, obeyed by all) and,
+//! for the moment descriptors run out, a lock that each `accept` takes for
+//! reading (`DESCRIPTORS`, see `turn_away_one`).
 
 mod buffer;
 mod share;
