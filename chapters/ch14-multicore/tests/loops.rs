@@ -314,16 +314,3 @@ fn pin_gives_each_loop_one_cpu() {
         server.stdout()
     );
 }
-
-#[test]
-fn zero_threads_is_a_clear_error() {
-    let out = conformance::harness::run_bounded(
-        &[BIN.to_string()],
-        &["--threads", "0"],
-        &[],
-        Duration::from_secs(5),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("ch14: --threads \"0\""), "{stderr}");
-}
