@@ -16,11 +16,13 @@
 use std::fmt::{Display, Write as _};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::process::ExitCode;
 use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context, Result};
+use nix::errno::Errno;
 
 /// Where a server listens when no `--addr` is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:1234";
@@ -131,6 +133,33 @@ impl Args {
                 default
             }
         }
+    }
+
+    /// [`Args::option`] for a number that must lie in `range`. Out of it,
+    /// the error names the flag and the limit, the same way in every
+    /// chapter: `--threads 0: must be at least 1`.
+    pub fn option_in<T>(
+        &mut self,
+        name: &str,
+        value: &str,
+        help: &str,
+        default: T,
+        range: impl RangeBounds<T>,
+    ) -> T
+    where
+        T: FromStr + Display + PartialOrd,
+        T::Err: Display,
+    {
+        let parsed = self.option(name, value, help, default);
+        let limit = match (range.start_bound(), range.end_bound()) {
+            (Bound::Included(min), _) if parsed < *min => format!("must be at least {min}"),
+            (Bound::Excluded(min), _) if parsed <= *min => format!("must be more than {min}"),
+            (_, Bound::Included(max)) if parsed > *max => format!("must be at most {max}"),
+            (_, Bound::Excluded(max)) if parsed >= *max => format!("must be less than {max}"),
+            _ => return parsed,
+        };
+        self.fail(anyhow!("--{name} {parsed}: {limit}"));
+        parsed
     }
 
     /// For a program that is not a server (a client): no server footer.
@@ -311,10 +340,26 @@ pub fn run(main: impl FnOnce() -> Result<()>) -> ExitCode {
                 .file_name()
                 .map_or("server".into(), |name| name.to_string_lossy());
             // No unwrap: a broken stderr must not turn an error into a panic.
-            let _ = writeln!(io::stderr(), "{program}: {e:#}");
+            let _ = writeln!(io::stderr(), "{program}: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, as `{e:#}` prints them, but with
+/// every system error in std's words (`Permission denied (os error 13)`),
+/// whether it came through std or through nix, whose own are
+/// `EACCES: Permission denied`: one wording, whichever crate a chapter
+/// called.
+fn one_line(e: &anyhow::Error) -> String {
+    let causes: Vec<String> = e
+        .chain()
+        .map(|cause| match cause.downcast_ref::<Errno>() {
+            Some(&errno) => io::Error::from(errno).to_string(),
+            None => cause.to_string(),
+        })
+        .collect();
+    causes.join(": ")
 }
 
 #[cfg(test)]
@@ -380,6 +425,57 @@ mod tests {
             format!("{:#}", serve(args).unwrap_err()),
             "--idle-timeout-ms \"soon\": invalid digit found in string"
         );
+    }
+
+    #[test]
+    fn a_number_out_of_range_names_the_flag_and_the_limit() {
+        let error = |args: &[&str], range: (Bound<u64>, Bound<u64>)| {
+            let mut args = parse(args);
+            args.option_in("threads", "N", "", 2u64, range);
+            serve(args).map_err(|e| format!("{e:#}"))
+        };
+        let one_to_64 = (Bound::Included(1), Bound::Included(64));
+        assert!(error(&["--threads", "1"], one_to_64).is_ok());
+        assert!(error(&["--threads", "64"], one_to_64).is_ok());
+        assert!(error(&[], one_to_64).is_ok(), "the default");
+        assert_eq!(
+            error(&["--threads", "0"], one_to_64).unwrap_err(),
+            "--threads 0: must be at least 1"
+        );
+        assert_eq!(
+            error(&["--threads", "65"], one_to_64).unwrap_err(),
+            "--threads 65: must be at most 64"
+        );
+        let below_64 = (Bound::Excluded(0), Bound::Excluded(64));
+        assert_eq!(
+            error(&["--threads=0"], below_64).unwrap_err(),
+            "--threads 0: must be more than 0"
+        );
+        assert_eq!(
+            error(&["--threads=64"], below_64).unwrap_err(),
+            "--threads 64: must be less than 64"
+        );
+        // A value that does not parse says so, as any option's.
+        assert_eq!(
+            error(&["--threads", "-1"], one_to_64).unwrap_err(),
+            "--threads \"-1\": invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn system_errors_read_the_same_through_std_and_nix() {
+        let through_nix = anyhow::Error::from(Errno::EACCES).context("bind");
+        let through_std = anyhow::Error::from(io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(
+            one_line(&through_nix),
+            "bind: Permission denied (os error 13)"
+        );
+        assert_eq!(
+            one_line(&through_std.context("bind")),
+            one_line(&through_nix)
+        );
+        let plain = anyhow!("no such host").context("--addr x:1");
+        assert_eq!(one_line(&plain), format!("{plain:#}"));
     }
 
     #[test]

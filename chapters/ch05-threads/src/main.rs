@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use common::frame::{self, MAX_MSG};
 use common::net::{self, AcceptError};
 use common::signals::{self, Stoppable};
@@ -37,14 +37,14 @@ fn main() -> ExitCode {
 // ANCHOR: main
 fn serve_forever() -> Result<()> {
     let mut args = Args::from_env("ch05", "echoes frames, one thread per client");
-    let max_threads = args.option(
+    let max_threads = args.option_in(
         "max-threads",
         "N",
         "serve at most N clients at once; turn away the others",
         DEFAULT_MAX_THREADS,
+        1..,
     );
     let addr = args.finish()?;
-    ensure!(max_threads > 0, "--max-threads must be at least 1");
     net::raise_fd_limit()?;
     signals::install_stop_handler()?;
     let listener = net::listen_and_announce(addr)?;

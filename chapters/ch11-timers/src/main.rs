@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{Context as _, Result};
 use buffer::{Buf, Pool};
 use common::args::Args;
 use common::frame::{parse_frame, Parse};
@@ -126,11 +126,12 @@ fn serve() -> Result<()> {
         "ch11",
         "echoes frames from a reactor, closing idle connections",
     );
-    let idle_ms = args.option(
+    let idle_ms = args.option_in(
         "idle-timeout-ms",
         "MS",
         "close a connection that sends no complete frame, or reads no reply, for this long",
         DEFAULT_IDLE_TIMEOUT_MS,
+        1..,
     );
     let grace_ms = args.option(
         "grace-ms",
@@ -139,7 +140,6 @@ fn serve() -> Result<()> {
         DEFAULT_GRACE_MS,
     );
     let addr = args.finish()?;
-    ensure!(idle_ms > 0, "--idle-timeout-ms must be at least 1");
     let idle_timeout = Duration::from_millis(idle_ms);
     net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.

@@ -256,9 +256,7 @@ impl Runtime {
     /// Runs `future` to completion on this thread, and with it every task
     /// it spawns; returns its output, dropping the tasks still unfinished.
     pub fn block_on<F: Future>(self, future: F) -> F::Output {
-        let unpark = self.reactor.unpark();
-        let _reactor = reactor::enter(self.reactor);
-        let executor = enter(unpark);
+        let executor = enter(self.reactor);
         let main = Arc::new(TaskWaker {
             task: MAIN,
             queued: AtomicBool::new(false),
@@ -301,8 +299,14 @@ impl Runtime {
     // ANCHOR_END: block_on
 }
 
-/// Makes a new executor this thread's until the guard is dropped.
-fn enter(unpark: Arc<Unpark>) -> Entered {
+/// Makes the runtime this thread's until the guard is dropped: `reactor`,
+/// new timers and a new executor, entered and left together. Whatever
+/// needs the runtime finds all three, or none, and then says so: `spawn`
+/// and a timer's poll panic, `AsyncFd::new` fails.
+fn enter(reactor: Reactor) -> Entered {
+    let unpark = reactor.unpark();
+    let reactor = reactor::enter(reactor);
+    let timers = time::enter();
     let executor = Rc::new(Executor {
         tasks: RefCell::new(Slab::default()),
         queue: Arc::new(RunQueue {
@@ -318,16 +322,25 @@ fn enter(unpark: Arc<Unpark>) -> Entered {
             "a runtime is already running on this thread"
         );
     });
-    Entered(executor)
+    Entered {
+        executor,
+        _timers: timers,
+        _reactor: reactor,
+    }
 }
 
-struct Entered(Rc<Executor>);
+/// Left in this order: the executor (and its tasks), the timers, the reactor.
+struct Entered {
+    executor: Rc<Executor>,
+    _timers: time::Entered,
+    _reactor: reactor::Entered,
+}
 
 impl std::ops::Deref for Entered {
     type Target = Executor;
 
     fn deref(&self) -> &Executor {
-        &self.0
+        &self.executor
     }
 }
 
@@ -335,7 +348,7 @@ impl Drop for Entered {
     /// Drops the unfinished tasks, while the runtime is still this thread's:
     /// their sockets and timers deregister themselves as they go.
     fn drop(&mut self) {
-        let tasks = mem::take(&mut *self.0.tasks.borrow_mut());
+        let tasks = mem::take(&mut *self.executor.tasks.borrow_mut());
         drop(tasks);
         CURRENT.with(|current| current.borrow_mut().take());
     }
@@ -431,7 +444,7 @@ pub async fn race<A: Future, B: Future>(first: A, second: B) -> Either<A::Output
 // ANCHOR_END: race
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::mpsc;
     use std::thread;
 
@@ -439,7 +452,7 @@ mod tests {
 
     /// Runs `test` on another thread, failing if it takes more than a few
     /// seconds: a runtime that misses a wake waits forever.
-    fn bounded<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn bounded<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let _ = tx.send(test());

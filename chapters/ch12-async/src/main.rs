@@ -27,7 +27,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{Context as _, Result};
 use buffer::{Buf, Pool};
 use common::args::Args;
 use common::frame::{parse_frame, Parse};
@@ -58,11 +58,12 @@ fn serve() -> Result<()> {
         "ch12",
         "echoes frames from async tasks, on an executor and a reactor written from std::task up",
     );
-    let idle_ms = args.option(
+    let idle_ms = args.option_in(
         "idle-timeout-ms",
         "MS",
         "close a connection that sends no complete frame, or reads no reply, for this long",
         DEFAULT_IDLE_TIMEOUT_MS,
+        1..,
     );
     let grace_ms = args.option(
         "grace-ms",
@@ -71,7 +72,6 @@ fn serve() -> Result<()> {
         DEFAULT_GRACE_MS,
     );
     let addr = args.finish()?;
-    ensure!(idle_ms > 0, "--idle-timeout-ms must be at least 1");
     common::net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.
     let signals = stop_signalfd().context("signalfd")?;

@@ -4,16 +4,16 @@
 //! Each descriptor is registered once, for both directions, edge-triggered.
 //! For each one the reactor keeps what chapter 9's `Conn` kept in its
 //! `readable` and `writable` flags: the readiness the edges reported and no
-//! operation has used up yet. Beside it, one waker per direction: the task
-//! to wake when that readiness comes. An event sets the bits and wakes the
-//! wakers; a future that meets `EAGAIN` clears its bit and waits. This is
+//! operation has used up yet. Beside it, per direction, the wakers of the
+//! tasks to wake when that readiness comes. An event sets the bits and wakes
+//! the wakers; a future that meets `EAGAIN` clears its bit and waits. This is
 //! tokio's I/O driver in miniature, and `ScheduledIo` is named after its
 //! counterpart there.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
@@ -39,6 +39,10 @@ impl Interest {
             Interest::Read => 0b01,
             Interest::Write => 0b10,
         }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -80,14 +84,19 @@ fn readiness(flags: EpollFlags) -> u8 {
 /// day. It is what makes the protocol correct on its own, rather than by
 /// the accident of a single thread: tokio's reactor runs on whichever
 /// worker thread is idle, in parallel with the tasks.
+///
+/// Several tasks may wait for the same direction (two tasks reading one
+/// socket, say), so each direction keeps a list of wakers, not one: a
+/// second waker stored in a single slot would silently replace the first,
+/// and its task would never wake. An event wakes them all.
 #[derive(Default)]
 pub struct ScheduledIo {
     /// Readiness seen and not used up, one bit per [`Interest`].
     bits: Cell<u8>,
     /// Counts the events for this descriptor.
     tick: Cell<u32>,
-    /// The task waiting to read, and the one waiting to write.
-    wakers: [Cell<Option<Waker>>; 2],
+    /// The tasks waiting to read, and those waiting to write: usually one.
+    waiters: [Cell<Vec<Waker>>; 2],
 }
 
 /// Readiness that a poll found: which direction, and as of which event.
@@ -98,15 +107,18 @@ pub struct ReadyEvent {
 }
 
 impl ScheduledIo {
-    /// An event: remember the readiness, and wake who waits for it.
-    fn set_readiness(&self, bits: u8) {
+    /// An event: remember the readiness, and move the wakers of who waits
+    /// for it to `woken`, for the reactor to wake.
+    fn set_readiness(&self, bits: u8, woken: &mut Vec<Waker>) {
         self.bits.set(self.bits.get() | bits);
         self.tick.set(self.tick.get().wrapping_add(1));
         for interest in [Interest::Read, Interest::Write] {
             if bits & interest.bit() != 0 {
-                if let Some(waker) = self.waker(interest).take() {
-                    waker.wake();
-                }
+                let slot = &self.waiters[interest.index()];
+                let mut waiters = slot.take();
+                // Emptied, not dropped: it keeps its memory for the next wait.
+                woken.append(&mut waiters);
+                slot.set(waiters);
             }
         }
     }
@@ -122,17 +134,27 @@ impl ScheduledIo {
 
     /// `Ready` if [`ScheduledIo::ready_now`]; otherwise stores the waker,
     /// for the event that will come, and returns `Pending`.
+    ///
+    /// A waiter that gives up (its future dropped) leaves its waker in the
+    /// list until the next event, which wakes its task for nothing: a
+    /// spurious wake, which every future must expect anyway. tokio unlinks
+    /// the waiter when its future is dropped (see the exercises).
     fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<ReadyEvent> {
         if let Some(event) = self.ready_now(interest) {
             return Poll::Ready(event);
         }
-        let slot = self.waker(interest);
-        // The task polled again usually has the same waker: keep it, no clone.
-        let waker = match slot.take() {
-            Some(waker) if waker.will_wake(cx.waker()) => waker,
-            _ => cx.waker().clone(),
-        };
-        slot.set(Some(waker));
+        let slot = &self.waiters[interest.index()];
+        let mut waiters = slot.take();
+        // A task polled again has the same waker: stored once, not cloned.
+        if !waiters.iter().any(|waker| waker.will_wake(cx.waker())) {
+            // Room for one at first, not `Vec`'s four: most sockets never
+            // have a second waiter, and every connection has a list.
+            if waiters.capacity() == 0 {
+                waiters.reserve_exact(1);
+            }
+            waiters.push(cx.waker().clone());
+        }
+        slot.set(waiters);
         Poll::Pending
     }
 
@@ -142,10 +164,6 @@ impl ScheduledIo {
         if self.tick.get() == event.tick {
             self.bits.set(self.bits.get() & !event.interest.bit());
         }
-    }
-
-    fn waker(&self, interest: Interest) -> &Cell<Option<Waker>> {
-        &self.wakers[(interest == Interest::Write) as usize]
     }
 }
 // ANCHOR_END: scheduled_io
@@ -158,6 +176,8 @@ pub struct Reactor {
     /// Indexed by the key each descriptor was registered with: its epoll
     /// event data. Not by descriptor number, which the kernel reuses.
     ios: Slab<Rc<ScheduledIo>>,
+    /// The wakers an event is for, woken once its readiness is recorded.
+    woken: Vec<Waker>,
     unpark: Arc<Unpark>,
 }
 
@@ -173,6 +193,7 @@ impl Reactor {
             epoll,
             events: vec![EpollEvent::empty(); 256],
             ios: Slab::default(),
+            woken: Vec::new(),
             unpark: Arc::new(unpark),
         })
     }
@@ -194,6 +215,26 @@ impl Reactor {
         Ok((key, io))
     }
 
+    /// Takes `fd` off the interest list, and forgets its registration with
+    /// the wakers of its tasks.
+    ///
+    /// Closing `fd` right after would not be enough. The interest list holds
+    /// the socket, not the number, and the kernel removes it only when the
+    /// socket's last descriptor closes: a duplicate (`dup`, `try_clone`, a
+    /// child process's copy) would keep it there, reporting events under a
+    /// key no one has, with no descriptor left to delete it by.
+    fn deregister(&mut self, key: Key, io: &Rc<ScheduledIo>, fd: BorrowedFd<'_>) {
+        // An `AsyncFd` carried out of its runtime into another one's
+        // `block_on` is not this reactor's: its key may name another's.
+        if !self.ios.get(key).is_some_and(|ours| Rc::ptr_eq(ours, io)) {
+            return;
+        }
+        self.ios.remove(key);
+        // Fails only for a descriptor that is not registered: a bug.
+        let deleted = self.epoll.delete(fd);
+        debug_assert!(deleted.is_ok(), "epoll_ctl(DEL): {deleted:?}");
+    }
+
     /// Waits for events, at most `timeout` (`None`: for ever), and turns
     /// each into readiness and wakes.
     fn turn(&mut self, timeout: Option<Duration>) {
@@ -211,17 +252,20 @@ impl Reactor {
             let event = self.events[i];
             self.dispatch(event.data(), event.events());
         }
+        self.woken.drain(..).for_each(Waker::wake);
     }
 
-    fn dispatch(&self, data: u64, flags: EpollFlags) {
+    fn dispatch(&mut self, data: u64, flags: EpollFlags) {
         if data == UNPARK {
             self.unpark.reset();
             return;
         }
-        // `None` if the registration is gone (see `Key`): the event was
-        // meant for a descriptor since closed, whose number may be reused.
+        // `None` if the registration is gone (see `Key`). Not here: events
+        // are dispatched as soon as they are fetched, and descriptors are
+        // deregistered by tasks, between turns. A reactor that runs beside
+        // its tasks, as tokio's does, must expect it.
         if let Some(io) = self.ios.get(Key::from_u64(data)) {
-            io.set_readiness(readiness(flags));
+            io.set_readiness(readiness(flags), &mut self.woken);
         }
     }
 }
@@ -296,19 +340,19 @@ pub fn turn(timeout: Option<Duration>) {
 // ANCHOR: async_fd
 /// A non-blocking descriptor registered with this thread's reactor:
 /// tokio's `AsyncFd`, mio's `Registry::register` underneath.
+///
+/// It owns the descriptor (`T` converts into an `OwnedFd`: a socket, not a
+/// reference to one), so no one else can close it while it is registered,
+/// nor register it a second time; and dropping it deregisters the
+/// descriptor before closing it.
 pub struct AsyncFd<T: AsFd> {
-    /// Declared first, so dropped first: no event can wake anyone for the
-    /// descriptor once `inner` closes it.
-    registration: Registration,
-    inner: T,
-}
-
-struct Registration {
     key: Key,
     io: Rc<ScheduledIo>,
+    /// `None` only once [`AsyncFd::into_inner`] has taken it back.
+    inner: Option<T>,
 }
 
-impl<T: AsFd> AsyncFd<T> {
+impl<T: AsFd + Into<OwnedFd>> AsyncFd<T> {
     /// Registers `inner`, whose descriptor must be non-blocking.
     pub fn new(inner: T) -> io::Result<AsyncFd<T>> {
         let registered = with(|reactor| reactor.register(inner.as_fd()));
@@ -318,13 +362,32 @@ impl<T: AsFd> AsyncFd<T> {
             ))
         })?;
         Ok(AsyncFd {
-            registration: Registration { key, io },
-            inner,
+            key,
+            io,
+            inner: Some(inner),
         })
     }
+}
 
+impl<T: AsFd> AsyncFd<T> {
     pub fn get_ref(&self) -> &T {
-        &self.inner
+        self.inner.as_ref().expect("taken back by into_inner")
+    }
+
+    /// Deregisters the descriptor and gives it back, open: tokio's
+    /// `AsyncFd::into_inner`. The echo server never needs it.
+    #[allow(dead_code)]
+    pub fn into_inner(mut self) -> T {
+        self.deregister();
+        self.inner.take().expect("taken back only here")
+    }
+
+    fn deregister(&mut self) {
+        if let Some(inner) = &self.inner {
+            // `None` outside the runtime (an `AsyncFd` that outlived its
+            // `block_on`): the epoll instance is closed already.
+            with(|reactor| reactor.deregister(self.key, &self.io, inner.as_fd()));
+        }
     }
 
     /// `Ready` if an event reported readiness for `interest` and nothing
@@ -332,7 +395,7 @@ impl<T: AsFd> AsyncFd<T> {
     /// `executor::poll_budget`). Otherwise `Pending`, with the waker stored
     /// for the event to come.
     pub fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<ReadyEvent> {
-        let event = ready!(self.registration.io.poll_ready(interest, cx));
+        let event = ready!(self.io.poll_ready(interest, cx));
         ready!(executor::poll_budget(cx));
         Poll::Ready(event)
     }
@@ -345,7 +408,7 @@ impl<T: AsFd> AsyncFd<T> {
     /// The readiness `event` reported is used up: the operation it allowed
     /// met `EAGAIN`. The next wait waits for the next edge.
     pub fn clear_ready(&self, event: ReadyEvent) {
-        self.registration.io.clear_readiness(event);
+        self.io.clear_readiness(event);
     }
 
     /// Tries `operation` if the readiness allows it, and clears the
@@ -356,10 +419,10 @@ impl<T: AsFd> AsyncFd<T> {
         interest: Interest,
         operation: impl FnOnce(&T) -> io::Result<R>,
     ) -> io::Result<R> {
-        let Some(event) = self.registration.io.ready_now(interest) else {
+        let Some(event) = self.io.ready_now(interest) else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
-        let result = operation(&self.inner);
+        let result = operation(self.get_ref());
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.clear_ready(event);
         }
@@ -369,17 +432,16 @@ impl<T: AsFd> AsyncFd<T> {
 
 impl<T: AsFd> AsFd for AsyncFd<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+        self.get_ref().as_fd()
     }
 }
 
-impl Drop for Registration {
-    /// Forgets the descriptor, and with it the wakers of its tasks: a late
-    /// event finds no key, and wakes no one. No `EPOLL_CTL_DEL`: the
-    /// descriptor is closed next, which takes it off the interest list
-    /// (chapter 7), one system call fewer per connection.
+impl<T: AsFd> Drop for AsyncFd<T> {
+    /// Deregisters the descriptor, which `inner` closes next (`EPOLL_CTL_DEL`,
+    /// as tokio's `AsyncFd` does: see [`Reactor::deregister`] for why closing
+    /// is not enough).
     fn drop(&mut self) {
-        with(|reactor| reactor.ios.remove(self.key));
+        self.deregister();
     }
 }
 // ANCHOR_END: async_fd
@@ -391,7 +453,8 @@ mod tests {
     use std::task::Waker;
 
     use super::*;
-    use crate::executor::{spawn, Runtime};
+    use crate::executor::tests::bounded;
+    use crate::executor::{spawn, yield_now, Runtime};
 
     // ANCHOR: test_lost_wakeup
     /// An event between a failed read and the clearing of its readiness
@@ -400,13 +463,14 @@ mod tests {
     fn readiness_that_comes_after_a_failed_read_is_kept() {
         let io = ScheduledIo::default();
         let mut cx = Context::from_waker(Waker::noop());
-        io.set_readiness(Interest::Read.bit());
+        let woken = &mut Vec::new();
+        io.set_readiness(Interest::Read.bit(), woken);
         let Poll::Ready(event) = io.poll_ready(Interest::Read, &mut cx) else {
             panic!("readable after the event");
         };
         // The read allowed by `event` meets EAGAIN; then, before it clears
         // the readiness, new input arrives and the reactor reports it.
-        io.set_readiness(Interest::Read.bit());
+        io.set_readiness(Interest::Read.bit(), woken);
         io.clear_readiness(event);
         assert!(
             io.ready_now(Interest::Read).is_some(),
@@ -457,7 +521,7 @@ mod tests {
         let mut reactor = Reactor::new().unwrap();
         let (old, _peer) = UnixStream::pair().unwrap();
         let (old_key, _) = reactor.register(old.as_fd()).unwrap();
-        reactor.ios.remove(old_key); // what dropping its `AsyncFd` does
+        reactor.ios.remove(old_key); // as dropping its `AsyncFd` does
         drop(old);
         // Most likely the same number (other tests run meanwhile), and the
         // same place in the table: only the generation tells them apart.
@@ -471,6 +535,73 @@ mod tests {
         );
         reactor.dispatch(new_key.to_u64(), EpollFlags::EPOLLIN);
         assert!(io.ready_now(Interest::Read).is_some());
+    }
+
+    /// Dropping an `AsyncFd` takes its socket off the interest list, even
+    /// while a duplicate keeps the socket open: no event may come for it
+    /// under a key no one has.
+    #[test]
+    fn a_dropped_async_fd_is_off_the_interest_list_even_if_duplicated() {
+        Runtime::new().unwrap().block_on(async {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            let duplicate = ours.try_clone().unwrap();
+            drop(AsyncFd::new(ours).unwrap());
+            peer.write_all(b"for no one").unwrap();
+            let fetched = with(|reactor| {
+                let Reactor { epoll, events, .. } = reactor;
+                epoll.wait(events, EpollTimeout::ZERO)
+            });
+            assert_eq!(
+                fetched.unwrap().unwrap(),
+                0,
+                "an event for a dropped AsyncFd"
+            );
+            drop(duplicate);
+        });
+    }
+
+    /// `into_inner` deregisters: the socket it gives back can be
+    /// registered again (not `EEXIST`).
+    #[test]
+    fn a_descriptor_taken_back_can_be_registered_again() {
+        bounded(|| {
+            Runtime::new().unwrap().block_on(async {
+                let (ours, mut peer) = UnixStream::pair().unwrap();
+                ours.set_nonblocking(true).unwrap();
+                let ours = AsyncFd::new(ours).unwrap().into_inner();
+                let ours = AsyncFd::new(ours).expect("registered again");
+                peer.write_all(b"x").unwrap();
+                ours.ready(Interest::Read).await;
+            })
+        });
+    }
+
+    /// Two tasks wait to read the same socket: one edge wakes both. A
+    /// single waker per direction would keep only the second's, and the
+    /// first would wait for ever.
+    #[test]
+    fn one_edge_wakes_every_task_waiting_for_it() {
+        bounded(|| {
+            Runtime::new().unwrap().block_on(async {
+                let (ours, mut peer) = UnixStream::pair().unwrap();
+                ours.set_nonblocking(true).unwrap();
+                let ours = Rc::new(AsyncFd::new(ours).unwrap());
+                let waiters: Vec<_> = (0..2)
+                    .map(|_| {
+                        let ours = ours.clone();
+                        spawn(async move { ours.ready(Interest::Read).await })
+                    })
+                    .collect();
+                // Both are polled, and wait, before the input comes.
+                yield_now().await;
+                assert!(ours.io.ready_now(Interest::Read).is_none());
+                peer.write_all(b"x").unwrap();
+                for waiter in waiters {
+                    waiter.await;
+                }
+            })
+        });
     }
 
     #[test]

@@ -161,11 +161,47 @@ fn is_live(timers: &Slab<Timer>, at: Instant, key: Key) -> bool {
 }
 
 thread_local! {
-    static TIMERS: RefCell<Timers> = RefCell::new(Timers::new());
+    /// The timers of the runtime running on this thread, if one is.
+    static TIMERS: RefCell<Option<Timers>> = const { RefCell::new(None) };
 }
 
+/// Gives this thread timers until the guard is dropped: part of entering
+/// the runtime (see `executor::enter`).
+pub fn enter() -> Entered {
+    TIMERS.with(|timers| {
+        let previous = timers.borrow_mut().replace(Timers::new());
+        assert!(
+            previous.is_none(),
+            "a runtime is already running on this thread"
+        );
+    });
+    Entered(())
+}
+
+pub struct Entered(());
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let timers = TIMERS.with(|timers| timers.borrow_mut().take());
+        drop(timers);
+    }
+}
+
+/// Runs `f` on the running runtime's timers.
+///
+/// # Panics
+///
+/// Outside `Runtime::block_on`, as tokio's timers do. A timer armed where
+/// no executor reads the heap would never fire, and its task would wait
+/// for ever: a panic says what is wrong at once.
 fn with<R>(f: impl FnOnce(&mut Timers) -> R) -> R {
-    TIMERS.with(|timers| f(&mut timers.borrow_mut()))
+    TIMERS.with(|timers| {
+        let mut timers = timers.borrow_mut();
+        let timers = timers
+            .as_mut()
+            .expect("a timer polled outside Runtime::block_on, where nothing would fire it");
+        f(timers)
+    })
 }
 
 /// The soonest deadline of this thread's timers: how long the executor may
@@ -233,8 +269,9 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            // `try_with`: at thread exit, the timers may be gone before us.
-            let _ = TIMERS.try_with(|timers| timers.borrow_mut().remove(key));
+            // Not `with`: after the runtime, there is nothing to leave; at
+            // thread exit, the thread-local may be gone before us.
+            let _ = TIMERS.try_with(|timers| timers.borrow_mut().as_mut().map(|t| t.remove(key)));
         }
     }
 }
@@ -358,6 +395,15 @@ mod tests {
             timers.heap.len()
         );
         assert!(timers.poll(keep, &waker).is_pending());
+    }
+
+    /// Outside a runtime no one would fire the timer: a clear panic, not a
+    /// task that waits for ever.
+    #[test]
+    #[should_panic(expected = "a timer polled outside Runtime::block_on")]
+    fn a_sleep_polled_outside_a_runtime_panics() {
+        let mut sleep = pin!(sleep(Duration::from_secs(1)));
+        let _ = sleep.as_mut().poll(&mut Context::from_waker(Waker::noop()));
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! share every connection among the threads of a pool (tokio's work
 //! stealing), we run one loop per thread, each with its own epoll instance,
 //! connections, buffers and listener: shared-nothing. No request ever
-//! crosses from one thread to another, so nothing needs a lock, and a
+//! crosses from one thread to another, so serving one takes no lock, and a
 //! connection's data stays in the caches of the core that serves it. What
 //! the loops must still share is the port (`share.rs`: two ways, and a bad
-//! third) and the stop (`stop.rs`: one signal, read once, obeyed by all).
+//! third), the stop (`stop.rs`: one signal, read once, obeyed by all) and,
+//! for the moment descriptors run out, a lock that each `accept` takes for
+//! reading (`DESCRIPTORS`, see `turn_away_one`).
 
 #[path = "../../ch08-batching/src/buffer.rs"]
 mod buffer; // chapter 8's buffers and pool, the same file
@@ -25,7 +27,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use buffer::{Buf, Pool};
 use common::args::Args;
 use common::frame::{parse_frame, Parse};
@@ -162,11 +164,14 @@ fn serve() -> Result<()> {
         "ch14",
         "echoes frames with one edge-triggered epoll loop per core",
     );
-    let threads: NonZeroUsize = args.option(
+    let threads = args.option_in(
         "threads",
         "N",
         "event loops, each on a thread of its own",
-        thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+        thread::available_parallelism()
+            .map_or(1, NonZeroUsize::get)
+            .min(MAX_THREADS),
+        1..=MAX_THREADS,
     );
     let share: Share = args.option(
         "share",
@@ -186,14 +191,15 @@ fn serve() -> Result<()> {
         DEFAULT_GRACE_MS,
     );
     let addr = args.finish()?;
-    net::raise_fd_limit()?;
+    let fd_limit = net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM, and
     // every thread started from here on inherits the mask.
     let signals = stop_signalfd().context("signalfd")?;
     let stop = Stop::new().context("eventfd")?;
     let cpus = if pin { allowed_cpus()? } else { Vec::new() };
+    check_descriptors(threads, share, fd_limit)?;
     let mut loops = Vec::new();
-    for (id, listener) in share::listeners(addr, share, threads.get())?
+    for (id, listener) in share::listeners(addr, share, threads)?
         .into_iter()
         .enumerate()
     {
@@ -273,6 +279,38 @@ impl Loop {
             cpu,
         })
     }
+}
+
+/// The most loops `--threads` may ask for: one per core is the point, and
+/// more than this is a typing mistake, not a machine.
+const MAX_THREADS: usize = 1024;
+
+/// What each loop holds open: its epoll instance and its spare descriptor.
+const DESCRIPTORS_PER_LOOP: u64 = 2;
+
+/// Too many loops for the open-file limit would fail with `EMFILE` from
+/// whichever call came first, saying nothing of `--threads`: count first,
+/// and name the flag and the limit.
+fn check_descriptors(loops: usize, share: Share, limit: u64) -> Result<()> {
+    let (per_loop, shared) = match share {
+        // A listener of its own.
+        Share::ReusePort => (DESCRIPTORS_PER_LOOP + 1, 0),
+        // One listener for all.
+        Share::Exclusive | Share::Naive => (DESCRIPTORS_PER_LOOP, 1),
+    };
+    let most = limit.saturating_sub(open_descriptors() + shared) / per_loop;
+    ensure!(
+        loops as u64 <= most,
+        "--threads {loops}: must be at most {most} here: each loop holds \
+         {per_loop} descriptors, and the open-file limit is {limit} (ulimit -n)"
+    );
+    Ok(())
+}
+
+/// How many descriptors the process has open now.
+fn open_descriptors() -> u64 {
+    // Less the one that reads the list.
+    std::fs::read_dir("/proc/self/fd").map_or(0, |fds| fds.count() as u64 - 1)
 }
 // ANCHOR_END: loop
 

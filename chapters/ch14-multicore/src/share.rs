@@ -66,12 +66,18 @@ pub fn listeners(
 ) -> io::Result<Vec<Arc<TcpListener>>> {
     let listeners = match share {
         Share::ReusePort => {
-            let first = listen_reuseport(addr)?;
+            // The first is any chapter's listener, without `SO_REUSEPORT`,
+            // and fails as theirs do if anything holds the port: a group of
+            // `SO_REUSEPORT` sockets too, which we would otherwise join.
+            let first = net::listen(addr)?;
+            // Once it listens, no socket can bind the port: we open the
+            // group to the others only now (see `join_group`).
+            setsockopt(&first, sockopt::ReusePort, &true)?;
             // With port 0 the kernel picked one: the others must bind it too.
             let addr = first.local_addr()?;
             let mut all = vec![Arc::new(first)];
             for _ in 1..loops {
-                all.push(Arc::new(listen_reuseport(addr)?));
+                all.push(Arc::new(join_group(addr)?));
             }
             all
         }
@@ -86,11 +92,22 @@ pub fn listeners(
     Ok(listeners)
 }
 
-/// `common::net::listen` with `SO_REUSEPORT` set before `bind`: every socket
-/// that sets it may bind the same address and port. Linux lets only sockets
-/// of the same user join the group, so another user cannot bind the port
-/// and take a share of our clients; any process of ours can.
-fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+/// `common::net::listen` with `SO_REUSEPORT` set before `bind`: a socket
+/// that sets it may bind an address and port that other sockets hold, if
+/// every one of them has set it too and belongs to the same effective user.
+/// Together they form a group, and the kernel spreads the new connections
+/// over their queues.
+///
+/// So the group is open to any process of the same user that sets the
+/// option, not only to our loops: a second copy of this server would join
+/// it, announce the port as its own and take a share of our clients. The
+/// first listener shuts that door: it binds and listens *without* the
+/// option, which fails if the port is held (by a group too), and once it
+/// listens, nothing can bind beside it. It sets the option only then,
+/// which lets our other listeners join; a second copy of ours, whose own
+/// first listener has no `SO_REUSEPORT`, cannot. Other programs that set
+/// the option still can: the kernel offers no way to close a group.
+fn join_group(addr: SocketAddr) -> io::Result<TcpListener> {
     let listen = || -> nix::Result<TcpListener> {
         let family = match addr {
             SocketAddr::V4(_) => AddressFamily::Inet,
@@ -104,10 +121,9 @@ fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
         Ok(TcpListener::from(fd))
     };
     listen().map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("cannot listen on {addr}: {e}"),
-        )
+        // std's words for the error, as `common::net::listen` has them.
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
     })
 }
 // ANCHOR_END: listeners

@@ -9,7 +9,7 @@
 //! descriptor again before reporting it, may not even report it. So the
 //! winner tells the others, through a descriptor that nobody reads.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use common::{error, info};
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
@@ -19,9 +19,13 @@ use nix::sys::signalfd::SignalFd;
 // ANCHOR: stop
 /// What the loops share to stop together.
 pub struct Stop {
-    /// Stop requests so far: the first asks for a graceful stop, the
-    /// second for an immediate one.
-    requests: AtomicUsize,
+    /// Stop signals so far: the first asks for a graceful stop, the second
+    /// for an immediate one.
+    signals: AtomicUsize,
+    /// A loop failed: the others finish, as after a first signal. Kept
+    /// apart from `signals`, so that no failure counts as one: two failures,
+    /// or a failure and the user's first Ctrl-C, still stop gracefully.
+    failed: AtomicBool,
     /// Written to wake the loops. Each loop's epoll holds it edge-triggered,
     /// so every write is one event in every loop, and no loop reads it, so
     /// none can take the event from another. (mio's `Waker` is the same.)
@@ -41,7 +45,8 @@ pub enum Asked {
 impl Stop {
     pub fn new() -> nix::Result<Stop> {
         Ok(Stop {
-            requests: AtomicUsize::new(0),
+            signals: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         })
     }
@@ -59,40 +64,45 @@ impl Stop {
     /// the first to read it, and passes it on; then says what is asked.
     pub fn check(&self, signals: &SignalFd) -> Asked {
         match signals.read_signal() {
-            Ok(Some(_)) => {
-                if self.asked() != Asked::Serve {
-                    info!("second stop signal: closing every connection now");
-                }
-                self.request();
-            }
+            Ok(Some(_)) => self.signal(),
             // Another loop read it first, or this was the wake-up.
             Ok(None) => {}
             Err(e) => {
                 error!("signalfd: {e}");
-                self.request();
+                self.signal();
             }
         }
         self.asked()
     }
 
     fn asked(&self) -> Asked {
-        match self.requests.load(Ordering::SeqCst) {
-            0 => Asked::Serve,
-            1 => Asked::Finish,
+        match self.signals.load(Ordering::SeqCst) {
+            0 if !self.failed.load(Ordering::SeqCst) => Asked::Serve,
+            0 | 1 => Asked::Finish,
             _ => Asked::Quit,
         }
+    }
+
+    /// Counts a stop signal, and wakes the loops.
+    fn signal(&self) {
+        // The count before ours, in the same atomic step: checking first
+        // and adding after would let two loops both see none.
+        if self.signals.fetch_add(1, Ordering::SeqCst) > 0 {
+            info!("second stop signal: closing every connection now");
+        }
+        self.wake();
     }
 
     /// A loop could not start or failed: the others finish, and the
     /// server exits with the error.
     pub fn fail(&self) {
-        if self.asked() == Asked::Serve {
-            self.request();
+        // Only the first failure needs to wake the loops.
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            self.wake();
         }
     }
 
-    fn request(&self) {
-        self.requests.fetch_add(1, Ordering::SeqCst);
+    fn wake(&self) {
         // Fails only if the counter would overflow, after 2^64 - 2 writes:
         // it is readable then, which is all we need.
         let _ = self.wake.write(1);
@@ -122,5 +132,26 @@ impl Drop for Running<'_> {
         if self.failed || std::thread::panicking() {
             self.stop.fail();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure stops the loops gracefully, however many there are, and
+    /// never counts as a Ctrl-C: the user's first one after it must not be
+    /// taken for a second.
+    #[test]
+    fn a_failure_never_counts_as_a_stop_signal() {
+        let stop = Stop::new().unwrap();
+        assert_eq!(stop.asked(), Asked::Serve);
+        stop.fail();
+        stop.fail();
+        assert_eq!(stop.asked(), Asked::Finish, "two failures");
+        stop.signal(); // what `check` does when it reads one
+        assert_eq!(stop.asked(), Asked::Finish, "a failure, then one Ctrl-C");
+        stop.signal();
+        assert_eq!(stop.asked(), Asked::Quit, "two Ctrl-C");
     }
 }
