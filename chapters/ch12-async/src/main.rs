@@ -177,7 +177,14 @@ async fn accept(listener: &TcpListener, spare_fd: File, shared: &Rc<Shared>) {
                 },
                 // The next `accept` takes the next client, or meets EAGAIN
                 // and waits for an edge.
-                Spare::TurnedAway | Spare::NobodyWaiting => continue,
+                Spare::TurnedAway => continue,
+                // Still out of descriptors, `accept` would fail with EMFILE
+                // again at once: the kernel wants a free number before it
+                // looks at the backlog. Nobody is waiting, so wait for an edge.
+                Spare::NobodyWaiting => {
+                    listener.forget_readiness().await;
+                    continue;
+                }
                 Spare::Later => {
                     sleep(ACCEPT_PAUSE).await;
                     continue;

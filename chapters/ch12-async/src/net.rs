@@ -56,6 +56,15 @@ impl TcpListener {
             }
         }
     }
+
+    /// Forgets the listener's readiness, so that the next `accept` waits
+    /// for the next edge. For the caller who has just seen the backlog
+    /// empty with an `accept` of its own (the spare descriptor's): no
+    /// `.await` came between, so no newer edge can be forgotten with it.
+    pub async fn forget_readiness(&self) {
+        let event = self.fd.ready(Interest::Read).await;
+        self.fd.clear_ready(event);
+    }
     // ANCHOR_END: accept
 }
 
