@@ -64,6 +64,10 @@ book:
 serve-book: book
     @trap : INT; mdbook serve book || [ $? -eq 130 ]
 
+# Open the built book in headless Chromium and check it as a reader meets it (needs chromium, chromium-driver).
+book-browser-check: book
+    python3 book/browser-check.py book/book
+
 # Check the book without keeping a build: missing includes or anchors, broken links.
 book-check:
     bash book/gen-diffs.sh
