@@ -103,12 +103,7 @@ fn listen_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
         socket::listen(&fd, Backlog::MAXCONN)?;
         Ok(TcpListener::from(fd))
     };
-    listen().map_err(|e| {
-        io::Error::new(
-            io::Error::from(e).kind(),
-            format!("cannot listen on {addr}: {e}"),
-        )
-    })
+    listen().map_err(|e| net::listen_error(addr, e.into()))
 }
 // ANCHOR_END: listeners
 
