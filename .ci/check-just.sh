@@ -89,6 +89,11 @@ if [ "$status" -ne 0 ] || ! grep -q 'Finished' "$out" || grep -q '^error' "$out"
     exit 1
 fi
 
+# The README installs the mdBook that CI installs.
+pinned=$(sed -n 's/.*cargo install mdbook --locked --version \([0-9.]*\).*/\1/p' .ci/run)
+grep -qF "cargo install mdbook --locked --version $pinned\`" README.md ||
+    { echo "README.md does not install mdBook $pinned, the version .ci/run installs" >&2; exit 1; }
+
 diff_out=$(just diff ch06 ch07)
 grep -q '^diff --git' <<<"$diff_out" || { echo "just diff ch06 ch07 printed no diff" >&2; exit 1; }
 # A reader who stops reading (`just diff ch06 ch07 | head`) is not an error.
