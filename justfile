@@ -20,13 +20,31 @@ chapters:
         printf '%-6s %s\n' "$name" "$desc"
     done
 
+# How a recipe reads a chapter's name: ch06, its directory ch06-poll, or
+# chapters/ch06-poll/ (a shell's completion). `crate NAME` prints the crate's
+# name (ch06), or says there is no such chapter and fails.
+_crate := '''
+crate() {
+    local name=${1#chapters/}
+    name=${name%/}
+    local dirs=(chapters/"${name%%-*}"-*/)
+    if [[ $name == ch[0-9]* && -d ${dirs[0]} && ($name != *-* || -d chapters/$name) ]]; then
+        echo "${name%%-*}"
+    else
+        echo "no such chapter: $1 (see \`just chapters\`)" >&2
+        return 2
+    fi
+}
+'''
+
 # Build and run a chapter's server; extra arguments go to it: just run ch06 --addr 127.0.0.1:0
 [continue]
+[no-exit-message]
 run chapter *args:
-    @cargo build --release -p {{chapter}} --bin {{chapter}}
-    @exec "${CARGO_TARGET_DIR:-target}/release/{{chapter}}" "${@:2}"
+    @{{ _crate }} c=$(crate "$1") && cargo build --release -p "$c" --bin "$c" && exec "${CARGO_TARGET_DIR:-target}/release/$c" "${@:2}"
 
 # Send messages to a running server and print the replies: just client hello world
+[no-exit-message]
 client *args:
     @cargo build --release -p client
     @exec "${CARGO_TARGET_DIR:-target}/release/client" "$@"
@@ -36,12 +54,38 @@ test:
     cargo test --workspace
 
 # Show what changed between two chapters (moved lines dimmed): just diff ch06 ch07
+[no-exit-message]
 diff from to:
-    @bash book/diff-chapters.sh "$1" "$2" --color=auto --color-moved=dimmed-zebra
+    @{{ _crate }} from=$(crate "$1") && to=$(crate "$2") && bash book/diff-chapters.sh "$from" "$to" --color=auto --color-moved=dimmed-zebra
 
 # Test any echo server with the suite (options before the command; see --help): just conform event_loop -- target/release/ch07
+[no-exit-message]
 conform level *command:
-    @cargo run --quiet --release -p conformance -- --level "$1" "${@:2}"
+    #!/usr/bin/env bash
+    set -euo pipefail
+    {{ _crate }}
+    # A server of this workspace named by its path (target/release/ch07) is
+    # built first, as `just run` builds its chapter: on a fresh clone the
+    # README's example works as written.
+    args=("${@:2}")
+    for i in "${!args[@]}"; do
+        [ "${args[i]}" = -- ] || continue
+        server=${args[i + 1]:-}
+        name=$(basename -- "$server")
+        profile=$(basename -- "$(dirname -- "$server")")
+        built=$(realpath -m -- "$(dirname -- "$server")")
+        target=$(realpath -m -- "${CARGO_TARGET_DIR:-target}/$profile")
+        if [[ $profile =~ ^(release|debug)$ && $built == "$target" ]] &&
+            { crate "$name" >/dev/null 2>&1 || [ -f "tools/$name/Cargo.toml" ]; }; then
+            flags=(-p "$name" --bin "$name")
+            [ "$profile" = debug ] || flags+=(--release)
+            echo "conform: building $server (cargo build ${flags[*]})" >&2
+            cargo build "${flags[@]}"
+        fi
+        break
+    done
+    # Not --quiet: a cold build takes a while, and cargo says what it does.
+    exec cargo run --release -p conformance -- --level "$1" "${@:2}"
 
 # Format, lint and test, as CI does.
 check:
@@ -63,6 +107,10 @@ book:
 [continue]
 serve-book: book
     @trap : INT; mdbook serve book || [ $? -eq 130 ]
+
+# Open the built book in headless Chromium and check it as a reader meets it (needs chromium, chromium-driver).
+book-browser-check: book
+    python3 book/browser-check.py book/book
 
 # Check the book without keeping a build: missing includes or anchors, broken links.
 book-check:

@@ -17,7 +17,7 @@ use nix::sys::socket::{
 /// Creates a TCP socket, binds it to `addr` and starts listening. The error
 /// names the address: "cannot listen on 127.0.0.1:1234: Address in use".
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    try_listen(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    try_listen(addr).map_err(|e| listen_error(addr, e))
 }
 
 fn try_listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -39,6 +39,28 @@ fn try_listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 // ANCHOR_END: listen
+
+/// The error of a server that could not listen on `addr`, in one line that
+/// names the address, and for a privileged port says how to do without:
+/// every chapter reports its `bind` failures through it.
+pub fn listen_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    let mut message = format!("cannot listen on {addr}: {e}");
+    // Below net.ipv4.ip_unprivileged_port_start (1024 unless changed; it
+    // applies to IPv6 too), binding takes CAP_NET_BIND_SERVICE, which root has.
+    let first_free = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024u32);
+    let port = u32::from(addr.port());
+    if e.kind() == io::ErrorKind::PermissionDenied && port != 0 && port < first_free {
+        let instead = SocketAddr::new(addr.ip(), 1234);
+        message += &format!(
+            "; ports below {first_free} need the capability CAP_NET_BIND_SERVICE \
+             (which root usually has): use a port of {first_free} or more, e.g. --addr {instead}"
+        );
+    }
+    io::Error::new(e.kind(), message)
+}
 
 /// Prints `listening on HOST:PORT` on stdout and flushes it: tests and scripts
 /// wait for this line, and with `--addr 127.0.0.1:0` it is the only way to
@@ -228,6 +250,90 @@ mod tests {
                 .starts_with(&format!("cannot listen on {addr}: ")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_privileged_port_says_how_to_do_without() {
+        let denied = || io::Error::from_raw_os_error(libc::EACCES);
+        let err = listen_error("127.0.0.1:80".parse().unwrap(), denied());
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "cannot listen on 127.0.0.1:80: Permission denied (os error 13); ports below "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("CAP_NET_BIND_SERVICE"), "{text}");
+        assert!(text.ends_with("e.g. --addr 127.0.0.1:1234"), "{text}");
+        let err = listen_error("[::1]:80".parse().unwrap(), denied());
+        assert!(err.to_string().ends_with("e.g. --addr [::1]:1234"), "{err}");
+        // Only for the port's privilege: not another error, not port 0.
+        for (addr, e) in [
+            (
+                "127.0.0.1:80",
+                io::Error::from_raw_os_error(libc::EADDRINUSE),
+            ),
+            ("127.0.0.1:0", denied()),
+            ("127.0.0.1:50000", denied()),
+        ] {
+            let text = listen_error(addr.parse().unwrap(), e).to_string();
+            assert!(!text.contains("CAP_NET_BIND_SERVICE"), "{text}");
+        }
+    }
+
+    /// A real bind of a privileged port, on a thread without the capability
+    /// (capabilities belong to a thread: the test's other threads keep it).
+    #[test]
+    fn binding_a_privileged_port_without_the_capability() {
+        let first_free: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .map_or(1024, |s| s.trim().parse().unwrap());
+        if first_free <= 1 {
+            // Every port is free to bind here (some containers): nothing to see.
+            eprintln!("net.ipv4.ip_unprivileged_port_start is {first_free}: skipped");
+            return;
+        }
+        let err = std::thread::spawn(|| {
+            drop_net_bind_service();
+            listen("127.0.0.1:1".parse().unwrap()).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("CAP_NET_BIND_SERVICE"), "{err}");
+    }
+
+    /// Removes CAP_NET_BIND_SERVICE from the calling thread's effective set.
+    fn drop_net_bind_service() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: libc::c_int,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        const CAP_NET_BIND_SERVICE: u32 = 10;
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget(2) with a version 3 header writes two `Data`, which
+        // `data` holds; pid 0 is the calling thread.
+        let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        assert_eq!(rc, 0, "capget: {}", io::Error::last_os_error());
+        data[0].effective &= !(1 << CAP_NET_BIND_SERVICE);
+        // SAFETY: as above; capset(2) only reads them. Dropping a capability
+        // from the effective set needs no privilege.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        assert_eq!(rc, 0, "capset: {}", io::Error::last_os_error());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use common::{args::Args, info, net, signals, warn};
 
 /// What the server answers, whatever the client said.
@@ -30,7 +30,7 @@ fn serve() -> Result<()> {
     let SocketAddr::V4(addr) = addr else {
         bail!("ch03 speaks IPv4 only, got {addr}");
     };
-    let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = listen(addr).map_err(|e| net::listen_error(addr.into(), e))?;
     // std's local_addr is getsockname(2): with port 0 it tells which port the kernel chose.
     net::announce(&TcpListener::from(listener.try_clone()?))?;
 

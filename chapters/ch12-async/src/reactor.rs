@@ -455,6 +455,7 @@ mod tests {
     use super::*;
     use crate::executor::tests::bounded;
     use crate::executor::{spawn, yield_now, Runtime};
+    use nix::sys::epoll::EpollTimeout;
 
     // ANCHOR: test_lost_wakeup
     /// An event between a failed read and the clearing of its readiness

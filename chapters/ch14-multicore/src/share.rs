@@ -120,11 +120,7 @@ fn join_group(addr: SocketAddr) -> io::Result<TcpListener> {
         socket::listen(&fd, Backlog::MAXCONN)?;
         Ok(TcpListener::from(fd))
     };
-    listen().map_err(|e| {
-        // std's words for the error, as `common::net::listen` has them.
-        let e = io::Error::from(e);
-        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })
+    listen().map_err(|e| net::listen_error(addr, e.into()))
 }
 // ANCHOR_END: listeners
 

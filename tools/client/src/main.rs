@@ -10,11 +10,11 @@
 //! messages it reads them from stdin, one per line.
 
 use std::io::{self, BufRead, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use common::args::Args;
+use common::args::{Args, DEFAULT_ADDR};
 use common::frame::{encode_frame, read_frame, write_frame, MAX_MSG};
 
 fn main() -> ExitCode {
@@ -46,7 +46,7 @@ fn talk() -> Result<()> {
         );
     }
 
-    let mut stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
+    let mut stream = connect(addr)?;
     let mut out = io::stdout().lock();
     let mut reply = [0u8; MAX_MSG];
     let mut print_reply = |stream: &mut TcpStream| -> Result<()> {
@@ -70,4 +70,26 @@ fn talk() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Connects, and where nothing listens says what to do about it: the first
+/// thing a newcomer meets who runs the client before a server.
+fn connect(addr: SocketAddr) -> Result<TcpStream> {
+    TcpStream::connect(addr).or_else(|e| {
+        if e.kind() != io::ErrorKind::ConnectionRefused {
+            return Err(e).context(format!("connect to {addr}"));
+        }
+        let (just, cargo) = if addr.to_string() == DEFAULT_ADDR {
+            ("just run ch06".to_string(), "cargo run -p ch06".to_string())
+        } else {
+            (
+                format!("just run ch06 --addr {addr}"),
+                format!("cargo run -p ch06 -- --addr {addr}"),
+            )
+        };
+        bail!(
+            "no server listens on {addr} (connection refused): \
+             start one first, in another terminal: {just} (or {cargo})"
+        )
+    })
 }

@@ -55,3 +55,31 @@ fn unknown_flags_and_bad_addresses_are_errors() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+/// With no server, the client says so and how to start one: not "Connection
+/// refused (os error 111)".
+#[test]
+fn no_server_says_how_to_start_one() {
+    // A port that nothing listens on: the kernel's pick, released at once.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["--addr", &addr.to_string(), "hello"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "client: no server listens on {addr} (connection refused): start one first"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("just run ch06 --addr {addr}")),
+        "{stderr}"
+    );
+}
