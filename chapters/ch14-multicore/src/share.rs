@@ -72,7 +72,8 @@ pub fn listeners(
             let first = net::listen(addr)?;
             // Once it listens, no socket can bind the port: we open the
             // group to the others only now (see `join_group`).
-            setsockopt(&first, sockopt::ReusePort, &true)?;
+            setsockopt(&first, sockopt::ReusePort, &true)
+                .map_err(|e| net::listen_error(addr, e.into()))?;
             // With port 0 the kernel picked one: the others must bind it too.
             let addr = first.local_addr()?;
             let mut all = vec![Arc::new(first)];
