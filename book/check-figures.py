@@ -47,13 +47,6 @@ import re
 import sys
 
 NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+(?:\.\d+)?"
-# Units that may sit between a figure and its marker (3.6 µs<!--from ...-->).
-MARK_UNIT = r"(?:\s|\u00a0|\u202f)?(?:%|×|x|k|M|ns|µs|μs|us|ms|s|B|KiB|MiB|GiB|KB|kB|MB|GB)"
-MARKER = re.compile(
-    r"(?P<fig>(?<![\w.,])(?:" + NUMBER + r"))(?P<unit>" + MARK_UNIT + r")?"
-    r"<!--\s*(?P<kind>from|const)\b(?P<arg>.*?)-->",
-    re.S,
-)
 ANY_MARKER = re.compile(r"<!--\s*(from|const)\b(.*?)-->", re.S)
 CONSTS = re.compile(r"<!--\s*consts:(.*?)-->", re.S)
 UNCHECKED = re.compile(r"<!--\s*unchecked:(.*?)-->(.*?)<!--\s*/unchecked\s*-->", re.S)
@@ -81,6 +74,13 @@ COUNTS = [
 ]
 UNIT = re.compile(SPACE + r"(?:(?P<rate>" + "|".join(RATES) + r")|(?P<size>" + "|".join(SIZES)
                   + r")|(?P<count>" + "|".join(COUNTS) + r"))")
+# A unit may sit between a figure and its marker: 3.6 µs<!--from ...-->.
+MARK_UNIT = r"(?:×|x\b|k\b|M\b|" + SPACE + r"(?:" + "|".join(RATES + SIZES + COUNTS) + r"))"
+MARKER = re.compile(
+    r"(?P<fig>(?<![\w.,])(?:" + NUMBER + r"))(?P<unit>" + MARK_UNIT + r")?"
+    r"<!--\s*(?P<kind>from|const)\b(?P<arg>.*?)-->",
+    re.S,
+)
 # Numbers that name things rather than measure them: chapter 4, RFC 1122.
 NAMING = re.compile(r"(?:chapters?|Chapters?|ch|step|steps|section|RFC|Linux|kernel|port|version|"
                     r"edition|issue|commit|exercise|item|line|lines|mdBook|just|PEP)[ \u00a0]*$")

@@ -9,7 +9,7 @@
 //! that event, and an executor polls the tasks that are awake. That is the
 //! architecture of tokio, whose `listener.accept().await` the book began with.
 
-mod buffer; // chapter 9's, an identical copy
+mod buffer; // chapter 8's, an identical copy
 mod executor;
 mod net;
 mod reactor;
