@@ -84,7 +84,7 @@ MARKER = re.compile(
 # Numbers that name things rather than measure them: chapter 4, RFC 1122.
 NAMING = re.compile(r"(?:chapters?|Chapters?|ch|step|steps|section|RFC|Linux|kernel|port|version|"
                     r"edition|issue|commit|exercise|item|line|lines|mdBook|just|PEP)[ \u00a0]*$")
-NUM_TOKEN = re.compile(r"(?<![\w.,/-])(" + NUMBER + r")(?![\w]|\.\d|,\d)")
+NUM_TOKEN = re.compile(r"(?<![\w.,/#-])(" + NUMBER + r")(?![\w]|\.\d|,\d)")
 RATIO_AFTER = re.compile(r"(?<![\w.,×])(" + NUMBER + r")(?:×|x\b)(?![\d\s]*\d)")
 RATIO_BEFORE = re.compile(r"(?<![\w.])×(" + NUMBER + r")(?![\w×]|\.\d)")
 
@@ -127,9 +127,11 @@ def tokens_of(path, cache={}):
             lines = lines[2:]
         text = "\n".join(lines)
         found = set()
-        for m in re.finditer(r"(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])", text):
+        # A number starts neither after a digit nor after a decimal point
+        # (11.05 holds no 05), but may after two dots (0.71..1.09).
+        for m in re.finditer(r"(?<!\d)(?<!\d\.)(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])", text):
             found.add(normalize(m.group(0)))
-        for m in re.finditer(r"(?<![\d.])\d+(?:\.\d+)?(?![\d])", text):
+        for m in re.finditer(r"(?<!\d)(?<!\d\.)\d+(?:\.\d+)?(?![\d])", text):
             found.add(m.group(0))
         cache[path] = found
     return cache[path]
@@ -221,7 +223,7 @@ def check_page(src, page, problems):
     # 2. The lint, on what is left: markers, comments and unchecked passages blanked.
     consts = set()
     for m in CONSTS.finditer(text):
-        for item in m.group(1).split(","):
+        for item in re.split(r",\s+", m.group(1)):  # 4,100 bytes, 2 s: a comma then a space
             item = " ".join(item.split())
             if item:
                 consts.add(item)

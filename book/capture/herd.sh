@@ -56,7 +56,7 @@ loop_cpu() {
     done | sort
 }
 
-# Stops the server (SIGTERM: a background job of a script ignores SIGINT),
+# Stops the server (SIGTERM, as scripts usually stop their background jobs),
 # prints its --stats lines, and adds a row for them to the summary: the
 # label, wakeups and empty wakeups per connection, connections per loop.
 stop() { # label
