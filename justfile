@@ -117,6 +117,14 @@ book-check:
     bash book/gen-diffs.sh
     bash book/check.sh
 
+# Re-record every capture the book quotes (about an hour; needs strace, perf, valgrind, root): just captures
+captures:
+    bash book/capture/all.sh
+
+# Re-record one capture script's files: just capture threads (the scripts are in book/capture/)
+capture name *args:
+    bash "book/capture/$1.sh" "${@:2}"
+
 # Benchmark every server against tokio (≈12 min on 2 cores; --quick for a smoke run): just bench --quick
 bench *args:
     cargo run --release -p bench -- "$@"

@@ -16,6 +16,11 @@
 #      14") is: the anchored region (or, said in a file's opening comment,
 #      the whole file) must be the same in every chapter listed, so copies
 #      meant to stay equal cannot drift;
+#   2c. a figure on a page is not in the capture its marker names
+#      (51,067<!--from captures/thread-cost.txt-->), a measured-looking
+#      figure has no marker, or a capture does not start with the command
+#      that re-records it, the date and the machine (book/check-figures.py
+#      says how, and what it exempts);
 #   3. mdBook reports any error or warning while building;
 #   4. a link or image in the built HTML points at a page, file or #fragment
 #      that does not exist.
@@ -193,6 +198,15 @@ while IFS=: read -r file line _; do
         fi
     done
 done < <(grep -n -r 'Identical in chapters' chapters --include='*.rs' | sort -u)
+
+# --- 2c. figures and their captures ----------------------------------------------
+
+command -v python3 >/dev/null || { fail "python3 is needed for the figures check"; exit 1; }
+if figures=$(python3 book/check-figures.py "$src"); then
+    echo "book check: $figures"
+else
+    errors=$((errors + 1))
+fi
 
 # --- 3. build, refusing errors and warnings ------------------------------------
 

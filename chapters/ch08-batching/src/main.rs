@@ -1,7 +1,8 @@
 //! Chapter 8: batching. Chapter 7 answers a pipelined burst one frame at a
 //! time: a `send` per reply, and the rest of the burst waits in the read
 //! buffer until each reply is out. Here every whole frame a read brings is
-//! answered into a write buffer, and all the replies go out in one `send`.
+//! answered by one `send`, straight from the read buffer; only what the
+//! socket does not take is copied to a write buffer, to wait for room.
 //!
 //! That needs buffers bigger than a frame, and so the question of their
 //! size. They start at 16 KiB, double while a client keeps more in flight

@@ -1,4 +1,4 @@
-//! The client side of chapter 14's measurements (`book/capture-herd.sh`
+//! The client side of chapter 14's measurements (`book/capture/herd.sh`
 //! runs it against `ch14 --stats` and prints the server's counters beside).
 //!
 //! - `herd`: opens connections in bursts, echoing one frame on each: every

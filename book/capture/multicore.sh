@@ -7,10 +7,11 @@
 # load runs on every server in turn, three times over; every run is printed.
 # Writes book/src/captures/multicore.txt.
 #
-# Usage: bash book/capture-multicore.sh [OUTPUT] [SECONDS PER RUN]
+# Usage: bash book/capture/multicore.sh [OUTPUT] [SECONDS PER RUN]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=${1:-book/src/captures/multicore.txt}
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
+out=${1:-$captures/multicore.txt}
 secs=${2:-3}
 
 cargo build --quiet --release -p ch09 -p ch14 -p tokio-echo -p loadgen
@@ -53,7 +54,7 @@ run() { # server-name conns depth size
 }
 
 {
-    echo "\$ bash book/capture-multicore.sh    # $(nproc) CPUs, Linux $(uname -r), $(date -u +%Y-%m-%d)"
+    header bash book/capture/multicore.sh
     for load in "100 1 64" "1000 16 64"; do
         read -r conns depth size <<<"$load"
         echo

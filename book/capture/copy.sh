@@ -6,9 +6,10 @@
 # the capture lists the top symbols and the share of user-space copying.
 # Writes book/src/captures/copy-profile.txt. Needs perf (linux-perf).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 before=d495128
-out=book/src/captures/copy-profile.txt
+out=$captures/copy-profile.txt
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cargo build --quiet --release -p ch09 -p loadgen
@@ -39,7 +40,8 @@ profile() { # label binary
 }
 
 {
-    echo "# bash book/capture-copy.sh    ($(uname -r), $(nproc) cores, $(date -u +%Y-%m-%d)); load 10x4x4096"
+    header bash book/capture/copy.sh
+    echo "# load: loadgen --conns 10 --depth 4 --size 4096"
     profile "ch09, replies copied to the write buffer ($before)" "$PWD/target/capture-copy/release/ch09"
     profile "ch09, replies sent from the read buffer" "$bin/ch09"
 } | tee "$out"

@@ -6,13 +6,14 @@
 # differ from run to run (and, on a busy machine, a timing-bound case may
 # too).
 #
-# Usage: bash book/capture-conform.sh   (needs cargo, python3 and cc)
+# Usage: bash book/capture/conform.sh   (needs cargo, python3 and cc)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 command -v python3 >/dev/null || { echo "capture-conform: install python3 first" >&2; exit 1; }
 command -v cc >/dev/null || { echo "capture-conform: install a C compiler (cc) first" >&2; exit 1; }
 
-out=book/src/captures
+out=$captures
 mkdir -p "$out" target/fixtures
 cargo build --quiet --release -p conformance
 cc -O2 -Wall -o target/fixtures/epoll_echo tests/fixtures/epoll_echo.c
@@ -21,6 +22,7 @@ capture() { # file, then conform's arguments
     local file=$out/$1
     shift
     {
+        header bash book/capture/conform.sh
         echo "\$ target/release/conform $*"
         # conform exits 1 when a case fails: that is the point here.
         target/release/conform "$@" || [ $? -eq 1 ]

@@ -14,13 +14,17 @@
 # call as strace does; they are skipped, with a message, if perf cannot read
 # the tracepoints (it needs root, or kernel.perf_event_paranoid <= -1).
 #
-# Usage: bash book/capture.sh [chNN...]   (default: every chapter it knows)
-#        needs strace; python3 for chapter 9's urgent-data session
+# Usage: bash book/capture/strace.sh [WHAT...]   (default: all of them)
+#   WHAT is a chapter (ch04 ... ch11: its sessions), counts (the table of
+#   system calls per frame, chapters 7 to 10) or tokio-urgent (the tokio
+#   servers against the urgent-data case).
+#   Needs strace; python3 for chapter 9's urgent-data session; perf for counts.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 command -v strace >/dev/null || { echo "capture: install strace first" >&2; exit 1; }
 
-out=book/src/captures
+out=$captures
 tmp=$(mktemp -d)
 SERVER_PID=""
 # On any exit, a server still running (a session that failed) is stopped first.
@@ -94,6 +98,7 @@ session() { # chapter port client-session file-suffix [strace flags...]
     wait "$strace_pid"
     SERVER_PID=""
     {
+        header bash book/capture/strace.sh "$ch"
         echo "# strace -f ${*:+$* }-e trace=$trace target/release/$ch --addr 127.0.0.1:$port${SERVER_ARGS:+ $SERVER_ARGS}"
         echo "# client: $(clients_line "$clients" "$port")"
         trim "$tmp/$ch.raw"
@@ -102,6 +107,7 @@ session() { # chapter port client-session file-suffix [strace flags...]
     case $suffix in -pipeline | -burst | -flood | -urgent)
         # Just the connection's reads and sends, without the thread ID column.
         {
+            header bash book/capture/strace.sh "$ch"
             echo "# the read and sendto calls of strace-$ch$suffix.txt on the client's connection"
             grep -E '^[0-9]+ +(read|sendto)\(7, ' "$out/strace-$ch$suffix.txt" |
                 sed -E 's/^[0-9]+ +//'
@@ -152,12 +158,27 @@ two_bursts() {
     exec 7>&-
 }
 
-# A client that sends 4 MB of frames and reads nothing, for half a second.
+# 1,000 frames of the largest size (4,100 bytes each, 4.1 MB in all) written
+# as fast as the connection takes them, while another thread reads the
+# replies: a flood the server can keep up with only in big batches.
 flood() {
-    for _ in $(seq 1000); do big_frame f; done >"$tmp/flood"
-    exec 7<>"/dev/tcp/127.0.0.1/$1"
-    timeout 0.5 cat "$tmp/flood" >&7 || true
-    exec 7>&-
+    python3 - "$1" <<'EOF'
+import socket, struct, sys, threading
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+frame = struct.pack("<I", 4096) + b"f" * 4096
+n = 1000
+def read_replies():
+    want, got = n * len(frame), 0
+    while got < want:
+        chunk = s.recv(1 << 20)
+        assert chunk, "the server closed the connection"
+        got += len(chunk)
+reader = threading.Thread(target=read_replies)
+reader.start()
+s.sendall(frame * n)
+reader.join()
+s.close()
+EOF
 }
 
 # A frame, one byte of TCP urgent data (send with MSG_OOB), a frame; then the
@@ -219,7 +240,7 @@ clients_line() {
         one_idle) echo "one connection that sends nothing, until the server closes it; then SIGINT" ;;
         idle_then_second) echo "one connection that sends nothing and closes after 1 s; meanwhile client --addr 127.0.0.1:$2 'anyone there?'; then SIGINT" ;;
         two_bursts) echo "four frames of 4096-byte payloads (16,400 bytes) in one write, the four replies; the same again on the same connection; close; then SIGINT" ;;
-        flood) echo "frames of 4096-byte payloads written for 0.5 s without reading a reply; close; then SIGINT" ;;
+        flood) echo "1,000 frames of 4096-byte payloads written as fast as they go, the replies read meanwhile; close; then SIGINT" ;;
         urgent) echo "a frame 'before', one byte of urgent data (MSG_OOB), a frame 'after'; the two replies; close; then SIGINT" ;;
         stop_while_connected) echo "one frame and its reply; SIGINT to the server; read until EOF, then close" ;;
         stop_twice) echo "one frame and its reply; SIGINT to the server, and 0.3 s later another; close 0.5 s after that" ;;
@@ -285,6 +306,7 @@ build_shortcut() {
 
 counts() { # chapters...
     local file=$out/syscalls-per-frame.txt
+    cargo build --quiet --release -p client "${@/#/-p}"
     if ! perf_usable; then
         echo "capture: perf cannot count syscall tracepoints here: $file left as it is" >&2
         return
@@ -292,6 +314,7 @@ counts() { # chapters...
     local shortcut=""
     case " $* " in *" ch09 "*) shortcut=$(build_shortcut) ;; esac
     {
+        header bash book/capture/strace.sh counts
         echo "# 1,000 frames to each server; its system calls counted by perf stat on the"
         echo "# syscalls:sys_enter_* tracepoints (read errors: sys_exit_read, ret == -11):"
         echo "#   one at a time   seq 1000 | client: one connection, each frame waits for its reply"
@@ -331,6 +354,7 @@ tokio_urgent() {
     local case=urgent_data_does_not_stall_the_connection
     local variant run first=""
     {
+        header bash book/capture/strace.sh tokio-urgent
         for variant in idiomatic tuned; do
             echo "\$ target/release/conform --level echo --only $case \\"
             echo "      -- target/release/tokio-echo --runtime current-thread --variant $variant   # ten times"
@@ -354,25 +378,38 @@ tokio_urgent() {
 
 # --- which sessions for which chapter -----------------------------------------
 
-chapters=("$@")
-[ ${#chapters[@]} -gt 0 ] || chapters=(ch04 ch05 ch06 ch07 ch08 ch09 ch10 ch11)
+what=("$@")
+[ ${#what[@]} -gt 0 ] || what=(ch04 ch05 ch06 ch07 ch08 ch09 ch10 ch11 counts tokio-urgent)
+chapters=()
 bins=(-p client)
-for ch in "${chapters[@]}"; do
-    ls -d "chapters/$ch"-* >/dev/null 2>&1 || continue
-    bins+=(-p "$ch")
+for w in "${what[@]}"; do
+    case $w in
+        counts | tokio-urgent) ;;
+        ch04 | ch05 | ch06 | ch07 | ch08 | ch09 | ch10 | ch11)
+            chapters+=("$w")
+            bins+=(-p "$w")
+            ;;
+        *) echo "capture: unknown $w (ch04 ... ch11, counts, tokio-urgent)" >&2; exit 2 ;;
+    esac
 done
-cargo build --quiet --release "${bins[@]}"
+[ ${#chapters[@]} -eq 0 ] || cargo build --quiet --release "${bins[@]}"
 
-port=7400
-counted=()
+# Each session on its own port, the same on every run, so that a re-recorded
+# trace differs from the last only where the server's behaviour does.
+port_of() {
+    case $1 in
+        ch04) echo 7400 ;; ch05) echo 7402 ;; ch06) echo 7403 ;; ch07) echo 7406 ;;
+        ch08) echo 7408 ;; ch09) echo 7412 ;; ch10) echo 7415 ;; ch11) echo 7417 ;;
+    esac
+}
+
 for ch in "${chapters[@]}"; do
-    ls -d "chapters/$ch"-* >/dev/null 2>&1 || continue
+    port=$(port_of "$ch")
     port=$((port + 1))
     session "$ch" "$port" two_messages ""
     case $ch in ch07 | ch08 | ch09 | ch10)
         port=$((port + 1))
         session "$ch" "$port" pipelined -pipeline
-        counted+=("$ch")
         ;;
     esac
     case $ch in
@@ -394,6 +431,7 @@ for ch in "${chapters[@]}"; do
         ch08)
             # The kernel's socket buffer sizes, which chapter 8 compares with its own.
             {
+                header bash book/capture/strace.sh ch08
                 echo "# sysctl net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ipv4.tcp_moderate_rcvbuf  (Linux $(uname -r))"
                 sysctl net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ipv4.tcp_moderate_rcvbuf
             } >"$out/sysctl-tcp-buffers.txt"
@@ -424,5 +462,9 @@ for ch in "${chapters[@]}"; do
             ;;
     esac
 done
-[ ${#counted[@]} -eq 0 ] || counts "${counted[@]}"
-case " ${chapters[*]} " in *" ch09 "*) tokio_urgent ;; esac
+for w in "${what[@]}"; do
+    case $w in
+        counts) counts ch07 ch08 ch09 ch10 ;;
+        tokio-urgent) tokio_urgent ;;
+    esac
+done

@@ -12,14 +12,15 @@
 # (the same on every line, and different on every run) are removed.
 #
 # Needs strace and perf, and root for the tracepoints.
-# Usage: bash chapters/ch13-io-uring/capture.sh
+# Usage: bash book/capture/ch13-trace.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 for tool in strace perf; do
     command -v $tool >/dev/null || { echo "capture: install $tool first" >&2; exit 1; }
 done
 cargo build --release --quiet -p ch13 -p client
-out=book/src/captures
+out=$captures
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -44,6 +45,7 @@ sleep 0.3
 kill -INT "$(pgrep -P "$strace_pid" -x ch13)"
 wait "$strace_pid"
 {
+    header bash book/capture/ch13-trace.sh
     echo "# strace -f -e trace=$trace target/release/ch13 --addr 127.0.0.1:0"
     echo "# client: target/release/client --addr $addr --pipeline one two three; then SIGINT"
     # Descriptors 3 and below are closed by std and the loader at start-up.
@@ -58,18 +60,30 @@ wait_listening "$tmp/out"
 addr=$(sed -n 's/^listening on //p' "$tmp/out")
 events=io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm,io_uring:io_uring_task_add
 events+=,io_uring:io_uring_complete
-perf record -q -a -e "$events" -o "$tmp/trace.data" -- sleep 1.5 >/dev/null 2>&1 &
+# perf starts with its events disabled (-D -1) and says when it has
+# enabled them (--control): on a busy machine it can take a second to set
+# up, and a session run before that would be missing from the trace.
+mkfifo "$tmp/ctl" "$tmp/ack"
+perf record -q -a -D -1 --control "fifo:$tmp/ctl,$tmp/ack" -e "$events" -o "$tmp/trace.data" \
+    -- sleep 60 >/dev/null 2>&1 &
 perf=$!
-sleep 0.5
+exec 8>"$tmp/ctl" 9<"$tmp/ack"
+echo enable >&8
+read -r -u 9 _
 target/release/client --addr "$addr" --pipeline one two three >/dev/null
-sleep 0.3
+sleep 0.3 # the client's close, and its completion, are not ours to wait for
 kill -INT "$server"
-wait "$perf"
 wait "$server" || true
+echo disable >&8
+read -r -u 9 _
+exec 8>&- 9<&-
+kill -INT "$perf"
+wait "$perf" || true
 perf script -i "$tmp/trace.data" -F comm,pid,event,trace 2>/dev/null >"$tmp/trace.txt"
 # Only our ring: the one the server's own events name.
 ring=$(grep -m1 -oE "^ *ch13 +$server .*ring (0x[0-9a-f]+)" "$tmp/trace.txt" | grep -oE '0x[0-9a-f]+$')
 {
+    header bash book/capture/ch13-trace.sh
     echo "# perf record -a -e $events"
     echo "#   while target/release/client --addr $addr --pipeline one two three; then SIGINT"
     echo "# (each line: the process the event ran in, its pid, the event; ring and request addresses removed)"

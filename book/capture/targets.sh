@@ -7,9 +7,10 @@
 # server's per-round ratio to chapter 9 and to tokio's stronger
 # current-thread variant. Writes book/src/captures/targets.txt.
 #
-# Usage: ROUNDS=5 bash book/capture-targets.sh
+# Usage: ROUNDS=5 bash book/capture/targets.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 rounds=${ROUNDS:-5}
 cargo build --quiet --release -p ch09 -p ch12 -p ch13 -p tokio-echo -p loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
@@ -45,7 +46,9 @@ for round in $(seq "$rounds"); do
     echo "capture-targets: round $round of $rounds done" >&2
 done
 
-python3 - "$raw" "$rounds" <<'PY' | tee book/src/captures/targets.txt
+{
+header ROUNDS=$rounds bash book/capture/targets.sh
+python3 - "$raw" "$rounds" <<'PY'
 import json, statistics, sys
 from collections import defaultdict
 raw, rounds = sys.argv[1], sys.argv[2]
@@ -57,7 +60,7 @@ for line in open(raw):
     cell[(r, load, name)] = (d["frames_per_sec"], ns)
 loads = list(dict.fromkeys(k[1] for k in cell))
 names = list(dict.fromkeys(k[2] for k in cell))
-print(f"# ROUNDS={rounds} bash book/capture-targets.sh: 2 s windows, servers alternating within each round")
+print("# 2 s windows, servers alternating within each round")
 print("# median over rounds of each round's ratio; CPU = server CPU per echoed frame")
 for load in loads:
     print(f"\n{load}")
@@ -76,3 +79,4 @@ for load in loads:
               f"  ×ch09: frames {ratio('ch09', 0):.2f} CPU {ratio('ch09', 1):.2f}"
               f"  CPU ×stronger tokio-ct: {vs_tokio:.2f}")
 PY
+} | tee "$captures/targets.txt"

@@ -13,13 +13,14 @@
 #   bench      server CPU per echoed frame, the same three, alternating
 #              servers within each of ROUNDS rounds (default 7; minutes)
 #
-# Usage: bash chapters/ch12-async/capture.sh [sizes|memory|strace|callgrind|syscalls|bench]...
+# Usage: bash book/capture/ch12.sh [sizes|memory|strace|callgrind|syscalls|bench]...
 #        (default: sizes memory strace callgrind syscalls)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 
-out=book/src/captures
-client=chapters/ch12-async/capture-client.py
+out=$captures
+client=book/capture/ch12-client.py
 T=target/release
 tmp=$(mktemp -d)
 started=()
@@ -58,6 +59,7 @@ needs() {
 
 sizes() {
     {
+        header bash book/capture/ch12.sh sizes
         echo "# cargo test --release -p ch12 --bin ch12 the_connection_future_is_small -- --nocapture"
         cargo test --quiet --release -p ch12 --bin ch12 the_connection_future_is_small -- --nocapture 2>/dev/null |
             grep -E 'bytes'
@@ -69,6 +71,7 @@ memory() {
     needs python3
     cargo build --quiet --release -p ch09 -p ch12
     {
+        header bash book/capture/ch12.sh memory
         echo "# each of 10,000 clients sends one frame, reads the echo, and stays connected; then VmRSS"
         for ch in ch09 ch12; do
             start "$T/$ch"
@@ -107,6 +110,7 @@ strace_session() { # chapter file
     kill -INT "$(pgrep -P "$pid" -x "$ch")"
     wait "$pid" || true
     {
+        header bash book/capture/ch12.sh strace
         echo "# strace -e trace=$trace target/release/$ch --addr 127.0.0.1:7412"
         echo "# client: client --addr 127.0.0.1:7412 --pipeline one two three, then SIGINT to the server"
         echo "# (trimmed: what the dynamic loader and std do before main, up to the first line of ours)"
@@ -133,6 +137,7 @@ callgrind() {
         sed -n 's/^summary: //p' "$tmp/cg.out"
     }
     {
+        header bash book/capture/ch12.sh callgrind
         echo "# valgrind --tool=callgrind SERVER, with 100 connections x N rounds of a 64-byte frame and its echo"
         echo "# user-space instructions per frame = (Ir for 1 + $rounds rounds - Ir for 1 round) / (100 x $rounds)"
         for server in "ch09" "ch12" "tokio-echo --runtime current-thread"; do
@@ -156,6 +161,7 @@ syscalls() {
     local events=syscalls:sys_enter_read,syscalls:sys_enter_recvfrom
     events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait
     {
+        header bash book/capture/ch12.sh syscalls
         echo "# perf stat -e $events -p PID, during"
         echo "# loadgen --addr ADDR --conns 100 --depth D --size 64 --secs 3 (reads: read + recvfrom; sends: sendto + write)"
         for server in "ch09" "ch12" "tokio-echo --runtime current-thread"; do
@@ -189,6 +195,7 @@ bench() {
     local rounds=${ROUNDS:-7}
     local servers=("ch09" "ch12" "tokio-echo --runtime current-thread")
     {
+        header ROUNDS="$rounds" bash book/capture/ch12.sh bench
         echo "# loadgen --addr ADDR --conns 100 --depth D --size 64 --secs 3 --server-pid PID"
         echo "# server CPU (utime+stime) per echoed frame, in ns; servers alternate within each round"
         for round in $(seq "$rounds"); do

@@ -19,9 +19,10 @@
 # Needs perf (Debian: apt-get install linux-perf) and root, or
 # kernel.perf_event_paranoid <= 1 and readable /proc/kallsyms.
 #
-# Usage: bash chapters/ch13-io-uring/profile.sh > book/src/captures/ch13-profile.txt
+# Usage: bash book/capture/ch13-profile.sh   (writes book/src/captures/ch13-profile.txt)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 command -v perf >/dev/null || { echo "profile: install perf first" >&2; exit 1; }
 cargo build --release --quiet -p ch09 -p ch13 -p loadgen
 tmp=$(mktemp -d)
@@ -36,7 +37,8 @@ events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_r
 events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_io_uring_enter
 events+=,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm
 
-echo "# bash chapters/ch13-io-uring/profile.sh   ($(nproc) cores, Linux $(uname -r))"
+{
+header bash book/capture/ch13-profile.sh
 echo "# per load and server, three runs of loadgen --conns C --depth D --size 64 --secs 3:"
 echo "# unobserved (--server-pid); under perf stat -e <events>; under perf record -e cpu-clock -g"
 for load in "100 16" "100 1"; do
@@ -141,3 +143,4 @@ for b, n in samples.most_common():
 EOF
     done
 done
+} | tee "$captures/ch13-profile.txt"

@@ -12,10 +12,11 @@
 #      clients one at a time, each timed from connect to its first reply;
 #      where they went, and the CPU time each loop thread used.
 #
-# Usage: bash book/capture-herd.sh [OUTPUT]   (default book/src/captures/herd.txt)
+# Usage: bash book/capture/herd.sh [OUTPUT]   (default book/src/captures/herd.txt)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out=${1:-book/src/captures/herd.txt}
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
+out=${1:-$captures/herd.txt}
 
 cargo build --quiet --release -p ch14 --bin ch14 --example herd
 bin=${CARGO_TARGET_DIR:-target}/release/ch14
@@ -55,7 +56,7 @@ loop_cpu() {
     done | sort
 }
 
-# Stops the server (SIGTERM: a background job of a script ignores SIGINT),
+# Stops the server (SIGTERM, as scripts usually stop their background jobs),
 # prints its --stats lines, and adds a row for them to the summary: the
 # label, wakeups and empty wakeups per connection, connections per loop.
 stop() { # label
@@ -79,7 +80,7 @@ stop() { # label
 }
 
 {
-    echo "\$ bash book/capture-herd.sh    # $(nproc) CPUs, Linux $(uname -r), $(date -u +%Y-%m-%d)"
+    header bash book/capture/herd.sh
     echo
     echo "## 1. The herd: 4 loops, 2,000 connections, one at a time, then in bursts of 100"
     for burst in 1 100; do

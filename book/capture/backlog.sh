@@ -6,10 +6,12 @@
 # the same view of ch09, which asks for the largest backlog the kernel allows.
 # Writes book/src/captures/backlog.txt. Needs python3, ss and nstat (iproute2).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 cargo build --quiet --release -p ch09
-out=book/src/captures/backlog.txt
+out=$captures/backlog.txt
 {
+    header bash book/capture/backlog.sh
     echo "\$ nstat -n   # (resets nstat's view of the counters)"
     nstat -n
     python3 - <<'PY'

@@ -1,4 +1,4 @@
-"""Clients for chapter 12's captures (see capture.sh).
+"""Clients for chapter 12's captures (see ch12.sh).
 
     capture-client.py hold ADDR N     N connections, one frame echoed on each,
                                       then held until stdin closes

@@ -11,14 +11,17 @@
 # servers rotates from round to round. A window that fails (a server that
 # died, a load generator that could not connect) is reported and left out.
 #
-# Usage: bash chapters/ch13-io-uring/measure.sh [ROUNDS]   (default 3; SECS=3 per window)
-# Prints one line per window, then, for each load, the ratios to ch09 of
+# Usage: bash book/capture/ch13-measure.sh [ROUNDS [OUTPUT]]
+#        (default 3 rounds, SECS=3 per window, OUTPUT book/src/captures/ch13-measure.txt)
+# Prints (and writes to OUTPUT) one line per window, then, for each load, the ratios to ch09 of
 # the same round: their median, mean and range (min..max). Short windows
 # and many rounds resolve more than long windows and few: a neighbour's
 # burst of work then falls on both sides of a ratio more often.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 rounds=${1:-3}
+out=${2:-$captures/ch13-measure.txt}
 secs=${SECS:-3}
 loads=("100 16 64" "100 1 64")
 names=(ch09 ch13 ch13-no-defer tokio-ct)
@@ -55,7 +58,8 @@ start() {
     [ -s "$tmp/$name.addr" ] || { echo "measure: $name did not start" >&2; cat "$tmp/$name.err" >&2; exit 1; }
 }
 
-echo "# SECS=$secs bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, Linux $(uname -r))"
+{
+header SECS="$secs" bash book/capture/ch13-measure.sh "$rounds"
 echo "# round load server frames/s server-ns/frame"
 for round in $(seq "$rounds"); do
     for load in "${loads[@]}"; do
@@ -107,3 +111,4 @@ for load in loads:
         print(f"{load} {server}/ch09 over {len(pairs)} rounds: CPU per frame {spread(cpu)}; "
               f"throughput {spread(fps)}")
 EOF
+} | tee "$out"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Re-records every capture under book/src/captures/, one script after the
+# other (`just captures`). Each capture file names, on its first line, the
+# command that re-records it alone (`just capture NAME [ARGS]` runs
+# book/capture/NAME.sh). Takes about an hour on 2 cores, most of it in the
+# measurements (ch13-measure, targets, ch12's bench, multicore, herd);
+# needs strace, perf, valgrind, python3, a C compiler and root (perf's
+# tracepoints). After it: `just book`, and make the prose follow whatever
+# book/check.sh finds changed.
+#
+# Usage: bash book/capture/all.sh [NAME...]   (default: every script)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+scripts=("$@")
+[ ${#scripts[@]} -gt 0 ] || scripts=(strace emfile nagle sigint-ignored backlog conform threads copy ch12 ch13-trace
+    ch13-profile ch13-measure herd multicore targets)
+for name in "${scripts[@]}"; do
+    echo "=== book/capture/$name.sh ($SECONDS s)" >&2
+    case $name in
+        ch12) bash book/capture/ch12.sh sizes memory strace callgrind syscalls bench ;;
+        ch13-measure) SECS=1.5 bash book/capture/ch13-measure.sh 30 ;;
+        *) bash "book/capture/$name.sh" ;;
+    esac >/dev/null
+done
+echo "=== all captures re-recorded in $SECONDS s" >&2
