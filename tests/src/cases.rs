@@ -73,12 +73,37 @@ impl fmt::Display for Level {
     }
 }
 
+/// Whom a case holds to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// What every echo server must do, whoever wrote it.
+    EveryServer,
+    /// The contract of echo-steps' servers: their command line (`--help`,
+    /// `--addr`, one-line errors) and conventions (raising the open-file
+    /// limit, logging what ch03 heard). It applies when the tool starts the
+    /// server as it starts this project's, with `--addr`; a server started
+    /// with `--port` or a placeholder is not held to it, and these cases
+    /// are reported "not applicable" there.
+    EchoSteps,
+}
+
+impl Scope {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::EveryServer => "every echo server",
+            Scope::EchoSteps => "echo-steps' contract",
+        }
+    }
+}
+
 // ANCHOR: case
 /// One check of a server's behaviour.
 pub struct Case {
     /// The function's name; `level::name` is the test's name.
     pub name: &'static str,
     pub level: Level,
+    /// Every echo server, or only the ones that follow this project's contract.
+    pub scope: Scope,
     /// One line: what the case checks.
     pub checks: &'static str,
     /// Where the book explains what a failure means.
@@ -105,6 +130,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "replies_once_and_closes",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "a client says hello and gets \"world\" back, then the server closes and logs what it heard",
         explains: book::HELLO_READ_SEND,
         run: hello::replies_once_and_closes,
@@ -112,6 +138,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "serves_clients_one_after_another",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "50 clients in a row each get their reply: the server goes back to accept",
         explains: book::HELLO_ACCEPT,
         run: hello::serves_clients_one_after_another,
@@ -119,6 +146,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "survives_silent_and_oversized_clients",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "a client that says nothing and one that says 100 kB do not stop the server",
         explains: book::HELLO_WHAT_CAN_GO_WRONG,
         run: hello::survives_silent_and_oversized_clients,
@@ -126,6 +154,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sigint_exits_zero",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "SIGINT (Ctrl-C) stops the server with exit status 0",
         explains: book::HELLO_SIGNALS,
         run: hello::sigint_exits_zero,
@@ -133,6 +162,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sigterm_exits_zero",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "SIGTERM stops the server with exit status 0",
         explains: book::HELLO_SIGNALS,
         run: hello::sigterm_exits_zero,
@@ -140,6 +170,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "help_lists_every_option",
         level: Level::Hello,
+        scope: Scope::EchoSteps,
         checks: "--help and -h print the usage with --addr and every flag, and exit 0",
         explains: book::COMMAND_LINE,
         run: cli::help_lists_every_option,
@@ -147,6 +178,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "user_errors_are_one_clear_line",
         level: Level::Hello,
+        scope: Scope::EchoSteps,
         checks: "a port in use, a port out of range, a bad address or an unknown flag: one line on stderr, exit 1, no backtrace",
         explains: book::COMMAND_LINE,
         run: cli::user_errors_are_one_clear_line,
@@ -154,6 +186,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "addr_accepts_a_host_name",
         level: Level::Hello,
+        scope: Scope::EchoSteps,
         checks: "--addr localhost:0 resolves the name",
         explains: book::COMMAND_LINE,
         run: cli::addr_accepts_a_host_name,
@@ -161,6 +194,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "raises_its_open_file_limit",
         level: Level::Hello,
+        scope: Scope::EchoSteps,
         checks: "started with a soft limit of 256 open files under a higher hard limit, the server raises the soft one",
         explains: book::FD_LIMITS,
         run: wire::raises_its_open_file_limit,
@@ -168,6 +202,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "broken_stderr_never_stops_the_server",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "with stderr a pipe nobody reads, the lines a client makes the server log do not stop it",
         explains: book::BROKEN_STDERR,
         run: hello::broken_stderr_never_stops_the_server,
@@ -175,6 +210,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "listens_with_the_largest_backlog",
         level: Level::Hello,
+        scope: Scope::EveryServer,
         checks: "the listener asks for the largest accept queue the kernel allows (ss -lnt shows it)",
         explains: book::BACKLOG,
         run: wire::listens_with_the_largest_backlog,
@@ -183,6 +219,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "one_frame",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "one frame comes back identical",
         explains: book::FRAMING,
         run: echo::one_frame,
@@ -190,6 +227,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "empty_frame",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a frame of length 0 is echoed, and the connection goes on",
         explains: book::FRAMING,
         run: echo::empty_frame,
@@ -197,6 +235,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "largest_frame",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a frame of 4096 bytes, the maximum, is echoed",
         explains: book::SHORT_READS,
         run: echo::largest_frame,
@@ -204,6 +243,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "pipelined_random_frames_in_one_write",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "300 frames of random sizes sent in one write come back in order",
         explains: book::FRAMING,
         run: echo::pipelined_random_frames_in_one_write,
@@ -211,6 +251,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "frame_sent_one_byte_at_a_time",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a frame sent one byte per write is echoed once complete",
         explains: book::SHORT_READS,
         run: echo::frame_sent_one_byte_at_a_time,
@@ -218,6 +259,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "length_4097_closes_only_that_connection",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a header announcing 4097 bytes closes that connection, and the server serves on",
         explains: book::LYING_LENGTHS,
         run: echo::length_4097_closes_only_that_connection,
@@ -225,6 +267,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "length_u32_max_closes_only_that_connection",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a header announcing 4 GiB closes that connection, and the server serves on",
         explains: book::LYING_LENGTHS,
         run: echo::length_u32_max_closes_only_that_connection,
@@ -232,6 +275,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "disconnect_mid_frame",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "clients that leave in the middle of a frame or a header cost only their connection",
         explains: book::LYING_LENGTHS,
         run: echo::disconnect_mid_frame,
@@ -239,6 +283,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "flood_then_reset_with_replies_pending",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a client that resets its connection with replies pending (EPIPE, SIGPIPE) harms no one else",
         explains: book::RESETS,
         run: echo::flood_then_reset_with_replies_pending,
@@ -246,6 +291,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "three_hundred_connections_leak_no_fd",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "300 clients come and go, and the server holds no more file descriptors than before",
         explains: book::CLOSE,
         run: echo::three_hundred_connections_leak_no_fd,
@@ -253,6 +299,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "half_close_still_gets_every_reply",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "after shutdown(SHUT_WR), a client still gets every reply, then the server closes",
         explains: book::HALF_CLOSE,
         run: echo::half_close_still_gets_every_reply,
@@ -260,6 +307,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "out_of_fds_neither_spins_nor_stops_serving",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "out of file descriptors (EMFILE), the server neither spins nor dies, and serves again later",
         explains: book::EMFILE,
         run: echo::out_of_fds_neither_spins_nor_stops_serving,
@@ -267,6 +315,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sigint_exits_zero",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "SIGINT (Ctrl-C) stops the server with exit status 0",
         explains: book::SIGNALS,
         run: echo::sigint_exits_zero,
@@ -275,6 +324,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sigterm_exits_zero",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "SIGTERM stops the server with exit status 0",
         explains: book::SIGNALS,
         run: echo::sigterm_exits_zero,
@@ -283,6 +333,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "sigint_while_a_client_is_connected",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "SIGINT stops the server within 2 s while a client is halfway through a frame",
         explains: book::SIGNALS,
         run: echo::sigint_while_a_client_is_connected,
@@ -290,6 +341,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "big_burst_read_back_slowly_comes_back_in_order",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "6 MB of pipelined frames read back 64 bytes at a time come back complete and in order",
         explains: book::PARTIAL_WRITES,
         run: echo::big_burst_read_back_slowly_comes_back_in_order,
@@ -297,6 +349,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "help_lists_every_option",
         level: Level::Echo,
+        scope: Scope::EchoSteps,
         checks: "--help and -h print the usage with --addr and every flag, and exit 0",
         explains: book::COMMAND_LINE,
         run: cli::help_lists_every_option,
@@ -304,6 +357,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "user_errors_are_one_clear_line",
         level: Level::Echo,
+        scope: Scope::EchoSteps,
         checks: "a port in use, a port out of range, a bad address or an unknown flag: one line on stderr, exit 1, no backtrace",
         explains: book::COMMAND_LINE,
         run: cli::user_errors_are_one_clear_line,
@@ -311,6 +365,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "addr_accepts_a_host_name",
         level: Level::Echo,
+        scope: Scope::EchoSteps,
         checks: "--addr localhost:0 resolves the name",
         explains: book::COMMAND_LINE,
         run: cli::addr_accepts_a_host_name,
@@ -318,6 +373,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "small_pipelined_frames_are_answered_at_once",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "three small frames written at once come back without waiting for a delayed ACK (Nagle)",
         explains: book::NAGLE,
         run: wire::small_pipelined_frames_are_answered_at_once,
@@ -325,6 +381,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "good_frame_then_bad_length_in_one_write",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a valid frame followed by a bad length in the same segment is answered, then that connection closes",
         explains: book::LYING_LENGTHS,
         run: wire::good_frame_then_bad_length_in_one_write,
@@ -332,6 +389,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "urgent_data_does_not_stall_the_connection",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "a frame, one byte of urgent data (MSG_OOB), a frame: both frames are answered",
         explains: book::URGENT_DATA,
         run: wire::urgent_data_does_not_stall_the_connection,
@@ -339,6 +397,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "broken_stderr_never_stops_the_server",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "with stderr a pipe nobody reads and every log line on, bad frames, vanishing clients and a stop do not kill the server",
         explains: book::BROKEN_STDERR,
         run: wire::broken_stderr_never_stops_the_server,
@@ -346,6 +405,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "raises_its_open_file_limit",
         level: Level::Echo,
+        scope: Scope::EchoSteps,
         checks: "started with a soft limit of 256 open files under a higher hard limit, the server raises the soft one",
         explains: book::FD_LIMITS,
         run: wire::raises_its_open_file_limit,
@@ -353,6 +413,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "accept_errors_do_not_strand_clients",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "when every other accept fails with EPROTO or ENOBUFS, every client is still served",
         explains: book::ACCEPT_ERRORS,
         run: wire::accept_errors_do_not_strand_clients,
@@ -360,6 +421,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "listens_with_the_largest_backlog",
         level: Level::Echo,
+        scope: Scope::EveryServer,
         checks: "the listener asks for the largest accept queue the kernel allows (ss -lnt shows it)",
         explains: book::BACKLOG,
         run: wire::listens_with_the_largest_backlog,
@@ -368,6 +430,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "idle_client_with_half_a_header_does_not_delay_others",
         level: Level::Concurrent,
+        scope: Scope::EveryServer,
         checks: "a client idle in the middle of a header delays no other client",
         explains: book::THE_STALL,
         run: concurrent::idle_client_with_half_a_header_does_not_delay_others,
@@ -375,6 +438,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "two_hundred_clients_pipelining_get_their_own_replies",
         level: Level::Concurrent,
+        scope: Scope::EveryServer,
         checks: "200 clients at once, 20 pipelined frames each: each gets exactly its own replies",
         explains: book::THREADS,
         run: concurrent::two_hundred_clients_pipelining_get_their_own_replies,
@@ -382,6 +446,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "flooding_client_neither_stalls_others_nor_grows_memory",
         level: Level::Concurrent,
+        scope: Scope::EveryServer,
         checks: "a client that sends without reading neither delays others nor grows the server's memory",
         explains: book::BACKPRESSURE,
         run: concurrent::flooding_client_neither_stalls_others_nor_grows_memory,
@@ -389,6 +454,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "out_of_fds_every_client_is_served_or_closed",
         level: Level::Concurrent,
+        scope: Scope::EveryServer,
         checks: "out of file descriptors, every client is either served or closed at once, none left hanging",
         explains: book::EMFILE,
         run: concurrent::out_of_fds_every_client_is_served_or_closed,
@@ -396,6 +462,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "greedy_client_does_not_starve_others",
         level: Level::Concurrent,
+        scope: Scope::EveryServer,
         checks: "a client that pipelines as fast as it can does not starve another",
         explains: book::TAKING_TURNS,
         run: concurrent::greedy_client_does_not_starve_others,
@@ -404,6 +471,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "thousand_simultaneous_connections",
         level: Level::EventLoop,
+        scope: Scope::EveryServer,
         checks: "1000 clients connected at once each get their frame back",
         explains: book::ONE_THREAD_MANY_CONNECTIONS,
         run: event_loop::thousand_simultaneous_connections,
@@ -411,6 +479,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "stop_answers_every_frame_received",
         level: Level::EventLoop,
+        scope: Scope::EveryServer,
         checks: "2,000 frames received, then SIGINT: all 2,000 replies, then a clean EOF, then exit 0",
         explains: book::GRACEFUL_STOP,
         run: graceful::stop_answers_every_frame_received,
@@ -418,6 +487,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "stop_after_a_flood_ends_with_eof_not_reset",
         level: Level::EventLoop,
+        scope: Scope::EveryServer,
         checks: "a client floods without reading, then SIGINT: whole replies in order, then EOF, not a reset",
         explains: book::RESET_ON_CLOSE,
         run: graceful::stop_after_a_flood_ends_with_eof_not_reset,
@@ -425,6 +495,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "stop_does_not_wait_past_the_grace_period",
         level: Level::EventLoop,
+        scope: Scope::EveryServer,
         checks: "a client that never reads cannot keep the server past --grace-ms",
         explains: book::GRACEFUL_STOP,
         run: graceful::stop_does_not_wait_past_the_grace_period,
@@ -432,6 +503,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "idle_client_sees_eof_and_the_server_exits_when_it_leaves",
         level: Level::EventLoop,
+        scope: Scope::EveryServer,
         checks: "at a stop an idle client reads EOF at once, and the server exits as soon as it hangs up",
         explains: book::GRACEFUL_STOP,
         run: graceful::idle_client_sees_eof_and_the_server_exits_when_it_leaves,
@@ -439,6 +511,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "help_shows_the_grace_period",
         level: Level::EventLoop,
+        scope: Scope::EchoSteps,
         checks: "--help lists --grace-ms",
         explains: book::GRACEFUL_STOP,
         run: graceful::help_shows_the_grace_period,
@@ -446,6 +519,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "second_signal_stops_at_once",
         level: Level::EventLoop,
+        scope: Scope::EveryServer,
         checks: "a second SIGINT/SIGTERM during the grace period stops the server at once, with status 0",
         explains: book::GRACEFUL_STOP,
         run: graceful::second_signal_stops_at_once,
@@ -454,6 +528,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "ten_thousand_pipelined_frames_come_back_in_order",
         level: Level::Scale,
+        scope: Scope::EveryServer,
         checks: "10,000 frames sent in one burst come back complete and in order",
         explains: book::BATCHED_REPLIES,
         run: scale::ten_thousand_pipelined_frames_come_back_in_order,
@@ -461,6 +536,7 @@ pub static CASES: &[Case] = &[
     Case {
         name: "ten_thousand_idle_connections_cost_little_memory",
         level: Level::Scale,
+        scope: Scope::EveryServer,
         checks: "10,000 quiet connections grow the server's memory by less than 24 MiB",
         explains: book::IDLE_BUFFERS,
         run: scale::ten_thousand_idle_connections_cost_little_memory,

@@ -36,8 +36,8 @@ pub fn idle_client_with_half_a_header_does_not_delay_others(target: &Target) {
     let reply = idle
         .try_recv_frame()
         .unwrap_or_else(|e| panic!("the idle client finished its frame at last, but {e}"));
-    assert_eq!(
-        reply, b"abc",
+    assert!(
+        reply == b"abc",
         "the idle client's late frame came back different"
     );
 }
@@ -242,8 +242,8 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
     stop.store(true, Ordering::Relaxed);
     let sent = join(sending);
     let received = join(reading);
-    assert_eq!(
-        received, sent,
+    assert!(
+        received == sent,
         "the busy client sent {sent} bytes and got {received} back"
     );
     assert!(sent > 1 << 20, "the greedy client sent only {sent} bytes");

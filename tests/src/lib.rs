@@ -32,6 +32,7 @@
 pub mod book;
 pub mod cases;
 pub mod harness;
+pub mod notes;
 pub mod runner;
 
 // The cases themselves: private, so that only the registry can use them.
@@ -44,7 +45,7 @@ mod hello;
 mod scale;
 mod wire;
 
-pub use cases::{Case, Level, CASES};
+pub use cases::{Case, Level, Scope, CASES};
 pub use harness::Target;
 
 /// A chapter's conformance test: runs the cases of `levels` against the
@@ -55,28 +56,44 @@ pub fn main(bin: &str, levels: &[Level]) -> ! {
 }
 
 /// [`main`], plus tests of the chapter's own, run alongside the cases.
+///
+/// A case that does not apply to the chapter's server (its mechanism is not
+/// one the server uses) is reported as ignored, with the reason.
 pub fn main_with(bin: &str, levels: &[Level], own_tests: &[(&'static str, fn())]) -> ! {
-    use libtest_mimic::{Arguments, Failed, Trial};
+    use libtest_mimic::{Arguments, Completion, Failed, Trial};
+    use runner::Verdict;
 
     let args = Arguments::from_args();
+    runner::quiet_panics();
     let target = Target::binary(bin);
     let mut trials: Vec<Trial> = cases::cases_in(levels)
         .map(|case| {
             let target = target.clone();
-            Trial::test(case.id(), move || {
-                runner::run_case(case, &target).map_err(|reason| {
-                    Failed::from(format!(
-                        "{reason}\n  checks: {}\n  see {}",
-                        case.checks, case.explains
-                    ))
-                })
+            Trial::ignorable_test(case.id(), move || match runner::judge(case, &target) {
+                Verdict::Passed => Ok(Completion::Completed),
+                Verdict::NotApplicable(why) => {
+                    Ok(Completion::ignored_with(format!("not applicable: {why}")))
+                }
+                Verdict::Failed(failure) => {
+                    let mut message = format!(
+                        "{}\n  checks: {}\n  see {}",
+                        failure.reason, case.checks, case.explains
+                    );
+                    for detail in &failure.details {
+                        message.push_str(&format!("\n  {}", detail.replace('\n', "\n  | ")));
+                    }
+                    Err(Failed::from(message))
+                }
             })
         })
         .collect();
     trials.extend(own_tests.iter().map(|&(name, test)| {
         Trial::test(name, move || {
-            test();
-            Ok(())
+            notes::take();
+            std::panic::catch_unwind(test).map_err(|payload| {
+                let at = notes::take().location.unwrap_or_default();
+                Failed::from(format!("{} ({at})", runner::panic_message(payload)))
+            })
         })
     }));
     libtest_mimic::run(&args, trials).exit()

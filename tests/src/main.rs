@@ -10,12 +10,11 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use conformance::cases::{Case, Level, CASES};
-use conformance::harness::{self, Target};
+use conformance::cases::{Case, Level, Scope, CASES};
+use conformance::harness::Target;
 use conformance::runner::{self, Outcome, Report};
 
 /// Tests an echo server against the conformance suite: starts it afresh
@@ -76,7 +75,8 @@ struct Cli {
     #[arg(long)]
     list: bool,
 
-    /// Also print each failure's panic location and the server's stderr.
+    /// Also print, under each failure, where the case detected it and the
+    /// last lines the server wrote to stderr.
     #[arg(short, long)]
     verbose: bool,
 
@@ -134,34 +134,38 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         port: cli.port,
     };
 
-    harness::SHOW_SERVER_OUTPUT.store(cli.verbose, Ordering::Relaxed);
-    runner::quiet_panics(cli.verbose);
+    runner::quiet_panics();
 
     // One start before the cases: a server that cannot start fails every
     // case for the same reason, so say it once.
     if let Err(reason) = std::panic::catch_unwind(|| drop(target.start())) {
+        let death = conformance::notes::take()
+            .deaths
+            .first()
+            .map(|d| format!(" ({})", d.sentence()))
+            .unwrap_or_default();
         return Err(format!(
-            "cannot test `{}`: {}",
+            "cannot test `{}`: {}{death}",
             target.display(),
             runner::panic_message(reason)
         ));
     }
 
     let limit = Duration::from_secs(cli.case_timeout);
-    let mut report = Report::new(io::stdout().lock(), cli.json);
+    let mut report = Report::new(io::stdout().lock(), cli.json, cli.verbose);
     report.start(&target, &level_names, cases.len());
     let start = Instant::now();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for case in cases {
         let outcome = runner::run_bounded(case, &target, limit);
-        report.case(&outcome);
+        report.case(&target, &outcome);
         outcomes.push(outcome);
     }
     report.finish(&target, &level_names, &outcomes, start.elapsed());
-    Ok(if outcomes.iter().all(Outcome::passed) {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if outcomes.iter().any(Outcome::failed) {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -188,10 +192,15 @@ fn select(
             ));
         }
     }
-    Ok(CASES
+    let selected = CASES
         .iter()
         .filter(|c| levels.contains(&c.level))
-        .filter(|c| only.is_empty() || only.iter().any(|p| matches(p, c)))
+        .filter(|c| only.is_empty() || only.iter().any(|p| matches(p, c)));
+    // What every echo server must do first, then echo-steps' own contract:
+    // the report has a section for each.
+    let (mut every, ours): (Vec<&Case>, Vec<&Case>) = selected
         .filter(|c| !skip.iter().any(|p| matches(p, c)))
-        .collect())
+        .partition(|c| c.scope == Scope::EveryServer);
+    every.extend(ours);
+    Ok(every)
 }
