@@ -347,6 +347,14 @@ pub static CASES: &[Case] = &[
         run: echo::big_burst_read_back_slowly_comes_back_in_order,
     },
     Case {
+        name: "frames_behind_a_full_send_buffer_are_answered",
+        level: Level::Echo,
+        scope: Scope::EveryServer,
+        checks: "frames read but not yet answered when the server's send buffer fills are answered once it drains, half-close or not",
+        explains: book::PARTIAL_WRITES,
+        run: echo::frames_behind_a_full_send_buffer_are_answered,
+    },
+    Case {
         name: "help_lists_every_option",
         level: Level::Echo,
         scope: Scope::EchoSteps,

@@ -6,7 +6,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -863,7 +863,22 @@ impl Client {
     }
 
     pub fn try_connect(addr: SocketAddr) -> Result<Client, String> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| match e.kind() {
+        Client::try_connect_with(addr, |_| {})
+    }
+
+    /// Connects with socket options that must be set before `connect`
+    /// (`SO_RCVBUF`, `TCP_MAXSEG`), which `setup` sets on the new socket.
+    pub fn connect_with(addr: SocketAddr, setup: impl FnOnce(RawFd)) -> Client {
+        Client::try_connect_with(addr, setup).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_connect_with(addr: SocketAddr, setup: impl FnOnce(RawFd)) -> Result<Client, String> {
+        let connected = if let SocketAddr::V4(v4) = addr {
+            connect_v4(v4, setup)
+        } else {
+            TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        };
+        let stream = connected.map_err(|e| match e.kind() {
             ErrorKind::ConnectionRefused => format!(
                 "a client could not connect: connection refused (is the server still listening on {addr}?)"
             ),
@@ -1013,6 +1028,66 @@ impl Client {
         assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
         drop(self.stream);
     }
+}
+
+/// A TCP connection to `addr` from a socket that `setup` prepared, bounded
+/// by [`IO_TIMEOUT`] (on Linux, `SO_SNDTIMEO` bounds `connect` too).
+fn connect_v4(addr: std::net::SocketAddrV4, setup: impl FnOnce(RawFd)) -> io::Result<TcpStream> {
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor that the TcpStream takes ownership of, once, right here.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        TcpStream::from_raw_fd(fd)
+    };
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    setup(stream.as_raw_fd());
+    let sockaddr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    loop {
+        // SAFETY: the pointer and length describe `sockaddr`, alive for the call.
+        let rc = unsafe {
+            libc::connect(
+                stream.as_raw_fd(),
+                (&sockaddr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(stream);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sets an integer socket option, panicking if the kernel refuses it.
+pub fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: the pointer and length describe `value`, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert!(
+        rc == 0,
+        "setsockopt({level}, {name}, {value}): {}",
+        io::Error::last_os_error()
+    );
 }
 
 /// Why reading `want` bytes stopped after `got`, in words.

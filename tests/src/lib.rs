@@ -34,6 +34,7 @@ pub mod cases;
 pub mod harness;
 pub mod notes;
 pub mod runner;
+pub mod sockdiag;
 
 // The cases themselves: private, so that only the registry can use them.
 mod cli;
