@@ -73,8 +73,12 @@ pub fn user_errors_are_one_clear_line(target: &Target) {
         let lines = stderr.lines().count();
         assert!(
             lines == 1,
-            "`{command}` should explain itself in one line on stderr, not {lines}: {}",
-            quoted(&stderr)
+            "`{command}` should explain itself in one line on stderr; it printed {}",
+            if lines == 0 {
+                "nothing".to_string()
+            } else {
+                format!("{lines} lines: {}", quoted(&stderr))
+            }
         );
         assert!(
             stderr.contains(must_mention),
@@ -104,9 +108,11 @@ pub fn addr_accepts_a_host_name(target: &Target) {
          resolve the name and listen on that port",
         server.addr
     );
-    if let Err(e) = server.try_serves() {
+    // A connection, not an echo: the hello level's servers speak another protocol.
+    if let Err(e) = server.try_connect() {
         panic!("told `--addr {asked}`, the server announced it, but {e}");
     }
+    server.assert_running();
 }
 
 /// What a program printed, for a one-line reason: its first lines, quoted,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, join, secs, Client, Options, Target, IO_TIMEOUT};
+use crate::harness::{frame, join, secs, Client, Options, Target};
 
 /// How long a client may wait for a reply while another client misbehaves.
 const PROMPT: Duration = Duration::from_millis(1000);
@@ -157,7 +157,10 @@ pub fn out_of_fds_every_client_is_served_or_closed(target: &Target) {
 
     let (mut served, mut turned_away) = (0, 0);
     let request = frame(b"anyone there?");
+    // "At once": far longer than either takes, even on a loaded machine.
+    let patience = Duration::from_secs(3);
     for (k, client) in clients.iter_mut().enumerate() {
+        client.stream.set_read_timeout(Some(patience)).unwrap();
         // A write to a closed connection may fail; the read tells the story.
         let _ = client.stream.write_all(&request);
         let mut reply = vec![0; request.len()];
@@ -169,7 +172,7 @@ pub fn out_of_fds_every_client_is_served_or_closed(target: &Target) {
                 "the server has 32 file descriptors and 60 clients connected: client {k} \
                  was neither served nor closed within {}; a connection it cannot take \
                  must be accepted and closed, not left waiting",
-                secs(IO_TIMEOUT)
+                secs(patience)
             ),
             Err(e) => panic!("out of file descriptors, client {k} of 60: {e}"),
         }
@@ -229,6 +232,11 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
     });
 
     let mut other = server.connect();
+    // Far past the limit below, short enough not to keep a learner waiting.
+    other
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let mut slowest = Duration::ZERO;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(2) {

@@ -650,6 +650,29 @@ impl Server {
         Duration::from_millis(ticks * 1000 / hz)
     }
 
+    /// How long the server's threads have been running or ready to run (on
+    /// a run queue, waiting for a CPU) so far, from /proc/PID/task/*/schedstat:
+    /// a server that spins is always one or the other, however loaded the
+    /// machine, where its CPU time alone shrinks with the share it gets.
+    /// Without schedstat, its CPU time.
+    pub fn busy_time(&self) -> Duration {
+        let tasks = format!("/proc/{}/task", self.pid());
+        let Ok(tasks) = std::fs::read_dir(tasks) else {
+            return self.cpu_time();
+        };
+        let mut nanos: u64 = 0;
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                return self.cpu_time();
+            };
+            let mut fields = stat
+                .split_whitespace()
+                .map(|f| f.parse::<u64>().unwrap_or(0));
+            nanos += fields.next().unwrap_or(0) + fields.next().unwrap_or(0);
+        }
+        Duration::from_nanos(nanos)
+    }
+
     /// Number of file descriptors the server has open.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
@@ -701,8 +724,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // Before the kill, or our own SIGKILL would hide how it ended.
-        let ended = self.exit_status();
+        // Before the kill, or our own SIGKILL would hide how it ended. A
+        // failing case may have met a server that is dying (its
+        // connections reset): give it a moment to be seen dead.
+        let ended = match self.exit_status() {
+            None if thread::panicking() => self.wait_exit_quietly(Duration::from_millis(100)),
+            ended => ended,
+        };
         // SAFETY: kill(2) has no memory-safety preconditions; the leader of
         // the group is not reaped yet (that is the wait below), so the group
         // id is still our child's.
@@ -732,13 +760,13 @@ impl Server {
             });
         }
         match status.code() {
-            Some(0) | None => None,
-            // A stop with a failure status is the case's own business.
+            // After a stop signal, how it exited is the case's own business.
             Some(_) if self.signals_sent.load(Ordering::Relaxed) != 0 => None,
             Some(code) => Some(Death::Status {
                 code,
                 last_words: self.last_words(),
             }),
+            None => None,
         }
     }
 }

@@ -18,8 +18,15 @@ fn hello(server: &Server) -> Vec<u8> {
     client.send(b"hello");
     let mut reply = Vec::new();
     if let Err(e) = client.stream.read_to_end(&mut reply) {
+        let what = match e.kind() {
+            std::io::ErrorKind::ConnectionReset => "reset the connection".to_string(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                "neither finished its reply nor closed the connection".to_string()
+            }
+            _ => format!("broke the connection ({e})"),
+        };
         panic!(
-            "after {:?} the server neither finished its reply nor closed the connection: {e}",
+            "a client said hello; after {:?} the server {what}",
             String::from_utf8_lossy(&reply)
         );
     }

@@ -23,7 +23,7 @@ pub enum Death {
         sent_by_us: bool,
         broken_stderr: bool,
     },
-    /// Exited with a failure status although nobody asked it to stop.
+    /// Exited although nobody asked it to stop.
     Status { code: i32, last_words: String },
 }
 

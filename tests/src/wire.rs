@@ -104,8 +104,9 @@ pub fn urgent_data_does_not_stall_the_connection(target: &Target) {
             "the reply to the frame after the urgent byte came back different"
         ),
         Err(e) if e.kind() == ErrorKind::WouldBlock => panic!(
-            "the frame after one byte of urgent data got no reply in 3 s: \
-             the server stopped reading at the urgent mark and waits for an edge that never comes"
+            "the frame after one byte of urgent data got no reply in 3 s: the server \
+             stopped reading at the urgent mark and waits for an edge that never comes \
+             (or it took the urgent byte into the stream, SO_OOBINLINE)"
         ),
         Err(e) => panic!("reading the reply after urgent data: {e}"),
     }
