@@ -11,7 +11,7 @@ use std::fmt;
 
 use crate::book::{self, BookRef};
 use crate::harness::Target;
-use crate::{cli, concurrent, echo, event_loop, graceful, hello, scale, wire};
+use crate::{cli, concurrent, echo, event_loop, graceful, hello, idle_timeout, scale, wire};
 
 /// A group of cases that one server design can meet. A chapter picks the
 /// levels it runs; the `conform` tool runs a level with the ones below it.
@@ -27,15 +27,18 @@ pub enum Level {
     EventLoop,
     /// A 10,000-frame burst; 10,000 quiet connections in little memory.
     Scale,
+    /// Idle connections are closed after `--idle-timeout-ms`.
+    IdleTimeout,
 }
 
 impl Level {
-    pub const ALL: [Level; 5] = [
+    pub const ALL: [Level; 6] = [
         Level::Hello,
         Level::Echo,
         Level::Concurrent,
         Level::EventLoop,
         Level::Scale,
+        Level::IdleTimeout,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Level {
             Level::Concurrent => "concurrent",
             Level::EventLoop => "event_loop",
             Level::Scale => "scale",
+            Level::IdleTimeout => "idle_timeout",
         }
     }
 
@@ -548,6 +552,63 @@ pub static CASES: &[Case] = &[
         checks: "10,000 quiet connections grow the server's memory by less than 24 MiB",
         explains: book::IDLE_BUFFERS,
         run: scale::ten_thousand_idle_connections_cost_little_memory,
+    },
+    // --- idle_timeout --------------------------------------------------------
+    Case {
+        name: "an_idle_connection_is_closed_after_the_timeout",
+        level: Level::IdleTimeout,
+        scope: Scope::EveryServer,
+        checks: "a client that goes quiet is closed after --idle-timeout-ms, not before, not much after",
+        explains: book::IDLE_TIMEOUT,
+        run: idle_timeout::an_idle_connection_is_closed_after_the_timeout,
+    },
+    Case {
+        name: "half_a_frame_is_closed_after_the_timeout",
+        level: Level::IdleTimeout,
+        scope: Scope::EveryServer,
+        checks: "a client that sends half a frame and stops (slowloris) is closed after the timeout",
+        explains: book::ACTIVITY,
+        run: idle_timeout::half_a_frame_is_closed_after_the_timeout,
+    },
+    Case {
+        name: "bytes_that_never_complete_a_frame_do_not_keep_a_connection_open",
+        level: Level::IdleTimeout,
+        scope: Scope::EveryServer,
+        checks: "a byte every 50 ms that never completes a frame is not activity: closed after the timeout",
+        explains: book::ACTIVITY,
+        run: idle_timeout::bytes_that_never_complete_a_frame_do_not_keep_a_connection_open,
+    },
+    Case {
+        name: "a_frame_every_200_ms_keeps_a_connection_open",
+        level: Level::IdleTimeout,
+        scope: Scope::EveryServer,
+        checks: "a frame every 200 ms for 2 s, with a timeout of 1 s: the connection stays open",
+        explains: book::ACTIVITY,
+        run: idle_timeout::a_frame_every_200_ms_keeps_a_connection_open,
+    },
+    Case {
+        name: "a_client_that_never_reads_is_closed",
+        level: Level::IdleTimeout,
+        scope: Scope::EveryServer,
+        checks: "a client that sends without reading its replies is idle too, and is closed",
+        explains: book::ACTIVITY,
+        run: idle_timeout::a_client_that_never_reads_is_closed,
+    },
+    Case {
+        name: "a_thousand_idle_connections_are_all_reaped",
+        level: Level::IdleTimeout,
+        scope: Scope::EveryServer,
+        checks: "1000 quiet connections are all closed on time, and every descriptor goes back",
+        explains: book::IDLE_LIST,
+        run: idle_timeout::a_thousand_idle_connections_are_all_reaped,
+    },
+    Case {
+        name: "a_bad_idle_timeout_is_a_startup_error",
+        level: Level::IdleTimeout,
+        scope: Scope::EchoSteps,
+        checks: "--idle-timeout-ms of 0, -1, abc and friends stop the server at start-up with a message",
+        explains: book::COMMAND_LINE,
+        run: idle_timeout::a_bad_idle_timeout_is_a_startup_error,
     },
 ];
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{frame, join, secs, Client, Options, Target};
 
-/// How long a client may wait for a reply while another client misbehaves.
+/// How long a client may wait for a reply while another client misbehaves:
+/// five stalls of a loaded machine (200 ms each), and still a fraction of
+/// how long the misbehaving client keeps at it.
 const PROMPT: Duration = Duration::from_millis(1000);
 
 // ANCHOR: test_idle_half_header
@@ -126,7 +128,7 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(target: &Target) {
     let (flooder, sent) = join(flooding);
     assert!(sent > 1 << 20, "the flood was only {sent} bytes");
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < PROMPT,
         "while one client sent without reading, another waited {} for an echo",
         secs(slowest)
     );
@@ -239,7 +241,7 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
         .unwrap();
     let mut slowest = Duration::ZERO;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
+    while start.elapsed() < Duration::from_secs(3) {
         let t = Instant::now();
         if let Err(e) = other.try_echo(b"my turn?") {
             stop.store(true, Ordering::Relaxed);
@@ -256,7 +258,7 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
     );
     assert!(sent > 1 << 20, "the greedy client sent only {sent} bytes");
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < PROMPT,
         "while one client kept the server busy with pipelined frames, another \
          waited {} for an echo: the server does not take turns",
         secs(slowest)

@@ -24,7 +24,9 @@
 //! - `concurrent`: clients are served independently, a flood stalls no one
 //!   and grows no memory (ch05 onwards);
 //! - `event_loop`: a thousand connections on one thread, prompt stop (ch06 onwards);
-//! - `scale`: a 10,000-frame burst, 10,000 quiet connections in little memory (ch08 onwards).
+//! - `scale`: a 10,000-frame burst, 10,000 quiet connections in little memory (ch08 onwards);
+//! - `idle_timeout`: connections idle for `--idle-timeout-ms` are closed,
+//!   slowloris included (ch11 and ch12).
 //!
 //! Every case starts its own server on an ephemeral port, waits for its
 //! `listening on` line, and bounds every socket operation with a timeout.
@@ -43,6 +45,7 @@ mod echo;
 mod event_loop;
 mod graceful;
 mod hello;
+mod idle_timeout;
 mod scale;
 mod wire;
 

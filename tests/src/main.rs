@@ -43,9 +43,9 @@ EXAMPLES
   conform --only one_frame,empty_frame --json -- ./my-server --port {port}"
 )]
 struct Cli {
-    /// The level to meet: hello, echo, concurrent, event_loop or scale. A
-    /// level includes the echo levels below it (event_loop runs echo,
-    /// concurrent and event_loop); hello stands alone.
+    /// The level to meet: hello, echo, concurrent, event_loop, scale or
+    /// idle_timeout. A level includes the echo levels below it (event_loop
+    /// runs echo, concurrent and event_loop); hello stands alone.
     #[arg(short, long, default_value = "echo", value_parser = parse_level)]
     level: Level,
 

@@ -71,13 +71,20 @@ defects! {
     BlockingRead = "blocking-read": "wait for the rest of a frame, blocking everyone",
     Max100Connections = "max-100-connections": "close connections beyond the first 100",
     UnboundedOutput = "unbounded-output": "keep reading from a client that does not read its replies",
-    NoTurns = "no-turns": "read a connection 4 KiB at a time until it has nothing left, however long that takes",
+    NoTurns = "no-turns": "read a connection 1 KiB at a time until it has nothing left, however long that takes",
     StopResets = "stop-resets": "at a stop, close every connection with a reset",
     NoGraceDeadline = "no-grace-deadline": "at a stop, wait for every client, however long",
     WaitOutGrace = "wait-out-grace": "at a stop, wait out the grace period even when no client is left",
     IgnoreSecondSignal = "ignore-second-signal": "a second signal does not end the grace period",
     RequestLimit = "request-limit": "close a connection after 5,000 frames",
     BuffersPerConnection = "buffers-per-connection": "keep 8 KiB of buffers for every connection, busy or not",
+    NoIdleTimeout = "no-idle-timeout": "take --idle-timeout-ms, and close no idle connection",
+    MidFrameIsBusy = "mid-frame-is-busy": "never count a connection in the middle of a frame as idle",
+    BytesAreActivity = "bytes-are-activity": "count every byte received as activity",
+    PendingOutputIsActivity = "pending-output-is-activity": "never count a connection with replies waiting as idle",
+    TimeoutIgnoresActivity = "timeout-ignores-activity": "close a connection the timeout after it opened, active or not",
+    ReapOnePerCheck = "reap-one-per-check": "close at most one idle connection every 10 ms",
+    ZeroTimeoutAccepted = "zero-timeout-accepted": "take --idle-timeout-ms 0 to mean no timeout",
 }
 
 /// The defects switched on.
@@ -111,6 +118,8 @@ impl Flaws {
 struct Config {
     addr: SocketAddr,
     grace: Duration,
+    /// `None`: connections may stay idle for ever.
+    idle_timeout: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -154,14 +163,29 @@ fn parse_args(flaws: &Flaws) -> anyhow::Result<Config> {
             1000u64,
         )
     };
+    let idle_ms = if flaws.has(Defect::Hello) {
+        0
+    } else {
+        args.option(
+            "idle-timeout-ms",
+            "MS",
+            "close connections idle this long",
+            60_000u64,
+        )
+    };
     let addr_text = addr_argument();
     let mut addr = args.finish()?;
     if flaws.has(Defect::IgnoreHostName) && addr_text.is_some_and(|a| !is_ip_literal(&a)) {
         addr = "127.0.0.1:0".parse().unwrap();
     }
+    if idle_ms == 0 && !flaws.has(Defect::Hello) && !flaws.has(Defect::ZeroTimeoutAccepted) {
+        anyhow::bail!("--idle-timeout-ms must be at least 1");
+    }
     Ok(Config {
         addr,
         grace: Duration::from_millis(grace_ms),
+        idle_timeout: (idle_ms > 0 && !flaws.has(Defect::NoIdleTimeout))
+            .then(|| Duration::from_millis(idle_ms)),
     })
 }
 
@@ -315,6 +339,8 @@ struct Conn {
     /// Frames whose replies wait for more input (the strand-frames defect).
     stranded: bool,
     frames: u64,
+    /// When a reply last went out (or the connection opened).
+    last_active: Instant,
 }
 
 struct Server<'a> {
@@ -330,6 +356,8 @@ struct Server<'a> {
     spare: Option<OwnedFd>,
     /// When the grace period ends, once stopping.
     deadline: Option<Instant>,
+    /// When to look for idle connections next.
+    next_idle_check: Instant,
 }
 
 fn spare_fd() -> Option<OwnedFd> {
@@ -363,6 +391,7 @@ impl<'a> Server<'a> {
             next_token: 0,
             spare: spare_fd(),
             deadline: None,
+            next_idle_check: Instant::now(),
         };
         server.ctl(
             libc::EPOLL_CTL_ADD,
@@ -416,8 +445,12 @@ impl<'a> Server<'a> {
                     return Ok(());
                 }
             }
-            let timeout = match self.deadline {
-                Some(deadline) => deadline
+            let mut wake = self.deadline;
+            if self.config.idle_timeout.is_some() && !self.conns.is_empty() {
+                wake = Some(wake.map_or(self.next_idle_check, |w| w.min(self.next_idle_check)));
+            }
+            let timeout = match wake {
+                Some(wake) => wake
                     .saturating_duration_since(Instant::now())
                     .as_millis()
                     .clamp(1, 100) as i32,
@@ -440,6 +473,7 @@ impl<'a> Server<'a> {
                 }
                 return Err(e);
             }
+            self.close_idle();
             for event in &events[..n as usize] {
                 match event.u64 {
                     LISTENER => self.accept(),
@@ -483,6 +517,48 @@ impl<'a> Server<'a> {
             self.progress(token);
         }
         false
+    }
+
+    /// Closes the connections idle for the timeout, every 10 ms at most
+    /// (every tenth of the timeout, if that is less).
+    fn close_idle(&mut self) {
+        let Some(timeout) = self.config.idle_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        if now < self.next_idle_check {
+            return;
+        }
+        self.next_idle_check = now + (timeout / 10).min(Duration::from_millis(10));
+        let flaws = self.flaws;
+        let idle: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now - c.last_active >= timeout)
+            .filter(|(_, c)| !(flaws.has(Defect::MidFrameIsBusy) && !c.input.is_empty()))
+            .filter(|(_, c)| !(flaws.has(Defect::PendingOutputIsActivity) && !c.output.is_empty()))
+            .map(|(&token, _)| token)
+            .collect();
+        let limit = if flaws.has(Defect::ReapOnePerCheck) {
+            1
+        } else {
+            usize::MAX
+        };
+        for token in idle.into_iter().take(limit) {
+            let conn = &self.conns[&token];
+            let why = if !conn.output.is_empty() {
+                " with replies it does not read"
+            } else if !conn.input.is_empty() {
+                " in the middle of a frame"
+            } else {
+                ""
+            };
+            info!(
+                "connection {token}: idle for {} ms{why}: closing",
+                timeout.as_millis()
+            );
+            self.close(token);
+        }
     }
 
     fn accept(&mut self) {
@@ -575,6 +651,7 @@ impl<'a> Server<'a> {
                 done_reading: false,
                 stranded: false,
                 frames: 0,
+                last_active: Instant::now(),
             },
         );
     }
@@ -596,7 +673,7 @@ impl<'a> Server<'a> {
         let flaws = self.flaws;
         // no-turns: small reads, as many as the client keeps sending.
         let (reads, size) = if flaws.has(Defect::NoTurns) {
-            (usize::MAX, 4 << 10)
+            (usize::MAX, 1 << 10)
         } else {
             (READS_PER_TURN, 64 << 10)
         };
@@ -629,6 +706,9 @@ impl<'a> Server<'a> {
                     let _ = n; // requests are over: discard
                 }
                 Ok(n) => {
+                    if flaws.has(Defect::BytesAreActivity) {
+                        conn.last_active = Instant::now();
+                    }
                     conn.input.extend_from_slice(&chunk[..n]);
                     conn.stranded = false;
                     if !self.answer(token) {
@@ -815,6 +895,10 @@ fn write_out(conn: &mut Conn, flaws: &Flaws) -> bool {
             }
             Ok(n) => {
                 conn.output.drain(..n);
+                // Activity: a reply went out.
+                if n > 0 && !flaws.has(Defect::TimeoutIgnoresActivity) {
+                    conn.last_active = Instant::now();
+                }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 if flaws.has(Defect::IgnoreShortWrites) {
