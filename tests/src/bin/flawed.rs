@@ -535,8 +535,9 @@ impl<'a> Server<'a> {
             .conns
             .iter()
             .filter(|(_, c)| now - c.last_active >= timeout)
-            .filter(|(_, c)| !(flaws.has(Defect::MidFrameIsBusy) && !c.input.is_empty()))
-            .filter(|(_, c)| !(flaws.has(Defect::PendingOutputIsActivity) && !c.output.is_empty()))
+            // The defects: some idle connections never count as idle.
+            .filter(|(_, c)| !flaws.has(Defect::MidFrameIsBusy) || c.input.is_empty())
+            .filter(|(_, c)| !flaws.has(Defect::PendingOutputIsActivity) || c.output.is_empty())
             .map(|(&token, _)| token)
             .collect();
         let limit = if flaws.has(Defect::ReapOnePerCheck) {
