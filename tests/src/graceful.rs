@@ -78,7 +78,10 @@ pub fn stop_answers_every_frame_received(target: &Target) {
         requests.len()
     );
     if let Err(e) = end {
-        panic!("after its last reply the client got {e}, not EOF: the server closed with a reset");
+        panic!(
+            "after its last reply the client got {}, not EOF: the server closed with a reset",
+            ending(&e)
+        );
     }
     drop(client);
     let status = server.wait_exit(Duration::from_secs(2));
@@ -116,9 +119,10 @@ pub fn stop_after_a_flood_ends_with_eof_not_reset(target: &Target) {
     let (replies, end) = read_to_close(&mut client.stream);
     if let Err(e) = end {
         panic!(
-            "after {} bytes of replies the client got {e}, not EOF: \
+            "after {} bytes of replies the client got {}, not EOF: \
              the server closed with unread input, and the kernel sent a reset",
-            replies.len()
+            replies.len(),
+            ending(&e)
         );
     }
     let frame_len = 1004;
@@ -214,6 +218,17 @@ pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(target: &Target)
         secs(took),
         secs(GRACE)
     );
+}
+
+/// How a connection ended, when it was not a clean EOF.
+fn ending(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::ConnectionReset => "a reset (ECONNRESET)".to_string(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            "nothing more, neither data nor EOF".to_string()
+        }
+        _ => format!("an error ({e})"),
+    }
 }
 
 /// A failed read as the end of "..., but ".

@@ -101,19 +101,31 @@ pub fn take() -> Notes {
     NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
 }
 
-/// The last [`STDERR_LINES`] non-empty lines, each cut to [`LINE_CHARS`].
+/// The last [`STDERR_LINES`] non-empty lines, each cut to [`LINE_CHARS`],
+/// a line repeated in a row shown once with its count (a server logging
+/// the same error in a busy loop).
 fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let skipped = lines.len().saturating_sub(STDERR_LINES);
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match runs.last_mut() {
+            Some((last, count)) if *last == line => *count += 1,
+            _ => runs.push((line, 1)),
+        }
+    }
+    let skipped = runs.len().saturating_sub(STDERR_LINES);
     let mut out = String::new();
     if skipped > 0 {
-        out.push_str(&format!("({skipped} earlier lines not shown)\n"));
+        let lines: usize = runs[..skipped].iter().map(|(_, n)| n).sum();
+        out.push_str(&format!("({lines} earlier lines not shown)\n"));
     }
-    for line in &lines[skipped..] {
+    for (line, count) in &runs[skipped..] {
         let cut: String = line.chars().take(LINE_CHARS).collect();
         out.push_str(&cut);
         if cut.len() < line.len() {
             out.push_str(" [...]");
+        }
+        if *count > 1 {
+            out.push_str(&format!("  (this line {count} times)"));
         }
         out.push('\n');
     }
@@ -126,11 +138,18 @@ mod tests {
 
     #[test]
     fn a_tail_is_bounded() {
-        let long = format!("{}\n", "x".repeat(10_000)).repeat(10_000);
+        let long: String = (0..10_000)
+            .map(|i| format!("{i} {}\n", "x".repeat(10_000)))
+            .collect();
         let tail = tail(&long);
         assert!(tail.len() < 3_000, "{} bytes", tail.len());
-        assert!(tail.starts_with("(9988 earlier lines not shown)"));
+        assert!(tail.starts_with("(9988 earlier lines not shown)"), "{tail}");
         assert!(tail.lines().nth(1).unwrap().ends_with(" [...]"));
+        let spin = "accept: Too many open files\n".repeat(50_000);
+        assert_eq!(
+            super::tail(&spin),
+            "accept: Too many open files  (this line 50000 times)\n"
+        );
     }
 
     #[test]

@@ -407,9 +407,17 @@ impl<W: Write> Report<W> {
                 plural(causes.len())
             );
             for (i, (cause, cases)) in causes.iter().enumerate() {
-                let names: Vec<String> = cases.iter().map(|c| c.id()).collect();
-                let _ = writeln!(self.out, "{}. {}", i + 1, sentence(&cause.summary));
-                let _ = writeln!(self.out, "   failed: {}", names.join(" "));
+                let _ = writeln!(
+                    self.out,
+                    "{}. {} ({} case{})",
+                    i + 1,
+                    cause.summary,
+                    cases.len(),
+                    plural(cases.len())
+                );
+                for case in cases {
+                    let _ = writeln!(self.out, "   {}", case.id());
+                }
                 let _ = writeln!(self.out, "   see {}", cause.explains);
             }
         }

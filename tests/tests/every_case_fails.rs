@@ -137,6 +137,12 @@ fn check(run: &Run) -> Option<String> {
         Expect::Fails(words) => {
             let case = &cases[0];
             let reason = case["reason"].as_str().unwrap_or("");
+            let raw = ["assertion `left", "exit status:", "signal: "];
+            if let Some(raw) = raw.iter().find(|r| reason.contains(*r)) {
+                return Some(format!(
+                    "{shown}: a raw Rust value ({raw:?}) in the reason: {reason}"
+                ));
+            }
             if case["status"] != "fail" {
                 Some(format!("{shown}: {}, not failed", case["status"]))
             } else if !reason.to_lowercase().contains(&words.to_lowercase()) {

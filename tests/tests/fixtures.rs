@@ -108,10 +108,9 @@ fn broken_echo_py_fails_exactly_the_expected_cases() {
     );
 }
 
-/// A server from elsewhere: no options, a fixed port, nothing printed, and
-/// the stranded-frame bug.
-#[test]
-fn stranded_echo_c_started_with_port_gets_no_contract_failures() {
+/// tests/fixtures/stranded_echo.c compiled to listen on a free port: the
+/// binary, and the port.
+fn stranded_echo() -> (PathBuf, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -126,7 +125,40 @@ fn stranded_echo_c_started_with_port_gets_no_contract_failures() {
         .status()
         .expect("cc (a C compiler) is needed to build tests/fixtures/stranded_echo.c");
     assert!(status.success());
-    let port = port.to_string();
+    (binary, port.to_string())
+}
+
+/// `-v` adds where each failure was seen and the end of the server's
+/// stderr, not megabytes of it: this server logs a line per turn of its
+/// spin when out of descriptors.
+#[test]
+fn verbose_output_is_bounded() {
+    let (binary, port) = stranded_echo();
+    let out = Command::new(env!("CARGO_BIN_EXE_conform"))
+        .args(["-v", "--only", "out_of_fds_neither_spins_nor_stops_serving"])
+        .args(["--port", &port, "--", binary.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run conform");
+    let _ = std::fs::remove_file(&binary);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("accept: Too many open files"), "{text}");
+    assert!(
+        out.stdout.len() + out.stderr.len() < 8 << 10,
+        "{} bytes of report",
+        out.stdout.len() + out.stderr.len()
+    );
+    assert!(
+        !text.contains("stack backtrace") && out.stderr.is_empty(),
+        "{text}"
+    );
+}
+
+/// A server from elsewhere: no options, a fixed port, nothing printed, and
+/// the stranded-frame bug.
+#[test]
+fn stranded_echo_c_started_with_port_gets_no_contract_failures() {
+    let (binary, port) = stranded_echo();
     let report = check(
         &[
             "--level",
