@@ -133,7 +133,7 @@ fn cause_of_death(case: &Case, death: &Death) -> Option<Cause> {
             sent_by_us: true,
             ..
         } if notes::is_stop_signal(signal) => (
-            "SIGINT or SIGTERM kills the server: it does not handle them".to_string(),
+            "SIGINT or SIGTERM kills the server: it has no handler for it".to_string(),
             if case.level == Level::Hello {
                 book::HELLO_SIGNALS
             } else {
@@ -145,18 +145,18 @@ fn cause_of_death(case: &Case, death: &Death) -> Option<Cause> {
             broken_stderr: true,
             ..
         } => (
-            "a log line to a closed stderr kills the server (SIGPIPE)".to_string(),
+            "A log line to a closed stderr kills the server (SIGPIPE)".to_string(),
             book::BROKEN_STDERR,
         ),
         Death::Signal {
             signal: libc::SIGPIPE,
             ..
         } => (
-            "writing to a connection its client has closed kills the server (SIGPIPE)".to_string(),
+            "Writing to a connection its client has closed kills the server (SIGPIPE)".to_string(),
             book::RESETS,
         ),
         Death::Signal { signal, .. } => (
-            format!("the server dies of {}", describe_signal(signal)),
+            format!("The server dies of {}", describe_signal(signal)),
             case.explains,
         ),
         Death::Status { .. } => return None,
