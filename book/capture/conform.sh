@@ -4,7 +4,9 @@
 # checked in, so building the book needs neither python3 nor a C compiler.
 # The reports are printed exactly as conform wrote them; only the timings
 # differ from run to run (and, on a busy machine, a timing-bound case may
-# too).
+# too). Figures the page quotes from them are marked with the capture's name
+# (<!--from captures/conform-....txt-->), so re-recording makes book/check.sh
+# fail until the prose follows.
 #
 # Usage: bash book/capture/conform.sh   (needs cargo, python3 and cc)
 set -euo pipefail
@@ -17,6 +19,9 @@ out=$captures
 mkdir -p "$out" target/fixtures
 cargo build --quiet --release -p conformance
 cc -O2 -Wall -o target/fixtures/epoll_echo tests/fixtures/epoll_echo.c
+# The tutorial-style server listens on a port fixed when it is compiled.
+stranded_port=7401
+cc -O2 -Wall -DPORT=$stranded_port -o target/fixtures/stranded_echo tests/fixtures/stranded_echo.c
 
 capture() { # file, then conform's arguments
     local file=$out/$1
@@ -32,4 +37,5 @@ capture() { # file, then conform's arguments
 
 capture conform-python.txt --level event_loop -- python3 tests/fixtures/echo_socketserver.py
 capture conform-c-epoll.txt --level scale -- target/fixtures/epoll_echo '{port}'
+capture conform-stranded.txt --level event_loop --port $stranded_port -- target/fixtures/stranded_echo
 capture conform-broken.txt --level echo -- python3 tests/fixtures/broken_echo.py

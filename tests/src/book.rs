@@ -128,6 +128,18 @@ pub const BACKLOG: BookRef = BookRef {
     page: "what-can-go-wrong.md",
     heading: "A full accept queue",
 };
+pub const IDLE_TIMEOUT: BookRef = BookRef {
+    page: "ch11-timers.md",
+    heading: "The problem",
+};
+pub const ACTIVITY: BookRef = BookRef {
+    page: "ch11-timers.md",
+    heading: "What counts as activity",
+};
+pub const IDLE_LIST: BookRef = BookRef {
+    page: "ch11-timers.md",
+    heading: "The idle list",
+};
 pub const GRACEFUL_STOP: BookRef = BookRef {
     page: "ch06-poll.md",
     heading: "Stopping gracefully",

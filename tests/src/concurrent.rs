@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, join, secs, Client, Options, Target, IO_TIMEOUT};
+use crate::harness::{frame, join, secs, Client, Options, Target};
 
-/// How long a client may wait for a reply while another client misbehaves.
+/// How long a client may wait for a reply while another client misbehaves:
+/// five stalls of a loaded machine (200 ms each), and still a fraction of
+/// how long the misbehaving client keeps at it.
 const PROMPT: Duration = Duration::from_millis(1000);
 
 // ANCHOR: test_idle_half_header
@@ -36,8 +38,8 @@ pub fn idle_client_with_half_a_header_does_not_delay_others(target: &Target) {
     let reply = idle
         .try_recv_frame()
         .unwrap_or_else(|e| panic!("the idle client finished its frame at last, but {e}"));
-    assert_eq!(
-        reply, b"abc",
+    assert!(
+        reply == b"abc",
         "the idle client's late frame came back different"
     );
 }
@@ -126,7 +128,7 @@ pub fn flooding_client_neither_stalls_others_nor_grows_memory(target: &Target) {
     let (flooder, sent) = join(flooding);
     assert!(sent > 1 << 20, "the flood was only {sent} bytes");
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < PROMPT,
         "while one client sent without reading, another waited {} for an echo",
         secs(slowest)
     );
@@ -157,7 +159,10 @@ pub fn out_of_fds_every_client_is_served_or_closed(target: &Target) {
 
     let (mut served, mut turned_away) = (0, 0);
     let request = frame(b"anyone there?");
+    // "At once": far longer than either takes, even on a loaded machine.
+    let patience = Duration::from_secs(3);
     for (k, client) in clients.iter_mut().enumerate() {
+        client.stream.set_read_timeout(Some(patience)).unwrap();
         // A write to a closed connection may fail; the read tells the story.
         let _ = client.stream.write_all(&request);
         let mut reply = vec![0; request.len()];
@@ -169,7 +174,7 @@ pub fn out_of_fds_every_client_is_served_or_closed(target: &Target) {
                 "the server has 32 file descriptors and 60 clients connected: client {k} \
                  was neither served nor closed within {}; a connection it cannot take \
                  must be accepted and closed, not left waiting",
-                secs(IO_TIMEOUT)
+                secs(patience)
             ),
             Err(e) => panic!("out of file descriptors, client {k} of 60: {e}"),
         }
@@ -229,9 +234,14 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
     });
 
     let mut other = server.connect();
+    // Far past the limit below, short enough not to keep a learner waiting.
+    other
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let mut slowest = Duration::ZERO;
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
+    while start.elapsed() < Duration::from_secs(3) {
         let t = Instant::now();
         if let Err(e) = other.try_echo(b"my turn?") {
             stop.store(true, Ordering::Relaxed);
@@ -242,13 +252,13 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
     stop.store(true, Ordering::Relaxed);
     let sent = join(sending);
     let received = join(reading);
-    assert_eq!(
-        received, sent,
+    assert!(
+        received == sent,
         "the busy client sent {sent} bytes and got {received} back"
     );
     assert!(sent > 1 << 20, "the greedy client sent only {sent} bytes");
     assert!(
-        slowest < Duration::from_millis(500),
+        slowest < PROMPT,
         "while one client kept the server busy with pipelined frames, another \
          waited {} for an echo: the server does not take turns",
         secs(slowest)

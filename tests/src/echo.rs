@@ -7,8 +7,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    difference, frame, join, read_failure, secs, Client, Options, Rng, Target, IO_TIMEOUT, MAX_MSG,
+    difference, frame, join, not_applicable, read_failure, secs, set_int_option, Client, Options,
+    Rng, Server, Target, HEADER_LEN, IO_TIMEOUT, MAX_MSG,
 };
+use crate::sockdiag::SockDiag;
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,9 +77,18 @@ pub fn pipelined_random_frames_in_one_write(target: &Target) {
 pub fn frame_sent_one_byte_at_a_time(target: &Target) {
     let server = target.start();
     let mut client = server.connect();
+    // Sent fast, the bytes would pile up in the server's socket and one
+    // read would take the whole frame: each waits until the server has
+    // read the one before, as far as the kernel shows (sock_diag).
+    let diag = SockDiag::open().ok();
     let request = frame(b"slow and steady");
-    for byte in &request {
-        client.send(std::slice::from_ref(byte));
+    for (i, byte) in request.iter().enumerate() {
+        if let Err(e) = client.try_send(std::slice::from_ref(byte)) {
+            panic!("a frame sent one byte per write: after {i} bytes, {e} (a read may return any part of a frame)");
+        }
+        if let Some(diag) = &diag {
+            wait_until_read(diag, &client, i as u64 + 1);
+        }
     }
     let reply = client.try_recv_exact(request.len()).unwrap_or_else(|e| {
         panic!("a frame sent one byte per write: {e} (a read may return any part of a frame)")
@@ -88,6 +99,18 @@ pub fn frame_sent_one_byte_at_a_time(target: &Target) {
     );
 }
 // ANCHOR_END: test_one_byte
+
+/// Waits, briefly, until the server has read `bytes` from `client`'s
+/// connection: a server that reads only whole frames may never do so.
+fn wait_until_read(diag: &SockDiag, client: &Client, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        match diag.server_end(&client.stream) {
+            Ok(end) if end.read < bytes => thread::sleep(Duration::from_micros(100)),
+            _ => return,
+        }
+    }
+}
 
 // ANCHOR: test_oversized
 fn oversized_length_closes_only_that_connection(target: &Target, announced: u32) {
@@ -217,14 +240,15 @@ pub fn out_of_fds_neither_spins_nor_stops_serving(target: &Target) {
         ..Options::default()
     });
     let clients: Vec<Client> = (0..60).map(|_| server.connect()).collect();
-    let cpu_before = server.cpu_time();
+    let busy_before = server.busy_time();
     thread::sleep(Duration::from_secs(2)); // measuring, not synchronising
-    let cpu = server.cpu_time() - cpu_before;
+    let busy = server.busy_time() - busy_before;
     assert!(
-        cpu < Duration::from_millis(500),
-        "out of file descriptors, the server used {} of CPU in 2 s with nothing \
-         to do: it is spinning on a listener it cannot accept from",
-        secs(cpu)
+        busy < Duration::from_millis(500),
+        "out of file descriptors, the server was running (or waiting for a CPU to \
+         run on) for {} of 2 s with nothing to do: it is spinning on a listener it \
+         cannot accept from",
+        secs(busy)
     );
     drop(clients);
     server.eventually(
@@ -279,27 +303,187 @@ pub fn big_burst_read_back_slowly_comes_back_in_order(target: &Target) {
 
     let mut client = server.connect();
     let mut reader = client.stream.try_clone().unwrap();
+    // Each reply comes soon after the one before, or never.
+    let patience = Duration::from_secs(5);
+    reader.set_read_timeout(Some(patience)).unwrap();
     let expected = burst.clone();
     let writer = thread::spawn(move || client.send(&burst));
-    let mut received = Vec::with_capacity(expected.len());
+    let mut received = 0;
     let mut chunk = [0u8; 64];
     let total = expected.len();
-    while received.len() < total {
-        let want = chunk.len().min(total - received.len());
+    while received < total {
+        let want = chunk.len().min(total - received);
         match reader.read(&mut chunk[..want]) {
             Ok(0) => panic!(
-                "6 MB of frames read back slowly: the server closed the connection after {} of {total} bytes of replies",
-                received.len()
+                "6 MB of frames read back slowly: the server closed the connection after {received} of {total} bytes of replies"
             ),
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            // Checked as it comes: a lost or doubled byte shows at once.
+            Ok(n) => match difference(&chunk[..n], &expected[received..received + n]) {
+                None => received += n,
+                Some(at) => panic!(
+                    "6 MB of frames read back slowly: the replies differ from the requests at byte {} of {total} \
+                     (a write that took only part of the replies, and the rest dropped?)",
+                    received + at
+                ),
+            },
             Err(e) => panic!(
                 "6 MB of frames read back slowly: {}",
-                read_failure(&e, received.len(), total, IO_TIMEOUT)
+                read_failure(&e, received, total, patience)
             ),
         }
     }
     join(writer);
-    if let Some(at) = difference(&received, &expected) {
-        panic!("6 MB of frames read back slowly: the replies differ from the requests at byte {at} of {total}");
+}
+
+// ANCHOR: test_full_send_buffer
+/// The server's send buffer fills while it still holds whole frames it has
+/// read and not answered; then the client half-closes and reads. Every
+/// reply must come back. A server that answers frames one at a time and,
+/// when a reply's write meets `EAGAIN`, waits for `POLLOUT` and then for
+/// more input, leaves the frames after it in its buffer: no input comes
+/// (the client has sent everything), and at end of file they are dropped.
+///
+/// On loopback the server's send buffer grows to megabytes, so the client
+/// makes that moment happen on purpose: a small receive buffer and a tiny
+/// segment size (which keeps the server's send buffer small), small
+/// batches of tiny frames sent only when the server has answered all the
+/// previous ones, and the kernel's view of the server's end of the
+/// connection (sock_diag, as `ss` reads it) to see when the server has
+/// read everything sent and its send buffer is full.
+pub fn frames_behind_a_full_send_buffer_are_answered(target: &Target) {
+    let server = target.start();
+    let diag = SockDiag::open().unwrap_or_else(|e| {
+        not_applicable(format!(
+            "the kernel's sock_diag interface, which the case needs to see the server's \
+             send buffer fill, is not available here ({e})"
+        ))
+    });
+    // Filling with a single frame unanswered is down to chance: try again.
+    for _attempt in 0..3 {
+        match fill_the_send_buffer(&server, &diag) {
+            Fill::FramesBehind | Fill::FramesInKernel => return,
+            Fill::OneBehind => {}
+            Fill::Never => not_applicable(format!(
+                "the server's send buffer did not fill within {}, so the case could \
+                 not test what happens then",
+                secs(IO_TIMEOUT)
+            )),
+        }
     }
+}
+// ANCHOR_END: test_full_send_buffer
+
+/// How one attempt of [`frames_behind_a_full_send_buffer_are_answered`] went.
+enum Fill {
+    /// The server had read every frame sent, and answered fewer than all
+    /// but one, when its send buffer filled: the moment the case is for.
+    FramesBehind,
+    /// Its send buffer filled while frames were still in its kernel's
+    /// receive queue (a blocking server, say): fine, but not that moment.
+    FramesInKernel,
+    /// It filled with only the last frame unanswered: not that moment either.
+    OneBehind,
+    Never,
+}
+
+/// How long the server's counts must stay still, its send buffer full, for
+/// the case to take it as stuck rather than busy. Mistaking a busy server
+/// for a stuck one (a loaded machine) costs an attempt, never a false
+/// failure: the case then reads and checks every reply all the same.
+const STILL: Duration = Duration::from_millis(50);
+
+/// One connection: fills the server's send buffer as described above,
+/// half-closes, reads every reply and checks it, panicking if one is
+/// missing or wrong.
+fn fill_the_send_buffer(server: &Server, diag: &SockDiag) -> Fill {
+    const FRAME: usize = HEADER_LEN + 1;
+    let mut client = Client::connect_with(server.addr, |fd| {
+        // Both before connect: the window and the MSS are set in the handshake.
+        set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4096);
+        set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 88);
+    });
+    let mut sent: Vec<u8> = Vec::new();
+    let mut next = 0u32;
+    // The server's read and written counts, and since when they are so.
+    let mut still: Option<(u64, u64, Instant)> = None;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let fill = loop {
+        let end = diag.server_end(&client.stream).unwrap_or_else(|e| {
+            not_applicable(format!("sock_diag could not see the server's end: {e}"))
+        });
+        let total = sent.len() as u64;
+        if end.read == total && end.written == total {
+            // Caught up: another batch, small enough to be answered whole
+            // while there is room (the memory counted also holds each
+            // segment's overhead, hence the margin).
+            let room = end.send_buffer.saturating_sub(end.queued) as usize;
+            let frames = (room / 8 / FRAME).clamp(64, 16_384);
+            let batch: Vec<u8> = (0..frames)
+                .flat_map(|_| {
+                    next += 1;
+                    frame(&[(next % 251) as u8])
+                })
+                .collect();
+            client.send(&batch);
+            sent.extend_from_slice(&batch);
+            still = None;
+            continue;
+        }
+        match still {
+            Some((read, written, since)) if (read, written) == (end.read, end.written) => {
+                // Stuck, not busy: its send buffer is full, and its counts
+                // have not moved for a while (fullness alone does not
+                // prove it is waiting: a write can still succeed).
+                if end.send_buffer_full() && since.elapsed() >= STILL {
+                    break if end.read < total {
+                        Fill::FramesInKernel
+                    } else if total - end.written >= 2 * FRAME as u64 {
+                        Fill::FramesBehind
+                    } else {
+                        Fill::OneBehind
+                    };
+                }
+            }
+            _ => still = Some((end.read, end.written, Instant::now())),
+        }
+        if Instant::now() > deadline {
+            break Fill::Never;
+        }
+        // The server is busy with the last batch, or stuck: watch it.
+        thread::sleep(Duration::from_micros(200));
+    };
+    client.shutdown_write();
+    let frames = sent.len() / FRAME;
+    let mut received = Vec::with_capacity(sent.len());
+    let mut chunk = [0u8; 4096];
+    while received.len() < sent.len() {
+        match client.stream.read(&mut chunk) {
+            Ok(0) => panic!(
+                "the client pipelined {frames} frames until the server's send buffer was full, \
+                 half-closed, then read: the server answered {} of them and closed the \
+                 connection. It had read the other {} whole; when a write fails with EAGAIN, \
+                 the frames after it must still be answered once the socket is writable, \
+                 without waiting for more input",
+                received.len() / FRAME,
+                frames - received.len() / FRAME
+            ),
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!(
+                "{frames} frames pipelined until the server's send buffer was full, then a \
+                 half-close: {}",
+                read_failure(&e, received.len(), sent.len(), IO_TIMEOUT)
+            ),
+        }
+    }
+    if let Some(at) = difference(&received, &sent) {
+        panic!(
+            "{frames} frames pipelined until the server's send buffer was full: the reply to \
+             frame {} differs from it",
+            at / FRAME
+        );
+    }
+    if let Err(e) = client.try_closed_by_server() {
+        panic!("after the last reply to a half-closed client the server should close, but {e}");
+    }
+    fill
 }

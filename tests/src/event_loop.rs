@@ -13,7 +13,10 @@ pub fn thousand_simultaneous_connections(target: &Target) {
         let reply = client.try_recv_frame().unwrap_or_else(|e| {
             panic!("1000 clients connected at once and each sent a frame; connection {i}: {e}")
         });
-        assert_eq!(reply, format!("connection {i}").as_bytes());
+        assert!(
+            reply == format!("connection {i}").as_bytes(),
+            "1000 clients connected at once: connection {i} got another's reply"
+        );
     }
     drop(clients);
     server.assert_serves();

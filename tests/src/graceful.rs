@@ -8,7 +8,18 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Target};
+use crate::harness::{describe_exit, frame, secs, Target};
+
+/// The grace period the cases assume, `--grace-ms`'s default: the cases
+/// pass no option, so that they apply to any server.
+const GRACE: Duration = Duration::from_millis(1000);
+
+/// How long after a stop a server that did not wait out its grace period
+/// may take to exit. A server that waits exits a whole grace period after
+/// the stop, whatever the load; one that does not usually exits within
+/// milliseconds, and this leaves it room for several stalls of a loaded
+/// machine (200 ms each) on its way.
+const PROMPT_EXIT: Duration = Duration::from_millis(900);
 
 /// Bytes the client has sent that the server's kernel has not yet
 /// acknowledged (`SIOCOUTQ`): once 0, the server has received them all.
@@ -16,9 +27,8 @@ fn unacknowledged(stream: &TcpStream) -> usize {
     let mut count: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one c_int through the pointer, to `count`.
     let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut count) };
-    assert_eq!(
-        rc,
-        0,
+    assert!(
+        rc == 0,
         "ioctl(SIOCOUTQ): {}",
         std::io::Error::last_os_error()
     );
@@ -68,11 +78,18 @@ pub fn stop_answers_every_frame_received(target: &Target) {
         requests.len()
     );
     if let Err(e) = end {
-        panic!("after its last reply the client got {e}, not EOF: the server closed with a reset");
+        panic!(
+            "after its last reply the client got {}, not EOF: the server closed with a reset",
+            ending(&e)
+        );
     }
     drop(client);
     let status = server.wait_exit(Duration::from_secs(2));
-    assert!(status.success(), "the server exited with {status}");
+    assert!(
+        status.success(),
+        "after its last client left, the server {}, not status 0",
+        describe_exit(status)
+    );
 }
 // ANCHOR_END: stop_answers
 
@@ -102,9 +119,10 @@ pub fn stop_after_a_flood_ends_with_eof_not_reset(target: &Target) {
     let (replies, end) = read_to_close(&mut client.stream);
     if let Err(e) = end {
         panic!(
-            "after {} bytes of replies the client got {e}, not EOF: \
+            "after {} bytes of replies the client got {}, not EOF: \
              the server closed with unread input, and the kernel sent a reset",
-            replies.len()
+            replies.len(),
+            ending(&e)
         );
     }
     let frame_len = 1004;
@@ -115,14 +133,19 @@ pub fn stop_after_a_flood_ends_with_eof_not_reset(target: &Target) {
     assert!(!replies.is_empty(), "no reply at all after the stop");
     drop(client);
     let status = server.wait_exit(Duration::from_secs(3));
-    assert!(status.success(), "the server exited with {status}");
+    assert!(
+        status.success(),
+        "after its last client left, the server {}, not status 0",
+        describe_exit(status)
+    );
 }
 // ANCHOR_END: stop_flood
 
 // ANCHOR: stop_deadline
 /// A client that neither reads nor hangs up cannot hold the server past
 /// its grace period (the default, one second: the case passes no option,
-/// so it applies to any server).
+/// so it applies to any server). That the server waits for about that
+/// long first is echo-steps' convention, checked only on its servers.
 pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
     let mut server = target.start();
     let mut client = server.connect();
@@ -140,15 +163,23 @@ pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(3));
     let took = stop.elapsed();
-    assert!(status.success(), "the server exited with {status}");
     assert!(
-        took >= Duration::from_millis(500),
-        "the server gave up on a client with replies pending after only {took:?}, \
-         not a grace period of a second"
+        status.success(),
+        "stopped while a client did not read its replies, the server {}, not status 0",
+        describe_exit(status)
     );
     assert!(
-        took < Duration::from_millis(2500),
-        "a client that never reads kept the server {took:?} past a grace period of a second"
+        took >= GRACE / 2 || !target.follows_contract(),
+        "the server gave up on a client with replies pending after only {}, \
+         not a grace period of {}",
+        secs(took),
+        secs(GRACE)
+    );
+    assert!(
+        took < GRACE + Duration::from_millis(1500),
+        "a client that never reads kept the server {} after the stop, past a grace period of {}",
+        secs(took),
+        secs(GRACE)
     );
     drop(client);
 }
@@ -164,20 +195,49 @@ pub fn idle_client_sees_eof_and_the_server_exits_when_it_leaves(target: &Target)
     let stop = Instant::now();
     server.signal(libc::SIGINT);
     let mut byte = [0u8; 1];
-    let eof = client.stream.read(&mut byte);
-    assert!(
-        matches!(eof, Ok(0)),
-        "an idle client should read EOF at the stop, got {eof:?}"
-    );
+    match client.stream.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("at the stop, an idle client received a byte instead of EOF"),
+        Err(e) => panic!(
+            "at the stop, an idle client should read EOF, but {}",
+            read_error(&e)
+        ),
+    }
     drop(client);
     let status = server.wait_exit(Duration::from_secs(2));
-    assert!(status.success(), "the server exited with {status}");
+    assert!(
+        status.success(),
+        "after its last client left, the server {}, not status 0",
+        describe_exit(status)
+    );
     let took = stop.elapsed();
     assert!(
-        took < Duration::from_millis(700),
-        "the server took {took:?} to exit after its last client left: it waited \
-         for its grace period (a second) instead of noticing"
+        took < PROMPT_EXIT,
+        "the server took {} to exit after its last client left: it waited \
+         for its grace period ({}) instead of noticing",
+        secs(took),
+        secs(GRACE)
     );
+}
+
+/// How a connection ended, when it was not a clean EOF.
+fn ending(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::ConnectionReset => "a reset (ECONNRESET)".to_string(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            "nothing more, neither data nor EOF".to_string()
+        }
+        _ => format!("an error ({e})"),
+    }
+}
+
+/// A failed read as the end of "..., but ".
+fn read_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => "nothing came".to_string(),
+        ErrorKind::ConnectionReset => "the server reset the connection".to_string(),
+        _ => format!("reading failed: {e}"),
+    }
 }
 // ANCHOR_END: stop_idle
 
@@ -188,7 +248,8 @@ pub fn help_shows_the_grace_period(target: &Target) {
     let usage = String::from_utf8_lossy(&out.stdout);
     assert!(
         usage.contains("--grace-ms MS"),
-        "no --grace-ms in:\n{usage}"
+        "`--help` does not list `--grace-ms MS`; it printed {}",
+        crate::cli::quoted(&usage)
     );
 }
 
@@ -201,21 +262,33 @@ pub fn second_signal_stops_at_once(target: &Target) {
     // period, a second.
     let mut client = server.connect();
     client.assert_echo(b"holding on");
+    let first = Instant::now();
     server.signal(libc::SIGINT);
     let mut byte = [0u8; 1];
-    assert!(
-        matches!(client.stream.read(&mut byte), Ok(0)),
-        "the client should read EOF at the stop"
-    );
-    let second = Instant::now();
+    match client.stream.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("at the stop, an idle client received a byte instead of EOF"),
+        Err(e) => panic!(
+            "at the stop, an idle client should read EOF, but {}",
+            read_error(&e)
+        ),
+    }
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(3));
-    assert!(status.success(), "the server exited with {status}");
-    let took = second.elapsed();
     assert!(
-        took < Duration::from_millis(500),
-        "after a second signal the server took {took:?} to exit: it waited for its \
-         grace period instead"
+        status.success(),
+        "after a second signal the server {}, not status 0",
+        describe_exit(status)
+    );
+    // From the first signal: a server that ignores the second one exits a
+    // whole grace period after the first, however loaded the machine.
+    let took = first.elapsed();
+    assert!(
+        took < PROMPT_EXIT,
+        "the server exited {} after the first signal although a second one \
+         came at once: it waited out its grace period ({}) instead",
+        secs(took),
+        secs(GRACE)
     );
     drop(client);
 }

@@ -6,10 +6,10 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::thread;
@@ -17,12 +17,10 @@ use std::time::{Duration, Instant};
 
 pub use common::frame::{encode_frame, HEADER_LEN, MAX_MSG};
 
+use crate::notes::{self, Death};
+
 /// How long any single socket operation may take before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Whether a failing test prints the server's stderr when the server is
-/// dropped. The `conform` tool turns this off unless asked (`--verbose`).
-pub static SHOW_SERVER_OUTPUT: AtomicBool = AtomicBool::new(true);
 
 /// How to start the server under test and find where it listens.
 ///
@@ -68,14 +66,24 @@ impl Target {
         self.start_with(Options::default())
     }
 
-    /// The arguments to run and where the server will listen.
-    fn resolve(&self) -> (Vec<String>, Listen) {
+    /// Whether the tool starts the server as this project's servers are
+    /// started, telling it where to listen with `--addr` and reading its
+    /// `listening on` line: only then do the cases of echo-steps' own
+    /// command line apply (see [`crate::cases::Scope`]).
+    pub fn follows_contract(&self) -> bool {
+        self.port.is_none() && !self.has_placeholder()
+    }
+
+    fn has_placeholder(&self) -> bool {
         let placeholders = ["{addr}", "{host}", "{port}"];
-        let has_placeholder = self
-            .command
+        self.command
             .iter()
-            .any(|arg| placeholders.iter().any(|p| arg.contains(p)));
-        if has_placeholder || self.port.is_some() {
+            .any(|arg| placeholders.iter().any(|p| arg.contains(p)))
+    }
+
+    /// The arguments to run and where the server will listen.
+    fn resolve(&self, addr_arg: Option<&str>) -> (Vec<String>, Listen) {
+        if !self.follows_contract() {
             let port = self.port.unwrap_or_else(free_port);
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let argv = self
@@ -93,7 +101,9 @@ impl Target {
             let has_addr = argv[1..]
                 .iter()
                 .any(|arg| arg == "--addr" || arg.starts_with("--addr="));
-            if !has_addr {
+            if let Some(addr) = addr_arg {
+                argv.extend(["--addr".to_string(), addr.to_string()]);
+            } else if !has_addr {
                 argv.extend(["--addr".to_string(), "127.0.0.1:0".to_string()]);
             }
             (argv, Listen::Announced)
@@ -103,7 +113,7 @@ impl Target {
     pub fn start_with(&self, options: Options) -> Server {
         assert!(!self.command.is_empty(), "no server command given");
         raise_open_file_limit();
-        let (argv, listen) = self.resolve();
+        let (argv, listen) = self.resolve(options.addr);
         if let Listen::Known(addr) = listen {
             if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
                 panic!(
@@ -122,6 +132,7 @@ impl Target {
             // it runs (a wrapper script, say), as Ctrl-C in a terminal would.
             .process_group(0);
         cmd.envs(options.env.iter().copied());
+        with_default_signals(&mut cmd);
         let limits = match (options.max_open_files, options.soft_open_files) {
             (Some(limit), _) => Some((limit, limit)),
             (None, Some(soft)) => Some((soft, hard_open_file_limit())),
@@ -174,6 +185,9 @@ impl Target {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             stderr,
             stdout,
+            exit: None,
+            signals_sent: AtomicU64::new(0),
+            broken_stderr: options.broken_stderr,
         };
         server.addr = match listen {
             Listen::Announced => server.read_announced_addr(&shown, line),
@@ -186,7 +200,7 @@ impl Target {
     }
 }
 
-fn hard_open_file_limit() -> u64 {
+pub(crate) fn hard_open_file_limit() -> u64 {
     let mut rlim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -197,9 +211,49 @@ fn hard_open_file_limit() -> u64 {
     rlim.rlim_max
 }
 
+// ANCHOR: default_signals
+/// Starts the command with every signal at its default action and none
+/// blocked, whatever this process inherited: a test run started in the
+/// background by a script (`cargo test &`) has SIGINT and SIGQUIT ignored,
+/// an ignored signal stays ignored across exec, and a server that inherits
+/// that cannot be stopped with Ctrl-C however well it is written.
+fn with_default_signals(cmd: &mut Command) {
+    // SAFETY: runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: raw system calls are, and they
+    // read only the zeroed action on this stack frame. The raw call, not
+    // the C library's sigaction, which refuses the two real-time signals
+    // it keeps for itself (a parent may have left those ignored too).
+    unsafe {
+        cmd.pre_exec(|| {
+            // The kernel's `struct sigaction`, all zero: SIG_DFL, no flags,
+            // an empty mask. Larger than any architecture's.
+            let default = [0u64; 4];
+            for signal in 1..=64 {
+                // SIGKILL and SIGSTOP cannot be changed: EINVAL, harmless.
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8,
+                );
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+// ANCHOR_END: default_signals
+
 /// Runs `command` plus `args` to completion, for what it prints and how it
 /// exits, killing it if it takes longer than `timeout` (a server that does
-/// not know `--help` starts serving instead of exiting).
+/// not know `--help` starts serving instead of exiting). It runs in a
+/// process group of its own, killed whole at the end, so that nothing it
+/// started can outlive it and hold its output open.
 pub fn run_bounded(
     command: &[String],
     args: &[&str],
@@ -207,33 +261,57 @@ pub fn run_bounded(
     timeout: Duration,
 ) -> std::process::Output {
     let shown = format!("{} {}", shell_words(command), args.join(" "));
-    let child = Command::new(&command[0])
-        .args(&command[1..])
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0);
+    with_default_signals(&mut cmd);
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{shown}`: {e}"));
     let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if rx.recv_timeout(timeout).is_err() {
-            // SAFETY: kill(2) has no memory-safety preconditions; the pid is
-            // our child, not yet waited for, so it cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        drain(child.stdout.take().unwrap(), stdout.clone(), None),
+        drain(child.stderr.take().unwrap(), stderr.clone(), None),
+    ];
+    let deadline = Instant::now() + timeout;
+    let finished = loop {
+        if peek_exit(pid).is_some() {
+            break true;
         }
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = tx.send(());
-    watchdog.join().unwrap();
+        if Instant::now() >= deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    // Whatever is left of its process group goes, the leader too if it
+    // is still running.
+    // SAFETY: kill(2) has no memory-safety preconditions. The leader is our
+    // child, and only the `wait` below reaps it (`peek_exit` does not), so
+    // the group id cannot have passed to another process yet.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let status = child.wait().unwrap();
     assert!(
-        output.status.signal() != Some(libc::SIGKILL),
-        "`{shown}` was still running after {timeout:?}, as if it did not know the \
-         option and started serving instead"
+        finished,
+        "`{shown}` was still running after {}, as if it did not know the \
+         option and started serving instead",
+        secs(timeout)
     );
-    output
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let take = |buf: Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *buf.lock().unwrap());
+    std::process::Output {
+        status,
+        stdout: take(stdout),
+        stderr: take(stderr),
+    }
 }
 
 /// Arguments as a shell would need them typed.
@@ -268,7 +346,7 @@ fn drain(
     mut pipe: impl Read + Send + 'static,
     sink: Arc<Mutex<Vec<u8>>>,
     first_line: Option<mpsc::Sender<String>>,
-) {
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut first_line = first_line;
         let mut chunk = [0u8; 4096];
@@ -292,11 +370,13 @@ fn drain(
         if let Some(tx) = first_line {
             let _ = tx.send(String::from_utf8_lossy(&sink.lock().unwrap()).into_owned());
         }
-    });
+    })
 }
 
 /// The process groups of the servers running now, so that a runner giving
-/// up on a case can stop its server.
+/// up on a case can stop its server. A server's leader is never reaped
+/// while it is listed here (see [`Server::exit_status`]), so its group id
+/// cannot have been reused by another process when it is signalled.
 static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 fn register_live(pid: i32) {
@@ -311,20 +391,28 @@ fn unregister_live(pid: i32) {
 /// `Server` values notice on their next operation.
 pub fn kill_all_servers() {
     for &pid in LIVE.lock().unwrap().iter() {
-        // SAFETY: kill(2) has no memory-safety preconditions; each pid is
-        // a child we started in its own process group.
+        // SAFETY: kill(2) has no memory-safety preconditions. Each pid is a
+        // child we started as the leader of its own process group and have
+        // not reaped (a reaped one leaves the list first, under this lock),
+        // so the group id is still ours.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
 
-/// A running server. Dropping it kills the server (and its process group);
-/// if the test is failing, the server's stderr is printed to help find out
-/// why (unless [`SHOW_SERVER_OUTPUT`] is off).
+/// A running server. Dropping it kills the server (and its process group).
+/// If the case is failing, what helps explain it is kept for the report
+/// (the tail of the server's stderr; how it died, if it died on its own:
+/// see [`crate::notes`]).
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
     stdout: Arc<Mutex<Vec<u8>>>,
+    /// How the server ended, once it has.
+    exit: Option<ExitStatus>,
+    /// The signals this harness sent it, one bit each.
+    signals_sent: AtomicU64,
+    broken_stderr: bool,
 }
 
 /// Extra settings for [`Server::start_with`].
@@ -332,6 +420,9 @@ pub struct Server {
 pub struct Options<'a> {
     /// Arguments after the command (and after `--addr 127.0.0.1:0`).
     pub args: &'a [&'a str],
+    /// The address to give with `--addr`, instead of `127.0.0.1:0`. The
+    /// server must announce the address it listens on, as always.
+    pub addr: Option<&'a str>,
     /// `RLIMIT_NOFILE` for the server process.
     pub max_open_files: Option<u64>,
     /// The soft `RLIMIT_NOFILE` alone, the hard limit left as it is.
@@ -391,7 +482,7 @@ impl Server {
     fn wait_accepting(&mut self, shown: &str, addr: SocketAddr) {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.exit_status() {
                 panic!(
                     "the server {} before accepting connections on {addr}{}",
                     describe_exit(status),
@@ -425,7 +516,7 @@ impl Server {
     }
 
     pub fn try_running(&mut self) -> Result<(), String> {
-        match self.child.try_wait().unwrap() {
+        match self.exit_status() {
             None => Ok(()),
             Some(status) => Err(format!(
                 "the server {} while it should still be serving{}",
@@ -461,16 +552,32 @@ impl Server {
 
     /// Sends `signal` to the server's process group, as Ctrl-C in a terminal does.
     pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) has no memory-safety preconditions; the process
-        // group is our own child's.
+        self.signals_sent
+            .fetch_or(1 << (signal as u64 & 63), Ordering::Relaxed);
+        // SAFETY: kill(2) has no memory-safety preconditions; the group is
+        // our own child's, whose leader is not reaped before `drop`.
         let rc = unsafe { libc::kill(-self.pid(), signal) };
-        assert_eq!(rc, 0, "kill failed: {}", io::Error::last_os_error());
+        assert!(rc == 0, "kill failed: {}", io::Error::last_os_error());
+    }
+
+    fn was_sent(&self, signal: libc::c_int) -> bool {
+        self.signals_sent.load(Ordering::Relaxed) & (1 << (signal as u64 & 63)) != 0
+    }
+
+    /// How the server ended, if it has, without reaping it: the zombie
+    /// keeps its pid and process group id from being reused until `drop`,
+    /// which signals the group before it reaps the leader.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = peek_exit(self.pid());
+        }
+        self.exit
     }
 
     fn wait_exit_quietly(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.exit_status() {
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -543,6 +650,29 @@ impl Server {
         Duration::from_millis(ticks * 1000 / hz)
     }
 
+    /// How long the server's threads have been running or ready to run (on
+    /// a run queue, waiting for a CPU) so far, from /proc/PID/task/*/schedstat:
+    /// a server that spins is always one or the other, however loaded the
+    /// machine, where its CPU time alone shrinks with the share it gets.
+    /// Without schedstat, its CPU time.
+    pub fn busy_time(&self) -> Duration {
+        let tasks = format!("/proc/{}/task", self.pid());
+        let Ok(tasks) = std::fs::read_dir(tasks) else {
+            return self.cpu_time();
+        };
+        let mut nanos: u64 = 0;
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                return self.cpu_time();
+            };
+            let mut fields = stat
+                .split_whitespace()
+                .map(|f| f.parse::<u64>().unwrap_or(0));
+            nanos += fields.next().unwrap_or(0) + fields.next().unwrap_or(0);
+        }
+        Duration::from_nanos(nanos)
+    }
+
     /// Number of file descriptors the server has open.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
@@ -594,24 +724,103 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions; the process
-        // group is our own child's.
+        // Before the kill, or our own SIGKILL would hide how it ended. A
+        // failing case may have met a server that is dying (its
+        // connections reset): give it a moment to be seen dead.
+        let ended = match self.exit_status() {
+            None if thread::panicking() => self.wait_exit_quietly(Duration::from_millis(100)),
+            ended => ended,
+        };
+        // SAFETY: kill(2) has no memory-safety preconditions; the leader of
+        // the group is not reaped yet (that is the wait below), so the group
+        // id is still our child's.
         unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
         // Before the wait, which frees the pid for reuse.
         unregister_live(self.pid());
         let _ = self.child.wait();
-        if thread::panicking() && SHOW_SERVER_OUTPUT.load(Ordering::Relaxed) {
-            eprintln!("--- server stderr ---\n{}---", self.stderr());
+        if let Some(status) = ended {
+            if let Some(death) = self.death(status) {
+                notes::record_death(death);
+            }
+        }
+        if thread::panicking() {
+            notes::record_stderr(&self.stderr());
         }
     }
 }
 
-/// "exited with status 1", "was killed by SIGSEGV (signal 11)".
+impl Server {
+    /// How the server ended, if that is news: a signal, or a failure status.
+    fn death(&self, status: ExitStatus) -> Option<Death> {
+        if let Some(signal) = status.signal() {
+            return Some(Death::Signal {
+                signal,
+                sent_by_us: self.was_sent(signal),
+                broken_stderr: self.broken_stderr,
+            });
+        }
+        match status.code() {
+            // After a stop signal, how it exited is the case's own business.
+            Some(_) if self.signals_sent.load(Ordering::Relaxed) != 0 => None,
+            Some(code) => Some(Death::Status {
+                code,
+                last_words: self.last_words(),
+            }),
+            None => None,
+        }
+    }
+}
+
+/// How process `pid` ended, if it has, leaving it to be reaped later
+/// (waitid with WNOWAIT).
+fn peek_exit(pid: i32) -> Option<ExitStatus> {
+    // SAFETY: waitid writes only to the siginfo_t we pass; zeroed is a
+    // valid siginfo_t, and si_pid stays 0 if no child has changed state.
+    let info = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if rc != 0 || info.si_pid() == 0 {
+            return None;
+        }
+        info
+    };
+    // SAFETY: for a child that exited, waitid filled si_status.
+    let value = unsafe { info.si_status() };
+    // The raw wait status, as waitpid(2) would have returned it.
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (value & 0xff) << 8,
+        libc::CLD_DUMPED => value | 0x80,
+        _ => value,
+    };
+    Some(ExitStatus::from_raw(raw))
+}
+
+/// Ends the running case as "not applicable": what it checks cannot
+/// happen with this server (it does not use the mechanism the case works
+/// through), which is not a pass. `why` finishes "not applicable: ...".
+pub fn not_applicable(why: impl Into<String>) -> ! {
+    std::panic::panic_any(crate::runner::NotApplicable(why.into()))
+}
+
+/// "exited with status 1", "died of signal 11 (SIGSEGV)".
 pub fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(signal)) => format!("was killed by {} (signal {signal})", signal_name(signal)),
+        (None, Some(signal)) => format!("died of {}", describe_signal(signal)),
         _ => format!("ended ({status})"),
+    }
+}
+
+/// "signal 13 (SIGPIPE)".
+pub fn describe_signal(signal: libc::c_int) -> String {
+    match signal_name(signal) {
+        name if name.starts_with("SIG") => format!("signal {signal} ({name})"),
+        _ => format!("signal {signal}"),
     }
 }
 
@@ -624,6 +833,16 @@ pub fn signal_name(signal: libc::c_int) -> String {
         libc::SIGABRT => "SIGABRT".into(),
         libc::SIGPIPE => "SIGPIPE".into(),
         libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGILL => "SIGILL".into(),
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        libc::SIGUSR2 => "SIGUSR2".into(),
+        libc::SIGALRM => "SIGALRM".into(),
+        libc::SIGXFSZ => "SIGXFSZ".into(),
+        libc::SIGXCPU => "SIGXCPU".into(),
+        libc::SIGSYS => "SIGSYS".into(),
         other => format!("signal {other}"),
     }
 }
@@ -672,7 +891,22 @@ impl Client {
     }
 
     pub fn try_connect(addr: SocketAddr) -> Result<Client, String> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| match e.kind() {
+        Client::try_connect_with(addr, |_| {})
+    }
+
+    /// Connects with socket options that must be set before `connect`
+    /// (`SO_RCVBUF`, `TCP_MAXSEG`), which `setup` sets on the new socket.
+    pub fn connect_with(addr: SocketAddr, setup: impl FnOnce(RawFd)) -> Client {
+        Client::try_connect_with(addr, setup).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_connect_with(addr: SocketAddr, setup: impl FnOnce(RawFd)) -> Result<Client, String> {
+        let connected = if let SocketAddr::V4(v4) = addr {
+            connect_v4(v4, setup)
+        } else {
+            TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        };
+        let stream = connected.map_err(|e| match e.kind() {
             ErrorKind::ConnectionRefused => format!(
                 "a client could not connect: connection refused (is the server still listening on {addr}?)"
             ),
@@ -822,6 +1056,66 @@ impl Client {
         assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
         drop(self.stream);
     }
+}
+
+/// A TCP connection to `addr` from a socket that `setup` prepared, bounded
+/// by [`IO_TIMEOUT`] (on Linux, `SO_SNDTIMEO` bounds `connect` too).
+fn connect_v4(addr: std::net::SocketAddrV4, setup: impl FnOnce(RawFd)) -> io::Result<TcpStream> {
+    // SAFETY: socket(2) takes no pointers; a non-negative result is a new
+    // descriptor that the TcpStream takes ownership of, once, right here.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        TcpStream::from_raw_fd(fd)
+    };
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    setup(stream.as_raw_fd());
+    let sockaddr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    loop {
+        // SAFETY: the pointer and length describe `sockaddr`, alive for the call.
+        let rc = unsafe {
+            libc::connect(
+                stream.as_raw_fd(),
+                (&sockaddr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(stream);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Sets an integer socket option, panicking if the kernel refuses it.
+pub fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: the pointer and length describe `value`, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert!(
+        rc == 0,
+        "setsockopt({level}, {name}, {value}): {}",
+        io::Error::last_os_error()
+    );
 }
 
 /// Why reading `want` bytes stopped after `got`, in words.

@@ -18,8 +18,15 @@ fn hello(server: &Server) -> Vec<u8> {
     client.send(b"hello");
     let mut reply = Vec::new();
     if let Err(e) = client.stream.read_to_end(&mut reply) {
+        let what = match e.kind() {
+            std::io::ErrorKind::ConnectionReset => "reset the connection".to_string(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                "neither finished its reply nor closed the connection".to_string()
+            }
+            _ => format!("broke the connection ({e})"),
+        };
         panic!(
-            "after {:?} the server neither finished its reply nor closed the connection: {e}",
+            "a client said hello; after {:?} the server {what}",
             String::from_utf8_lossy(&reply)
         );
     }
@@ -37,12 +44,15 @@ fn assert_world(reply: &[u8]) {
 pub fn replies_once_and_closes(target: &Target) {
     let server = target.start();
     assert_world(&hello(&server));
-    // The log line travels through a pipe and a reader thread: wait for it.
-    server.eventually(
-        IO_WAIT,
-        "the server logs `client says: hello` on stderr",
-        |s| s.stderr().contains("client says: hello"),
-    );
+    // Logging what it heard is ch03's own convention, not every server's.
+    if target.follows_contract() {
+        // The log line travels through a pipe and a reader thread: wait for it.
+        server.eventually(
+            IO_WAIT,
+            "the server logs `client says: hello` on stderr",
+            |s| s.stderr().contains("client says: hello"),
+        );
+    }
 }
 
 pub fn serves_clients_one_after_another(target: &Target) {

@@ -7,10 +7,11 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, Options, Target};
+use crate::harness::{frame, not_applicable, secs, Options, Target};
 
 // ANCHOR: nagle
 /// A client writes three small frames at once and waits for the three
@@ -28,15 +29,19 @@ pub fn small_pipelined_frames_are_answered_at_once(target: &Target) {
     for _ in 0..20 {
         let start = Instant::now();
         client.send(&burst);
-        assert_eq!(client.recv_exact(burst.len()), burst);
+        assert!(
+            client.recv_exact(burst.len()) == burst,
+            "three small pipelined frames came back different"
+        );
         exchanges.push(start.elapsed());
     }
     exchanges.sort();
     let median = exchanges[exchanges.len() / 2];
     assert!(
         median < Duration::from_millis(15),
-        "three small pipelined frames took {median:?} to come back (median of 20): \
-         the replies wait for the client's delayed ACK (Nagle's algorithm; set TCP_NODELAY)"
+        "three small pipelined frames took {} to come back (median of 20): \
+         the replies wait for the client's delayed ACK (Nagle's algorithm; set TCP_NODELAY)",
+        secs(median)
     );
 }
 // ANCHOR_END: nagle
@@ -51,10 +56,12 @@ pub fn good_frame_then_bad_length_in_one_write(target: &Target) {
         let mut bytes = frame(b"good");
         bytes.extend_from_slice(&bad.to_le_bytes());
         client.send(&bytes);
-        assert_eq!(
-            client.recv_frame(),
-            b"good",
-            "the frame before a bad length header must still be answered"
+        let reply = client.try_recv_frame().unwrap_or_else(|e| {
+            panic!("a valid frame followed by a header announcing {bad} bytes: {e}; the valid frame must still be answered")
+        });
+        assert!(
+            reply == b"good",
+            "the reply to a valid frame followed by a bad length came back different"
         );
         client.assert_closed_by_server();
         server.assert_serves();
@@ -83,13 +90,23 @@ pub fn urgent_data_does_not_stall_the_connection(target: &Target) {
         .stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    assert_eq!(client.recv_frame(), b"before");
+    let before = client.try_recv_frame().unwrap_or_else(|e| {
+        panic!("a frame, then one byte of urgent data: the frame's reply: {e}")
+    });
+    assert!(
+        before == b"before",
+        "the reply to the frame before the urgent byte came back different"
+    );
     let mut after = [0u8; 9];
     match client.stream.read_exact(&mut after) {
-        Ok(()) => assert_eq!(&after[..], &frame(b"after")[..]),
+        Ok(()) => assert!(
+            after[..] == frame(b"after")[..],
+            "the reply to the frame after the urgent byte came back different"
+        ),
         Err(e) if e.kind() == ErrorKind::WouldBlock => panic!(
-            "the frame after one byte of urgent data got no reply in 3 s: \
-             the server stopped reading at the urgent mark and waits for an edge that never comes"
+            "the frame after one byte of urgent data got no reply in 3 s: the server \
+             stopped reading at the urgent mark and waits for an edge that never comes \
+             (or it took the urgent byte into the stream, SO_OOBINLINE)"
         ),
         Err(e) => panic!("reading the reply after urgent data: {e}"),
     }
@@ -115,9 +132,8 @@ fn set_cork(stream: &std::net::TcpStream, on: bool) {
 fn send_urgent_byte(stream: &std::net::TcpStream) {
     // SAFETY: the pointer and length describe a 1-byte static buffer.
     let sent = unsafe { libc::send(stream.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
-    assert_eq!(
-        sent,
-        1,
+    assert!(
+        sent == 1,
         "send(MSG_OOB): {}",
         std::io::Error::last_os_error()
     );
@@ -160,9 +176,12 @@ pub fn raises_its_open_file_limit(target: &Target) {
         .find(|l| l.starts_with("Max open files"))
         .expect("Max open files in /proc/PID/limits");
     let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
-    assert_eq!(
-        numbers[0], numbers[1],
-        "the server kept its soft limit on open files below the hard limit: {line}"
+    assert!(
+        numbers[0] == numbers[1],
+        "started with a soft limit of {} open files under a hard limit of {}, the \
+         server kept the soft one: it will run out of descriptors long before it must",
+        numbers[0],
+        numbers[1]
     );
 }
 // ANCHOR_END: fd_limit
@@ -172,14 +191,20 @@ pub fn raises_its_open_file_limit(target: &Target) {
 /// error (EPROTO) or a shortage of memory (ENOBUFS). Every client must
 /// still be served: accept(2) says to retry, and an edge-triggered server
 /// that gives up instead leaves the client in the backlog for good.
+///
+/// The errors come from a shim preloaded into the server, which counts
+/// the errors it made: if it made none, the server accepts some other way
+/// (io_uring, a static binary) and the case cannot tell anything.
 pub fn accept_errors_do_not_strand_clients(target: &Target) {
     let shim = accept_error_shim();
     for errno in [libc::EPROTO, libc::ENOBUFS] {
         let errno = errno.to_string();
+        let log = ShimLog::new("accept-errors");
         let mut server = target.start_with(Options {
             env: &[
                 ("LD_PRELOAD", shim.to_str().unwrap()),
                 ("ECHO_TEST_ACCEPT_ERRNO", &errno),
+                ("ECHO_TEST_ACCEPT_LOG", log.path()),
             ],
             ..Options::default()
         });
@@ -192,16 +217,56 @@ pub fn accept_errors_do_not_strand_clients(target: &Target) {
             client.send_frame(b"anyone?");
             let mut reply = [0u8; 11];
             if let Err(e) = client.stream.read_exact(&mut reply) {
+                let what = match e.kind() {
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut => "got no reply in 3 s",
+                    ErrorKind::ConnectionReset => "was reset",
+                    _ => "got no reply",
+                };
                 panic!(
-                    "client {i} got no reply in 3 s when accept failed with errno {errno}: \
-                     the server gave up accepting ({e})"
+                    "when every other accept failed with errno {errno}, client {i} {what}: \
+                     the server gave up accepting"
                 );
             }
         }
         server.assert_running();
+        if log.count() == 0 {
+            not_applicable(
+                "the server never called accept(2) or accept4(2) through the C library \
+                 (it may accept through io_uring, or be linked statically), so the \
+                 preloaded shim could not make them fail",
+            );
+        }
     }
 }
 // ANCHOR_END: accept_errors
+
+/// A file a preloaded shim appends one byte to for each error it makes,
+/// removed when dropped.
+struct ShimLog(PathBuf);
+
+impl ShimLog {
+    fn new(what: &str) -> ShimLog {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("echo-{what}-{}-{n}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        ShimLog(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary directory")
+    }
+
+    fn count(&self) -> u64 {
+        std::fs::metadata(&self.0).map_or(0, |m| m.len())
+    }
+}
+
+impl Drop for ShimLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// Compiles tests/fixtures/accept_errors.c into a shared object, once.
 fn accept_error_shim() -> PathBuf {
@@ -238,9 +303,8 @@ pub fn listens_with_the_largest_backlog(target: &Target) {
         .expect("ss (from iproute2) is needed to read a listener's backlog");
     let line = String::from_utf8_lossy(&out.stdout);
     let backlog = line.split_whitespace().nth(2).unwrap_or("?");
-    assert_eq!(
-        backlog,
-        somaxconn.trim(),
+    assert!(
+        backlog == somaxconn.trim(),
         "the server listens with a backlog of {backlog}, not the kernel's maximum \
          (net.core.somaxconn = {}): a burst of clients would overflow it",
         somaxconn.trim()

@@ -1,7 +1,8 @@
 use conformance::Level;
 
-// The default idle timeout (60 s) is far longer than any case here takes:
-// the suite checks that chapter 9's behaviour is intact.
+// Every level up to chapter 9's, with the default idle timeout (60 s, far
+// longer than any of those cases takes), and chapter 11's idle timeout,
+// whose cases set short timeouts with --idle-timeout-ms.
 fn main() {
     conformance::main(
         env!("CARGO_BIN_EXE_ch12"),
@@ -10,6 +11,7 @@ fn main() {
             Level::Concurrent,
             Level::EventLoop,
             Level::Scale,
+            Level::IdleTimeout,
         ],
     );
 }
