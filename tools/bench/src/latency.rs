@@ -37,6 +37,9 @@ const SHARES: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
 const TARGET_SERVERS: [&str; 3] = ["ch09", "ch12", "ch13"];
 const REFERENCE: &str = "tokio-ct";
 const TARGET_UP_TO: f64 = 0.75;
+/// A cell is marked when the load generator's own lateness (its p99) is
+/// more than this share of the server's p99: the figure is then the pair's.
+const LATE_SHARE: f64 = 0.25;
 /// Where the page says each server's p99 crosses: 1 ms.
 const CROSSING_US: f64 = 1000.0;
 
@@ -120,7 +123,8 @@ pub fn run(ctx: &Context) -> LatencyRun {
         .copied()
         .filter(|s| ctx.server(s).is_some())
         .collect();
-    let per_round = servers.len() as f64 * (timing.warmup + timing.secs + 0.3);
+    let run = timing.warmup + timing.secs + crate::targets::OVERHEAD_PER_RUN;
+    let per_round = servers.len() as f64 * run;
     eprintln!(
         "bench: latency: the maximum of {} at {} ({calibration_rounds} rounds), then {} servers \
          at {} offered loads, {:.1} s windows, rounds per load from {} to {} until the p99 \
@@ -133,8 +137,10 @@ pub fn run(ctx: &Context) -> LatencyRun {
         rounds_policy.min,
         rounds_policy.max,
         rounds_policy.tolerance * 100.0,
-        per_round * (rounds_policy.min * result.shares.len()) as f64,
-        per_round * (rounds_policy.max * result.shares.len()) as f64,
+        run * (calibration_rounds * tokios.len()) as f64
+            + per_round * (rounds_policy.min * result.shares.len()) as f64,
+        run * (calibration_rounds * tokios.len()) as f64
+            + per_round * (rounds_policy.max * result.shares.len()) as f64,
     );
 
     // The strongest tokio's maximum: closed loop, each client waiting for its reply.
@@ -323,11 +329,14 @@ impl LatencyRun {
                             .filter_map(|r| r.get(&server))
                             .filter(|s| s.unanswered > 0)
                             .count();
-                        let mark = if 2 * behind > rounds.len() {
+                        let mut mark = if 2 * behind > rounds.len() {
                             " ⁺"
                         } else {
                             ""
                         };
+                        if m(|s| s.lag_p99).is_some_and(|lag| lag > LATE_SHARE * b) {
+                            mark = if mark.is_empty() { " ‡" } else { " ⁺‡" };
+                        }
                         format!("{} / {} / {} / {}{mark}", us(a), us(b), us(c), us(d))
                     }
                     _ => "–".into(),
@@ -440,7 +449,9 @@ impl LatencyRun {
              median over rounds. Rounds: {}.\n\n\
              **Latency, µs: p50 / p99 / p99.9 / max** (⁺: the server was still behind at the \
              end of the drain in most rounds: it could not keep up, and its figures grow with \
-             the window):\n\n\
+             the window; ‡: the load generator itself sent late by more than a quarter of that \
+             p99 (its own p99 lateness, median over rounds): the machine, not only the server, \
+             set that figure):\n\n\
              <!-- ANCHOR: latency -->\n{}<!-- ANCHOR_END: latency -->\n\n\
              **The target**: ch09, ch12 and ch13 each with a p99 no higher than tokio-ct's at \
              every offered load up to {:.0}%, judged by the interval of the per-round ratios:\n\n\
