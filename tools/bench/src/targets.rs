@@ -89,6 +89,10 @@ pub struct Sample {
     pub cpu: [Option<f64>; 3],
     /// Pinned runs: softirq time on the server's core, ns per frame.
     pub softirq_server_core: Option<f64>,
+    /// Softirq time on every CPU (whoever it was charged to), ns per frame.
+    pub softirq: Option<f64>,
+    /// CPU of the ksoftirqd threads (charged to neither side), ns per frame.
+    pub ksoftirqd: Option<f64>,
 }
 
 impl Sample {
@@ -434,10 +438,11 @@ fn sample(m: &crate::Measured, pin: Option<Pin>) -> Option<Sample> {
         let cpu = cpu?;
         (r.frames > 0).then(|| cpu * r.secs * 1e9 / r.frames as f64)
     };
-    let softirq = pin.and_then(|p| {
-        let c = r.cpus.iter().find(|c| c.cpu == p.server)?;
-        (r.frames > 0).then(|| c.softirq * 1e9 / r.frames as f64)
-    });
+    let ns = |secs: f64| (r.frames > 0).then(|| secs * 1e9 / r.frames as f64);
+    let softirq = pin.and_then(|p| ns(r.cpus.iter().find(|c| c.cpu == p.server)?.softirq));
+    let all_softirq = (!r.cpus.is_empty())
+        .then(|| ns(r.cpus.iter().map(|c| c.softirq).sum()))
+        .flatten();
     Some(Sample {
         fps: r.frames_per_sec,
         cpu: [
@@ -446,6 +451,8 @@ fn sample(m: &crate::Measured, pin: Option<Pin>) -> Option<Sample> {
             m.whole_ns_per_frame(),
         ],
         softirq_server_core: softirq,
+        softirq: all_softirq,
+        ksoftirqd: r.ksoftirqd_cpu.and_then(|c| per_frame(Some(c))),
     })
 }
 
@@ -585,8 +592,8 @@ impl TargetsRun {
             if !any {
                 s += "| load | ";
                 s += &columns.map(|c| c.0).join(" | ");
-                s += " | softirq on the server's core, ns/frame (pinned: ch09, ch13) |\n|---|";
-                s += &"---|".repeat(columns.len() + 1);
+                s += " |\n|---|";
+                s += &"---|".repeat(columns.len());
                 s += "\n";
                 any = true;
             }
@@ -601,21 +608,52 @@ impl TargetsRun {
                 let text = self.interval(li, &v).map_or("–".into(), |i| i.text(3));
                 let _ = write!(s, " {text} |");
             }
-            let softirq = |label: &str| {
-                Interval::of(
-                    &self.rounds[li]
-                        .iter()
-                        .filter_map(|r| r.get(label)?.softirq_server_core)
-                        .collect::<Vec<_>>(),
-                )
-                .map_or("–".into(), |i| format!("{:.0}", i.median))
-            };
-            let _ = writeln!(
+            s += "\n";
+        }
+        s
+    }
+
+    /// Where the kernel's softirq work (on loopback: the receive side of
+    /// every TCP segment, run by whoever sent it, or by ksoftirqd) went,
+    /// ns per frame, median over rounds, at the 64 B loads.
+    pub fn softirq_table(&self) -> String {
+        let loads: Vec<usize> = (0..self.loads.len())
+            .filter(|&li| self.loads[li].size == 64 && !self.rounds[li].is_empty())
+            .collect();
+        if loads.is_empty() {
+            return String::new();
+        }
+        let mut s = String::from("| server |");
+        for &li in &loads {
+            let _ = write!(
                 s,
-                " {}, {} |",
-                softirq(&pinned("ch09")),
-                softirq(&pinned("ch13"))
+                " {}: CPU (window) | softirq, all cores | on the server's core | ksoftirqd |",
+                self.loads[li].label()
             );
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(4 * loads.len());
+        s += "\n";
+        for label in ["ch09", "ch13", "ch09 pinned", "ch13 pinned"] {
+            let _ = write!(s, "| {label} |");
+            for &li in &loads {
+                let m = |f: fn(&Sample) -> Option<f64>| {
+                    let v: Vec<f64> = self.rounds[li]
+                        .iter()
+                        .filter_map(|r| f(r.get(label)?))
+                        .collect();
+                    Interval::of(&v).map_or("–".into(), |i| format!("{:.0}", i.median))
+                };
+                let _ = write!(
+                    s,
+                    " {} | {} | {} | {} |",
+                    m(|s| s.cpu[0]),
+                    m(|s| s.softirq),
+                    m(|s| s.softirq_server_core),
+                    m(|s| s.ksoftirqd)
+                );
+            }
+            s += "\n";
         }
         s
     }
@@ -636,6 +674,9 @@ impl TargetsRun {
              <!-- ANCHOR: targets -->\n{}<!-- ANCHOR_END: targets -->\n\n\
              **ch13 ÷ ch09, CPU per frame, by how it is measured** (median, 95% interval, rounds):\n\n\
              <!-- ANCHOR: methods -->\n{}<!-- ANCHOR_END: methods -->\n\n\
+             **Where the kernel's softirq work ran**, ns per echoed frame (median over rounds; \
+             /proc/stat ticks, so a few ns of resolution at these rates):\n\n\
+             <!-- ANCHOR: softirq -->\n{}<!-- ANCHOR_END: softirq -->\n\n\
              **Every server, per load** (CPU: the window, schedstat):\n\n\
              <!-- ANCHOR: ratios -->\n{}<!-- ANCHOR_END: ratios -->\n",
             info.header(),
@@ -643,18 +684,19 @@ impl TargetsRun {
             self.tolerance * 100.0,
             self.targets_table(),
             self.methods_table(),
+            self.softirq_table(),
             self.ratio_tables(),
         );
         println!("{md}");
         std::fs::write(out.join("targets.md"), md)?;
         let mut csv = String::from(
-            "load,round,server,frames_per_sec,ns_window_schedstat,ns_window_stat,ns_whole_run,softirq_ns_server_core,note\n",
+            "load,round,server,frames_per_sec,ns_window_schedstat,ns_window_stat,ns_whole_run,softirq_ns_server_core,softirq_ns_all,ksoftirqd_ns,note\n",
         );
         let num = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_default();
         for (li, round, label, s, note) in &self.runs {
             let _ = writeln!(
                 csv,
-                "{},{},{label},{:.0},{},{},{},{},\"{}\"",
+                "{},{},{label},{:.0},{},{},{},{},{},{},\"{}\"",
                 self.loads[*li].label(),
                 round + 1,
                 s.fps,
@@ -662,6 +704,8 @@ impl TargetsRun {
                 num(s.cpu[1]),
                 num(s.cpu[2]),
                 num(s.softirq_server_core),
+                num(s.softirq),
+                num(s.ksoftirqd),
                 note.replace('"', "'"),
             );
         }
@@ -690,6 +734,8 @@ mod tests {
             fps,
             cpu: [Some(ns), Some(ns * 1.1), Some(ns * 1.2)],
             softirq_server_core: None,
+            softirq: None,
+            ksoftirqd: None,
         }
     }
 

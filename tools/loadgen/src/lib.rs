@@ -160,6 +160,11 @@ pub struct Report {
     /// kernel's softirq work ran, whoever it was charged to.
     #[serde(default)]
     pub cpus: Vec<CpuTimes>,
+    /// CPU of the kernel's softirq threads (`ksoftirqd/N`) over the
+    /// window, in cores: network work deferred to them is charged to
+    /// neither the server nor the load generator.
+    #[serde(default)]
+    pub ksoftirqd_cpu: Option<f64>,
     /// Open loop: the frames per second offered.
     #[serde(default)]
     pub offered_fps: Option<f64>,
@@ -382,6 +387,11 @@ pub fn run(config: &Config) -> Result<Report> {
     let server_before = config.server_pid.map(process_cpu_time);
     let stat_before = config.server_pid.and_then(process_stat_time);
     let cpus_before = cpu_times();
+    let ksoftirqd = ksoftirqd_pids();
+    let ksoftirqd_before = ksoftirqd
+        .iter()
+        .map(|&p| process_cpu_time(p))
+        .collect::<Option<Vec<_>>>();
     sleep_until(phases.stop);
     let window = config.secs.as_secs_f64();
     let cpu = (cpu_time()? - cpu_before).as_secs_f64() / window;
@@ -391,6 +401,16 @@ pub fn run(config: &Config) -> Result<Report> {
         .zip(cpu_times())
         .map(|(before, after)| cpu_deltas(&before, &after))
         .unwrap_or_default();
+    let ksoftirqd_after = ksoftirqd
+        .iter()
+        .map(|&p| process_cpu_time(p))
+        .collect::<Option<Vec<_>>>();
+    let ksoftirqd_cpu = ksoftirqd_before
+        .zip(ksoftirqd_after)
+        .map(|(before, after)| {
+            let sum = |v: &[ProcessCpu]| v.iter().map(|c| c.time).sum::<Duration>();
+            sum(&after).saturating_sub(sum(&before)).as_secs_f64() / window
+        });
     let server_cpu_stat = stat_before
         .zip(stat_after)
         .and_then(|(before, after)| after.checked_sub(before))
@@ -419,6 +439,7 @@ pub fn run(config: &Config) -> Result<Report> {
     report.server_cpu_note = server_cpu_note;
     report.server_cpu_stat = server_cpu_stat;
     report.cpus = cpus;
+    report.ksoftirqd_cpu = ksoftirqd_cpu;
     Ok(report)
 }
 
@@ -466,6 +487,19 @@ fn process_cpu_time(pid: u32) -> Option<ProcessCpu> {
         time: Duration::from_nanos(ns),
         threads,
     })
+}
+
+/// The kernel's per-CPU softirq threads, found by name.
+fn ksoftirqd_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+        })
+        .collect()
 }
 
 /// utime + stime of a whole process from `/proc/PID/stat`, threads that
@@ -710,6 +744,7 @@ impl Tally {
             server_cpu_stat: None,
             frames_total: self.frames_total,
             cpus: Vec::new(),
+            ksoftirqd_cpu: None,
             offered_fps: config.rate,
             scheduled: self.scheduled,
             unanswered: self.unanswered,
