@@ -69,7 +69,7 @@ book-check:
     bash book/gen-diffs.sh
     bash book/check.sh
 
-# Benchmark every server against tokio (≈12 min on 2 cores; --quick for a smoke run): just bench --quick
+# Benchmark every server against tokio: matrix, targets, open-loop latency (18–26 min on 2 cores; --quick: seconds)
 bench *args:
     cargo run --release -p bench -- "$@"
 
