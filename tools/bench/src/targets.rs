@@ -206,6 +206,15 @@ impl Target {
         all
     }
 
+    /// Whether the servers it divides were part of the run.
+    fn measurable(&self, present: &[&str]) -> bool {
+        let den = match self.den {
+            Den::Server(s) => present.contains(&s),
+            Den::StrongerTokio => TOKIO_CT.iter().any(|t| present.contains(t)),
+        };
+        den && present.contains(&self.server)
+    }
+
     fn den_text(&self) -> &'static str {
         match self.den {
             Den::Server(s) => s,
@@ -358,7 +367,7 @@ pub fn run(ctx: &Context) -> TargetsRun {
         }
         let tracked: Vec<Variant> = all_targets
             .iter()
-            .filter(|t| t.load == li)
+            .filter(|t| t.load == li && t.measurable(&present))
             .flat_map(|t| t.variants())
             .collect();
         for round in 0.. {
@@ -469,7 +478,13 @@ impl TargetsRun {
              |---|---|---|---|\n",
         );
         for t in targets() {
-            if self.rounds[t.load].is_empty() {
+            let rounds = &self.rounds[t.load];
+            let present: Vec<&str> = SERVERS
+                .iter()
+                .copied()
+                .filter(|s| rounds.iter().any(|r| r.contains_key(*s)))
+                .collect();
+            if rounds.is_empty() || !t.measurable(&present) {
                 continue;
             }
             let mut verdicts = Vec::new();
@@ -567,6 +582,60 @@ impl TargetsRun {
                         per_round(Den::StrongerTokio, Metric::Cpu(Method::Window))
                     },
                 );
+            }
+            s += "\n";
+        }
+        s
+    }
+
+    /// How much the method alone moves ch13 ÷ ch09: per round, the ratio
+    /// counted one way over the same runs' ratio counted the other way.
+    /// Paired, so the machine's noise between runs cancels.
+    pub fn paired_methods_table(&self) -> String {
+        let pairs: [(&str, bool, Method, Method); 3] = [
+            (
+                "utime+stime ÷ schedstat, same window",
+                false,
+                Method::StatWindow,
+                Method::Window,
+            ),
+            ("whole run ÷ window", false, Method::Whole, Method::Window),
+            (
+                "pinned: whole run ÷ window",
+                true,
+                Method::Whole,
+                Method::Window,
+            ),
+        ];
+        let mut s = String::new();
+        for (li, load) in self.loads.iter().enumerate() {
+            if load.size != 64 || self.rounds[li].is_empty() {
+                continue;
+            }
+            if s.is_empty() {
+                s += "| load | ";
+                s += &pairs.map(|p| p.0).join(" | ");
+                s += " |\n|---|";
+                s += &"---|".repeat(pairs.len());
+                s += "\n";
+            }
+            let _ = write!(s, "| {} |", load.label());
+            for (_, pin, a, b) in pairs {
+                let (num, den) = if pin {
+                    (pinned("ch13"), Den::Server("ch09"))
+                } else {
+                    ("ch13".to_string(), Den::Server("ch09"))
+                };
+                let v: Vec<f64> = self.rounds[li]
+                    .iter()
+                    .filter_map(|r| {
+                        let x = ratio(r, &num, den, Metric::Cpu(a))?;
+                        let y = ratio(r, &num, den, Metric::Cpu(b))?;
+                        Some(x / y)
+                    })
+                    .collect();
+                let text = Interval::of(&v).map_or("–".into(), |i| i.text(3));
+                let _ = write!(s, " {text} |");
             }
             s += "\n";
         }
@@ -674,6 +743,10 @@ impl TargetsRun {
              <!-- ANCHOR: targets -->\n{}<!-- ANCHOR_END: targets -->\n\n\
              **ch13 ÷ ch09, CPU per frame, by how it is measured** (median, 95% interval, rounds):\n\n\
              <!-- ANCHOR: methods -->\n{}<!-- ANCHOR_END: methods -->\n\n\
+             **How much the method alone moves that ratio**: per round, ch13 ÷ ch09 counted \
+             one way over the same runs counted the other way (paired, so the noise between \
+             runs cancels; 1.000 means no difference):\n\n\
+             <!-- ANCHOR: paired -->\n{}<!-- ANCHOR_END: paired -->\n\n\
              **Where the kernel's softirq work ran**, ns per echoed frame (median over rounds; \
              /proc/stat ticks, so a few ns of resolution at these rates):\n\n\
              <!-- ANCHOR: softirq -->\n{}<!-- ANCHOR_END: softirq -->\n\n\
@@ -684,6 +757,7 @@ impl TargetsRun {
             self.tolerance * 100.0,
             self.targets_table(),
             self.methods_table(),
+            self.paired_methods_table(),
             self.softirq_table(),
             self.ratio_tables(),
         );
@@ -851,7 +925,41 @@ mod tests {
             cpu.contains("window (schedstat): 0.99 (0.97–1.02, 8 rounds)"),
             "{cpu}"
         );
-        // Loads without rounds have no rows.
+        // Loads without rounds have no rows, nor targets of servers not run.
         assert!(!table.contains("100×1×64B"), "{table}");
+        assert!(!table.contains("ch13"), "{table}");
+    }
+
+    #[test]
+    fn the_paired_table_shows_what_the_method_alone_changes() {
+        let mut run = TargetsRun {
+            loads: LOADS.to_vec(),
+            rounds: vec![Vec::new(); LOADS.len()],
+            stops: vec![None; LOADS.len()],
+            tolerance: 0.03,
+            window: 1.0,
+            failures: Vec::new(),
+            runs: Vec::new(),
+        };
+        // Rounds that differ a lot from each other; within each, ch13's
+        // whole-run figure is 4% under its window figure, ch09's equal.
+        run.rounds[1] = (0..6)
+            .map(|i| {
+                let noise = 1.0 + 0.2 * i as f64;
+                let mut ch13 = sample(100.0, 500.0 * noise);
+                ch13.cpu[2] = Some(480.0 * noise);
+                let mut ch09 = sample(100.0, 550.0);
+                ch09.cpu[2] = Some(550.0);
+                [("ch09".to_string(), ch09), ("ch13".to_string(), ch13)].into()
+            })
+            .collect();
+        let table = run.paired_methods_table();
+        let row = table.lines().find(|l| l.starts_with("| 100×16×64B")).unwrap();
+        // utime+stime ÷ schedstat: the helper makes both 1.1×: no change;
+        // whole run ÷ window: 0.96 every round, whatever the noise.
+        assert_eq!(
+            row,
+            "| 100×16×64B | 1.000 (1.000–1.000, 6 rounds) | 0.960 (0.960–0.960, 6 rounds) | – |"
+        );
     }
 }
