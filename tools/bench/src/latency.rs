@@ -469,6 +469,7 @@ impl LatencyRun {
             self.targets_table(),
             self.crossings(),
         );
+        let md = md + &crate::targets::failures_section(&self.failures);
         println!("{md}");
         std::fs::write(out.join("latency.md"), md)?;
         let mut csv = String::from(

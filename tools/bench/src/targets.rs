@@ -761,6 +761,7 @@ impl TargetsRun {
             self.softirq_table(),
             self.ratio_tables(),
         );
+        let md = md + &failures_section(&self.failures);
         println!("{md}");
         std::fs::write(out.join("targets.md"), md)?;
         let mut csv = String::from(
@@ -787,6 +788,19 @@ impl TargetsRun {
         eprintln!("bench: targets: wrote targets.md and targets.csv");
         Ok(())
     }
+}
+
+/// The runs that failed (wrong or lost replies, a server that did not
+/// start or stop): listed, and left out of the ratios.
+pub fn failures_section(failures: &[String]) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\n**Runs that failed**, left out of the figures above:\n\n");
+    for f in failures {
+        let _ = writeln!(s, "- {f}");
+    }
+    s
 }
 
 /// Rows in the order of [`SERVERS`], each pinned run after the rest.
@@ -954,7 +968,10 @@ mod tests {
             })
             .collect();
         let table = run.paired_methods_table();
-        let row = table.lines().find(|l| l.starts_with("| 100×16×64B")).unwrap();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("| 100×16×64B"))
+            .unwrap();
         // utime+stime ÷ schedstat: the helper makes both 1.1×: no change;
         // whole run ÷ window: 0.96 every round, whatever the noise.
         assert_eq!(
