@@ -12,12 +12,13 @@
 #   - system calls per echoed frame, counted by the kernel's tracepoints
 #     (perf stat -e raw_syscalls:sys_enter and the calls named below)
 #     over a 2 s load at full speed, against every frame of the run.
-# Counts vary a little from run to run (how many frames a wake-up finds
-# depends on timing), far less than CPU times do.
+# Counts vary from run to run too (how many frames a wake-up finds depends
+# on timing, and with it the loop's overhead per frame), so each is taken
+# REPS times (default 3): the median, and the lowest and highest.
 # Writes book/src/captures/counts.txt. Needs valgrind, perf (with access
-# to the syscall tracepoints) and python3; takes about two minutes.
+# to the syscall tracepoints) and python3; takes about five minutes.
 #
-# Usage: bash book/capture-counts.sh
+# Usage: REPS=3 bash book/capture-counts.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in valgrind perf python3; do
@@ -32,6 +33,7 @@ servers=(
     "tokio-ct=$T/tokio-echo --runtime current-thread --variant idiomatic"
 )
 loads=("100 1 64" "100 16 64")
+reps=${REPS:-3}
 out=book/src/captures/counts.txt
 tmp=$(mktemp -d)
 pid=
@@ -113,30 +115,44 @@ syscalls() { # conns depth size command...
         }' "$tmp/perf.csv"
 }
 
+# "median (lowest–highest)" of the numbers on stdin, with D decimals.
+spread() { # decimals
+    sort -g | awk -v d="$1" '{ v[NR] = $1 }
+        END { printf "%.*f (%.*f–%.*f)", d, v[int((NR + 1) / 2)], d, v[1], d, v[NR] }'
+}
+median() { sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
+
 {
-    echo "# bash book/capture-counts.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr)"
+    echo "# REPS=$reps bash book/capture-counts.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr)"
     echo "# instructions: user space, per echoed frame (callgrind, difference of a 0.5 s and a 3 s load)"
     echo "# system calls per echoed frame over a 2 s load (perf stat, tracepoints): all of them, then"
     echo "# reads (read, recvfrom, recvmsg, readv), sends (write, sendto, sendmsg, writev),"
-    echo "# epoll_wait/epoll_pwait, epoll_ctl, io_uring_enter; ratios: to ch09 at the same load"
+    echo "# epoll_wait/epoll_pwait, epoll_ctl, io_uring_enter (those of the median run)"
+    echo "# each: median (lowest–highest) of $reps runs; ×ch09: medians over ch09's at the same load"
     echo "# loadgen --conns 100 --depth D --size 64"
     echo
-    printf '%-10s %-11s %12s %8s %9s %7s %7s %7s %7s %7s %7s\n' server load instructions ×ch09 syscalls ×ch09 \
-        reads sends waits ctl enter
+    printf '%-9s %-10s %-18s %6s  %-18s %6s %6s %6s %6s %6s %6s\n' server load instructions ×ch09 \
+        "system calls" ×ch09 reads sends waits ctl enter
     for load in "${loads[@]}"; do
         read -r conns depth size <<<"$load"
         base_ir= base_sc=
         for spec in "${servers[@]}"; do
             name=${spec%%=*}
             command=${spec#*=}
-            ir=$(instructions "$conns" "$depth" "$size" "$command")
-            counts=$(syscalls "$conns" "$depth" "$size" "$command")
+            : >"$tmp/ir" && : >"$tmp/sc"
+            for _ in $(seq "$reps"); do
+                instructions "$conns" "$depth" "$size" "$command" >>"$tmp/ir"
+                syscalls "$conns" "$depth" "$size" "$command" >>"$tmp/sc"
+            done
+            ir=$(median <"$tmp/ir")
+            counts=$(median <"$tmp/sc")
             read -r total reads sends waits ctls enters <<<"$counts"
             base_ir=${base_ir:-$ir}
             base_sc=${base_sc:-$total}
-            printf '%-10s %-11s %12d %8.2f %9.2f %7.2f %7.2f %7.2f %7.2f %7.3f %7.2f\n' "$name" \
-                "100×${depth}×64B" "$ir" "$(echo "$ir / $base_ir" | bc -l)" "$total" \
-                "$(echo "$total / $base_sc" | bc -l)" "$reads" "$sends" "$waits" "$ctls" "$enters"
+            printf '%-9s %-10s %-18s %6.2f  %-18s %6.2f %6.2f %6.2f %6.2f %6.3f %6.2f\n' "$name" \
+                "100×${depth}×64B" "$(spread 0 <"$tmp/ir")" "$(echo "$ir / $base_ir" | bc -l)" \
+                "$(cut -d' ' -f1 "$tmp/sc" | spread 2)" "$(echo "$total / $base_sc" | bc -l)" \
+                "$reads" "$sends" "$waits" "$ctls" "$enters"
             echo "capture-counts: $name at 100×${depth}×64B done" >&2
         done
     done
