@@ -22,6 +22,10 @@ pub enum Status {
 /// cores: it, not the server, may have set the pace.
 pub const LOADGEN_LIMIT: f64 = 0.9;
 
+/// Servers that must hold many idle connections in little memory, and
+/// their bound in MiB (issue 14).
+const MEMORY_TARGETS: [(&str, f64); 2] = [("ch09", 10.0), ("ch12", 20.0)];
+
 /// The mark for a cell limited by the load generator.
 const LIMITED: &str = "†";
 
@@ -304,6 +308,7 @@ impl Summary {
 
         s += &self.per_server_table();
         s += &self.memory_table();
+        s += &self.memory_targets();
         s += &self.ceiling_table();
 
         s += "**The servers:**\n\n";
@@ -401,6 +406,54 @@ impl Summary {
         );
         s += &table(&header, rows);
         s += "\n";
+        s
+    }
+
+    /// The memory targets, judged on the load with the most idle
+    /// connections: the highest peak over the repetitions, each on a fresh
+    /// server, against the bound (no interval: a maximum is already the
+    /// cautious side).
+    fn memory_targets(&self) -> String {
+        let Some(pi) = (0..self.points.len())
+            .filter(|&pi| self.points[pi].idle > 0)
+            .max_by_key(|&pi| self.points[pi].idle)
+        else {
+            return String::new();
+        };
+        let rows: Vec<Vec<String>> = MEMORY_TARGETS
+            .iter()
+            .filter_map(|&(server, mib)| {
+                let si = self.servers.iter().position(|s| s == server)?;
+                let c = &self.cells[pi][si];
+                let (peak, verdict) = match (c.status.clone(), c.hwm_kb) {
+                    (Status::Ok, Some(kb)) => {
+                        let peak = kb as f64 / 1024.0;
+                        let verdict = if peak < mib { "met" } else { "missed" };
+                        (format!("{peak:.1} MiB"), verdict)
+                    }
+                    (Status::NotRun, _) | (_, None) => return None,
+                    _ => (cell_text(c, String::new()), "missed"),
+                };
+                Some(vec![
+                    format!("{server} under {mib:.0} MiB"),
+                    peak,
+                    verdict.to_string(),
+                ])
+            })
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "**Memory targets**, at {} (the highest peak, VmHWM, over the repetitions):\n\n\
+             <!-- ANCHOR: memory-targets -->\n",
+            self.points[pi].label()
+        );
+        s += &table(
+            &["target".into(), "peak".into(), String::new()],
+            rows.into_iter(),
+        );
+        s += "<!-- ANCHOR_END: memory-targets -->\n\n";
         s
     }
 
@@ -915,5 +968,46 @@ mod tests {
         assert!(!md.contains("| null-echo           |"), "{md}");
         assert!(md.contains("| 10×4×4096B | 400.0k"), "{md}");
         assert!(md.contains("tokio-ct-tuned: 200.0k | 2.00"), "{md}");
+    }
+
+    #[test]
+    fn memory_targets_are_read_at_the_most_idle_connections() {
+        let servers = [
+            server("ch09", Kind::Chapter),
+            server("ch12", Kind::Chapter),
+            server("tokio-ct", Kind::TokioCt),
+        ];
+        let servers: Vec<&Server> = servers.iter().collect();
+        let points = [
+            Point::new(10, 1, 64, "poll's O(n)").with_idle(990),
+            Point::new(10, 1, 64, "poll's O(n)").with_idle(9990),
+        ];
+        let mut runs = Vec::new();
+        for (point, rep, server, kb) in [
+            (1, 0, 0, 3000),
+            (1, 1, 0, 3500),
+            (1, 0, 1, 21000),
+            (1, 1, 1, 19000),
+            (0, 0, 0, 50_000),
+        ] {
+            runs.push(Run {
+                server,
+                point,
+                rep,
+                outcome: Outcome::Ok(Box::new(report(100.0, 0.5, Some(0.5)))),
+                hwm_kb: Some(kb),
+            });
+        }
+        let md = Summary::new(&servers, &points, &runs, 1).memory_targets();
+        // The 9990-idle load, not the other; the highest peak of the repetitions.
+        assert!(md.contains("at 10×1×64B +9990 idle"), "{md}");
+        assert!(
+            md.contains("| ch09 under 10 MiB | 3.4 MiB  | met    |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ch12 under 20 MiB | 20.5 MiB | missed |"),
+            "{md}"
+        );
     }
 }
