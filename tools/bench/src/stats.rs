@@ -184,12 +184,24 @@ pub enum Stop {
     },
 }
 
+/// "1 round", "6 rounds".
+fn rounds_text(n: usize) -> String {
+    if n == 1 {
+        "1 round".into()
+    } else {
+        format!("{n} rounds")
+    }
+}
+
 impl Stop {
     pub fn text(&self, tolerance: f64) -> String {
         let pct = tolerance * 100.0;
         match self {
             Stop::Resolved { rounds } => {
-                format!("every interval within ±{pct:.0}% after {rounds} rounds")
+                format!(
+                    "every interval within ±{pct:.0}% after {}",
+                    rounds_text(*rounds)
+                )
             }
             Stop::Cap {
                 rounds,

@@ -286,7 +286,7 @@ pub struct TargetsRun {
     pub tolerance: f64,
     pub window: f64,
     pub failures: Vec<String>,
-    /// Every run, for targets.csv: (load, round, label, outcome summary).
+    /// Every run, for targets.csv: (load, round, label, figures, what went wrong).
     runs: Vec<(usize, usize, String, Sample, String)>,
 }
 

@@ -39,9 +39,10 @@
 //!   After the window no new frames are sent, and frames still unanswered at
 //!   the end of the drain are *lost* (closed loop) or *unanswered* (open
 //!   loop, where a server that cannot keep up falls behind by design: they
-//!   count in the latencies with the wait they had reached, a lower bound). Every phase has a deadline, so a server
-//!   that never answers (a blocking server with many clients) makes the run
-//!   end on time and report "stalled", never hang.
+//!   count in the latencies with the wait they had reached, a lower bound).
+//!   Every phase has a deadline, so a server that never answers (a blocking
+//!   server with many clients) makes the run end on time and report
+//!   "stalled", never hang.
 //!
 //! # Its own ceiling
 //! The report includes the CPU the load generator itself used during the
@@ -64,6 +65,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -76,7 +78,6 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsFd, AsRawFd};
 
 /// What to run.
 #[derive(Debug, Clone)]
