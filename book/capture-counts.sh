@@ -115,12 +115,24 @@ syscalls() { # conns depth size command...
         }' "$tmp/perf.csv"
 }
 
-# "median (lowest–highest)" of the numbers on stdin, with D decimals.
-spread() { # decimals
-    sort -g | awk -v d="$1" '{ v[NR] = $1 }
-        END { printf "%.*f (%.*f–%.*f)", d, v[int((NR + 1) / 2)], d, v[1], d, v[NR] }'
-}
-median() { sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
+# One row per server and load, tab-separated, for the table at the end:
+# server, load, then each run's instructions, then each run's system calls
+# ("total reads sends waits ctl enter").
+: >"$tmp/rows"
+for load in "${loads[@]}"; do
+    read -r conns depth size <<<"$load"
+    for spec in "${servers[@]}"; do
+        name=${spec%%=*}
+        command=${spec#*=}
+        ir=() sc=()
+        for _ in $(seq "$reps"); do
+            ir+=("$(instructions "$conns" "$depth" "$size" "$command")")
+            sc+=("$(syscalls "$conns" "$depth" "$size" "$command")")
+        done
+        (IFS=,; printf '%s\t%s\t%s\t%s\n' "$name" "100×${depth}×64B" "${ir[*]}" "${sc[*]}") >>"$tmp/rows"
+        echo "capture-counts: $name at 100×${depth}×64B done" >&2
+    done
+done
 
 {
     echo "# REPS=$reps bash book/capture-counts.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr)"
@@ -128,34 +140,35 @@ median() { sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
     echo "# system calls per echoed frame over a 2 s load (perf stat, tracepoints): all of them, then"
     echo "# reads (read, recvfrom, recvmsg, readv), sends (write, sendto, sendmsg, writev),"
     echo "# epoll_wait/epoll_pwait, epoll_ctl, io_uring_enter (those of the median run)"
-    echo "# each: median (lowest–highest) of $reps runs; ×ch09: medians over ch09's at the same load"
+    echo "# each: median (lowest–highest) of $reps runs; vs ch09: median over ch09's at the same load"
     echo "# loadgen --conns 100 --depth D --size 64"
     echo
-    printf '%-9s %-10s %-18s %6s  %-18s %6s %6s %6s %6s %6s %6s\n' server load instructions ×ch09 \
-        "system calls" ×ch09 reads sends waits ctl enter
-    for load in "${loads[@]}"; do
-        read -r conns depth size <<<"$load"
-        base_ir= base_sc=
-        for spec in "${servers[@]}"; do
-            name=${spec%%=*}
-            command=${spec#*=}
-            : >"$tmp/ir" && : >"$tmp/sc"
-            for _ in $(seq "$reps"); do
-                instructions "$conns" "$depth" "$size" "$command" >>"$tmp/ir"
-                syscalls "$conns" "$depth" "$size" "$command" >>"$tmp/sc"
-            done
-            ir=$(median <"$tmp/ir")
-            counts=$(median <"$tmp/sc")
-            read -r total reads sends waits ctls enters <<<"$counts"
-            base_ir=${base_ir:-$ir}
-            base_sc=${base_sc:-$total}
-            printf '%-9s %-10s %-18s %6.2f  %-18s %6.2f %6.2f %6.2f %6.2f %6.3f %6.2f\n' "$name" \
-                "100×${depth}×64B" "$(spread 0 <"$tmp/ir")" "$(echo "$ir / $base_ir" | bc -l)" \
-                "$(cut -d' ' -f1 "$tmp/sc" | spread 2)" "$(echo "$total / $base_sc" | bc -l)" \
-                "$reads" "$sends" "$waits" "$ctls" "$enters"
-            echo "capture-counts: $name at 100×${depth}×64B done" >&2
-        done
-    done
+    python3 - "$tmp/rows" <<'PY'
+import statistics, sys
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
+def spread(values, decimals):
+    v = sorted(values)
+    return f"{statistics.median_low(v):.{decimals}f} ({v[0]:.{decimals}f}–{v[-1]:.{decimals}f})"
+table = [["server", "load", "instructions", "vs ch09", "system calls", "vs ch09",
+          "reads", "sends", "waits", "ctl", "enter"]]
+base = {}
+for name, load, ir, sc in rows:
+    ir = [float(x) for x in ir.split(",")]
+    sc = [[float(x) for x in run.split()] for run in sc.split(",")]
+    median_run = sorted(sc)[(len(sc) - 1) // 2]
+    ir_m = statistics.median_low(sorted(ir))
+    base.setdefault(load, (ir_m, median_run[0]))
+    b_ir, b_sc = base[load]
+    table.append([name, load, spread(ir, 0), f"{ir_m / b_ir:.2f}",
+                  spread([r[0] for r in sc], 2), f"{median_run[0] / b_sc:.2f}",
+                  *(f"{x:.2f}" for x in median_run[1:4]), f"{median_run[4]:.3f}",
+                  f"{median_run[5]:.2f}"])
+widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+for r in table:
+    cells = [c.ljust(w) if i < 3 or i == 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+    print("  ".join(cells).rstrip())
+PY
 } >"$tmp/counts.txt"
 mv "$tmp/counts.txt" "$out"
 cat "$out"
