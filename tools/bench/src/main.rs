@@ -1,8 +1,11 @@
 //! `bench`: every server of the book, and tokio, under the same loads, measured
-//! in one run on the reader's own machine. See README.md for the method.
+//! in one run on the reader's own machine, in three phases: the matrix (every
+//! server, every load: the overview), the targets (a few ratios, rounds added
+//! until their 95% intervals are narrow) and latency under a fixed offered
+//! load (open loop). See README.md for the method.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--quick] [--out DIR]
+//! cargo run --release -p bench -- [--quick] [--out DIR] [--phases matrix,targets,latency]
 //! ```
 
 mod latency;
