@@ -47,9 +47,11 @@ trap cleanup EXIT
 start() {
     "$@" --addr 127.0.0.1:0 >"$tmp/server.out" 2>"$tmp/server.err" &
     pid=$!
-    for _ in $(seq 600); do
+    # Under valgrind, on a busy machine, starting can take many seconds.
+    for _ in $(seq 1200); do
         grep -q '^listening on' "$tmp/server.out" 2>/dev/null && break
-        sleep 0.05
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
     done
     addr=$(sed -n 's/^listening on //p' "$tmp/server.out")
     [ -n "$addr" ] || { echo "capture-counts: $* did not start" >&2; cat "$tmp/server.err" >&2; exit 1; }

@@ -527,6 +527,25 @@ impl TargetsRun {
         s
     }
 
+    /// Why each load's rounds stopped, one line under the targets table.
+    pub fn stops_text(&self) -> String {
+        let stops: Vec<String> = (0..self.loads.len())
+            .filter_map(|li| {
+                let stop = self.stops[li].as_ref()?;
+                Some(format!(
+                    "{}: {}",
+                    self.loads[li].label(),
+                    stop.text(self.tolerance)
+                ))
+            })
+            .collect();
+        if stops.is_empty() {
+            String::new()
+        } else {
+            format!("\nRounds, per load: {}.\n", stops.join("; "))
+        }
+    }
+
     /// Per load: why the rounds stopped, and every server's figures and ratios.
     pub fn ratio_tables(&self) -> String {
         let mut s = String::new();
@@ -755,7 +774,7 @@ impl TargetsRun {
             info.header(),
             self.window,
             self.tolerance * 100.0,
-            self.targets_table(),
+            self.targets_table() + &self.stops_text(),
             self.methods_table(),
             self.paired_methods_table(),
             self.softirq_table(),
