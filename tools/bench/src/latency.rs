@@ -126,7 +126,7 @@ pub fn run(ctx: &Context) -> LatencyRun {
     let run = timing.warmup + timing.secs + crate::targets::OVERHEAD_PER_RUN;
     let per_round = servers.len() as f64 * run;
     eprintln!(
-        "bench: latency: the maximum of {} at {} ({calibration_rounds} rounds), then {} servers \
+        "bench: latency: the maximum of {} at {} ({calibration_rounds} round(s)), then {} servers \
          at {} offered loads, {:.1} s windows, rounds per load from {} to {} until the p99 \
          ratios are within ±{:.0}%: about {:.0} to {:.0} s",
         tokios.join(", "),

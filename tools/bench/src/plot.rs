@@ -512,6 +512,7 @@ pub fn latency(path: &Path, series: &[(String, Vec<(f64, f64)>)], mark_us: f64) 
         .x_desc("offered frames/s (100 connections, 64 B, open loop)")
         .y_desc("p99 latency, µs")
         .x_label_formatter(&|v| si(*v))
+        .x_labels(10)
         .y_label_formatter(&|v| {
             if *v >= 1000.0 {
                 format!("{}k", v / 1000.0)
@@ -546,4 +547,41 @@ pub fn latency(path: &Path, series: &[(String, Vec<(f64, f64)>)], mark_us: f64) 
     )?;
     root.present().map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_plot_draws_a_line_per_server_and_the_1_ms_mark() {
+        let series: Vec<(String, Vec<(f64, f64)>)> = [
+            ("ch09", [40.0, 60.0, 300.0, 1500.0]),
+            ("tokio-ct", [45.0, 70.0, 500.0, 4000.0]),
+            ("ch05", [900.0, 2000.0, 15000.0, 90000.0]),
+        ]
+        .into_iter()
+        .map(|(s, p99)| {
+            let points = [25e3, 50e3, 75e3, 90e3].into_iter().zip(p99).collect();
+            (s.to_string(), points)
+        })
+        .collect();
+        let path = std::env::temp_dir().join(format!("latency-{}.svg", std::process::id()));
+        latency(&path, &series, 1000.0).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        if std::env::var_os("KEEP_PLOT").is_none() {
+            let _ = std::fs::remove_file(&path);
+        }
+        for name in [
+            "ch09",
+            "tokio-ct",
+            "ch05",
+            "grey line: 1 ms",
+            "p99 latency, µs",
+        ] {
+            assert!(svg.contains(name), "no {name} in the plot");
+        }
+        // A line per server (the axes and ticks are 1 px wide, the legend's 3).
+        assert_eq!(svg.matches(r#"stroke-width="2" points="#).count(), 3);
+    }
 }
