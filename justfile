@@ -125,7 +125,7 @@ captures:
 capture name *args:
     bash "book/capture/$1.sh" "${@:2}"
 
-# Benchmark every server against tokio (≈12 min on 2 cores; --quick for a smoke run): just bench --quick
+# Benchmark every server against tokio: matrix, targets, open-loop latency (18–26 min on 2 cores; --quick: seconds)
 bench *args:
     cargo run --release -p bench -- "$@"
 

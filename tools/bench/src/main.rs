@@ -1,22 +1,29 @@
 //! `bench`: every server of the book, and tokio, under the same loads, measured
-//! in one run on the reader's own machine. See README.md for the method.
+//! in one run on the reader's own machine, in three phases: the matrix (every
+//! server, every load: the overview), the targets (a few ratios, rounds added
+//! until their 95% intervals are narrow) and latency under a fixed offered
+//! load (open loop). See README.md for the method.
 //!
 //! ```text
-//! cargo run --release -p bench -- [--quick] [--out DIR]
+//! cargo run --release -p bench -- [--quick] [--out DIR] [--phases matrix,targets,latency]
 //! ```
 
+mod latency;
 mod plot;
 mod report;
+mod runner;
 mod servers;
+mod stats;
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
-use loadgen::Report;
 
+pub use runner::{Load, Measured, Outcome, Pin, Timing};
 use servers::{Server, Workspace};
 
 #[derive(Parser)]
@@ -28,10 +35,10 @@ struct Args {
     /// Where results.csv, results.md and the SVG plots go [default: bench-out/ at the workspace root].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Repetitions of every point (median reported) [default: 3, 1 with --quick].
+    /// Matrix: repetitions of every point (median reported) [default: 3, 1 with --quick].
     #[arg(long)]
     reps: Option<usize>,
-    /// Measured seconds per run [default: fitted to a 10-minute budget, at most 2].
+    /// Matrix: measured seconds per run [default: fitted to a 9-minute budget, at most 2].
     #[arg(long)]
     secs: Option<f64>,
     /// Event-loop threads of the load generator.
@@ -44,6 +51,17 @@ struct Args {
     /// Do not run null-echo to measure the load generator's ceiling.
     #[arg(long)]
     no_ceiling: bool,
+    /// Which parts to run, comma-separated [default: all: matrix,targets,latency].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    phases: Vec<Phase>,
+    /// The targets' and latency's least number of rounds [default: 6, the
+    /// fewest with a 95% interval; 1 with --quick].
+    #[arg(long)]
+    min_rounds: Option<usize>,
+    /// The targets' and latency's most rounds, if the intervals are not
+    /// within ±3% before [default: 20 for the targets, 10 for latency; 1 with --quick].
+    #[arg(long)]
+    max_rounds: Option<usize>,
 }
 
 /// One load: `conns` connections, each with `depth` frames of `size` bytes
@@ -71,6 +89,14 @@ impl Point {
 
     const fn with_idle(self, idle: usize) -> Point {
         Point { idle, ..self }
+    }
+
+    /// The load generator's part of it.
+    pub fn load(&self) -> Load {
+        Load {
+            idle: self.idle,
+            ..Load::closed(self.conns, self.depth, self.size)
+        }
     }
 
     pub fn label(&self) -> String {
@@ -157,55 +183,33 @@ const FULL: &[Point] = &[
     Point::new(10, 1, 64, "poll's O(n)").with_idle(9990),
 ];
 
+/// A smoke run: one load of each kind, enough to run every server through
+/// one and several clients, pipelining, 4 KiB frames and idle connections.
 const QUICK: &[Point] = &[
     Point::new(1, 1, 64, "latency"),
-    Point::new(10, 1, 64, "sweep"),
     Point::new(10, 8, 64, "pipelined"),
     Point::new(4, 2, 4096, "bandwidth"),
-    Point::new(50, 1, 64, "memory (RSS)"),
     Point::new(10, 1, 64, "poll's O(n)").with_idle(90),
 ];
-
-/// Timing of one run.
-#[derive(Clone, Copy)]
-struct Timing {
-    /// Longest time for every connection to be answered once.
-    connect_timeout: f64,
-    warmup: f64,
-    secs: f64,
-    drain: f64,
-}
 
 /// Start a server, stop it: seconds per run beyond ramp-up, warm-up and window
 /// (measured: about 0.05 on 2 cores).
 const OVERHEAD_PER_RUN: f64 = 0.1;
 /// Ramp-up time per connection, seconds (10,000 take about 1.5 s on 2 cores).
 const RAMP_PER_CONN: f64 = 0.15e-3;
-/// The full run must fit in about 12 minutes; leave room for the build and stalls.
-const BUDGET_SECS: f64 = 560.0;
+/// The matrix must fit in about 10 minutes; leave room for stalls.
+const BUDGET_SECS: f64 = 540.0;
 /// The shortest measured window of a full run, seconds.
 const MIN_SECS: f64 = 0.3;
 
-impl Timing {
-    /// Seconds one run at `point` takes, if the server keeps up.
-    fn run_secs(&self, point: &Point) -> f64 {
-        OVERHEAD_PER_RUN + point.total_conns() as f64 * RAMP_PER_CONN + self.warmup + self.secs
-    }
-
-    /// Seconds one stalled run takes: the whole ramp-up, then the rest.
-    fn stall_secs(&self) -> f64 {
-        OVERHEAD_PER_RUN + self.connect_timeout + self.warmup + self.secs + self.drain
-    }
+/// Seconds one run at `point` takes, if the server keeps up.
+fn run_secs(t: &Timing, point: &Point) -> f64 {
+    OVERHEAD_PER_RUN + point.total_conns() as f64 * RAMP_PER_CONN + t.warmup + t.secs
 }
 
-/// How one run ended.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Ok(Box<Report>),
-    /// The server did not serve every connection (expected of a blocking server).
-    Stalled(Option<Box<Report>>),
-    /// Wrong bytes, lost frames, a crash, or a broken start/stop contract.
-    Failed(String),
+/// Seconds one stalled run takes: the whole ramp-up, then the rest.
+fn stall_secs(t: &Timing) -> f64 {
+    OVERHEAD_PER_RUN + t.connect_timeout + t.warmup + t.secs + t.drain
 }
 
 /// One run's result.
@@ -218,6 +222,59 @@ pub struct Run {
     pub hwm_kb: Option<u64>,
 }
 
+/// The parts of a benchmark run, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Every server under every load: the overview (results.md).
+    Matrix,
+    /// The ratios the project set as targets, rounds added until settled (targets.md).
+    Targets,
+    /// Open-loop latency against offered load (latency.md, latency.svg).
+    Latency,
+}
+
+/// What the phases share.
+pub struct Context<'a> {
+    pub quick: bool,
+    pub servers: &'a [Server],
+    pub loadgen: &'a Path,
+    pub loadgen_threads: usize,
+    pub log_dir: PathBuf,
+    /// Override of the phases' round counts.
+    pub min_rounds: Option<usize>,
+    pub max_rounds: Option<usize>,
+}
+
+impl Context<'_> {
+    /// The server labelled `label`, if it is part of this run.
+    pub fn server(&self, label: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.spec.label == label)
+    }
+
+    /// Rounds for a phase: its own defaults unless given on the command line.
+    pub fn rounds(&self, min: usize, max: usize) -> stats::Rounds {
+        let (min, max) = if self.quick { (1, 1) } else { (min, max) };
+        let min = self.min_rounds.unwrap_or(min).max(1);
+        stats::Rounds {
+            min,
+            max: self.max_rounds.unwrap_or(max).max(min),
+            tolerance: stats::TOLERANCE,
+        }
+    }
+
+    pub fn measure(&self, server: &Server, load: &Load, t: &Timing, pin: Option<Pin>) -> Measured {
+        runner::measure(
+            server,
+            load,
+            t,
+            self.loadgen,
+            self.loadgen_threads,
+            &self.log_dir,
+            pin,
+        )
+    }
+}
+
 fn main() -> Result<ExitCode> {
     let args = Args::parse();
     // tools/bench → the workspace root.
@@ -226,8 +283,91 @@ fn main() -> Result<ExitCode> {
         .canonicalize()?;
     let out = args.out.clone().unwrap_or_else(|| root.join("bench-out"));
     std::fs::create_dir_all(out.join("logs"))?;
+    let phases = if args.phases.is_empty() {
+        vec![Phase::Matrix, Phase::Targets, Phase::Latency]
+    } else {
+        args.phases.clone()
+    };
 
     let nofile = raise_nofile_limit();
+    let mut wanted: Vec<String> = Vec::new();
+    if phases.contains(&Phase::Targets) {
+        wanted.extend(targets::SERVERS.iter().map(|s| s.to_string()));
+    }
+    if phases.contains(&Phase::Latency) {
+        wanted.extend(latency::SERVERS.iter().map(|s| s.to_string()));
+        wanted.extend(latency::CALIBRATION.iter().map(|s| s.to_string()));
+    }
+    let matrix = phases.contains(&Phase::Matrix);
+    let (all_servers, loadgen) = prepare(&root, &args.only, matrix, !args.no_ceiling, &wanted)?;
+    if all_servers.is_empty() {
+        anyhow::bail!("no server to benchmark");
+    }
+    let machine = report::machine_description();
+    let mode = if args.quick { "quick" } else { "full" };
+    let context = Context {
+        quick: args.quick,
+        servers: &all_servers,
+        loadgen: &loadgen,
+        loadgen_threads: args.loadgen_threads,
+        log_dir: out.join("logs"),
+        min_rounds: args.min_rounds,
+        max_rounds: args.max_rounds,
+    };
+    let started = Instant::now();
+    let mut problems = Vec::new();
+
+    if matrix {
+        let servers: Vec<&Server> = all_servers.iter().filter(|s| s.in_matrix).collect();
+        problems.extend(run_matrix_phase(
+            &args, &servers, &loadgen, nofile, &machine, &out,
+        )?);
+    }
+    if phases.contains(&Phase::Targets) {
+        let t = Instant::now();
+        let result = targets::run(&context);
+        let info = report::RunInfo::new(mode, &args.only, &machine, t.elapsed().as_secs_f64());
+        result.write(&out, &info)?;
+        problems.extend(result.failures.iter().cloned());
+    }
+    if phases.contains(&Phase::Latency) {
+        let t = Instant::now();
+        let result = latency::run(&context);
+        let info = report::RunInfo::new(mode, &args.only, &machine, t.elapsed().as_secs_f64());
+        result.write(&out, &info)?;
+        problems.extend(result.failures.iter().cloned());
+    }
+    eprintln!(
+        "bench: done in {:.0} s; results in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+
+    // Wrong bytes or a broken server contract always fail the run. A stall
+    // is a finding (poll cannot take on 10,000 clients in time), except in
+    // the small --quick loads, where it means a server is broken.
+    if problems.is_empty() {
+        eprintln!("bench: every run verified");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("bench: {} problem(s):", problems.len());
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// The overview: every server at every load of [`FULL`] (or [`QUICK`]),
+/// `reps` times; writes results.md, the CSVs and the plots. Returns the problems.
+fn run_matrix_phase(
+    args: &Args,
+    servers: &[&Server],
+    loadgen: &Path,
+    nofile: u64,
+    machine: &str,
+    out: &Path,
+) -> Result<Vec<String>> {
     let points = if args.quick { QUICK } else { FULL };
     let (points, too_big): (Vec<Point>, Vec<Point>) = points
         .iter()
@@ -238,12 +378,10 @@ fn main() -> Result<ExitCode> {
             p.label()
         );
     }
-
-    let (servers, loadgen) = prepare(&root, &args.only, !args.no_ceiling)?;
     if servers.is_empty() {
-        anyhow::bail!("no server to benchmark");
+        eprintln!("bench: no server for the matrix");
+        return Ok(Vec::new());
     }
-
     let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 });
     // Blocking servers run the one-client points, and stall once.
     let blocking = servers.iter().filter(|s| s.spec.blocking).count();
@@ -254,9 +392,9 @@ fn main() -> Result<ExitCode> {
     let expected_runs = points.iter().map(runs_at).sum::<usize>() + blocking;
     let mut timing = if args.quick {
         Timing {
-            connect_timeout: 2.0,
-            warmup: 0.1,
-            secs: args.secs.unwrap_or(0.2),
+            connect_timeout: 1.0,
+            warmup: 0.05,
+            secs: args.secs.unwrap_or(0.1),
             drain: 0.5,
         }
     } else {
@@ -270,9 +408,9 @@ fn main() -> Result<ExitCode> {
     let estimate = |t: &Timing| {
         let runs: f64 = points
             .iter()
-            .map(|p| runs_at(p) as f64 * t.run_secs(p))
+            .map(|p| runs_at(p) as f64 * run_secs(t, p))
             .sum();
-        runs + blocking as f64 * t.stall_secs()
+        runs + blocking as f64 * stall_secs(t)
     };
     timing.secs = match args.secs {
         Some(secs) => secs,
@@ -281,9 +419,9 @@ fn main() -> Result<ExitCode> {
         None => ((BUDGET_SECS - estimate(&timing)) / expected_runs as f64).clamp(MIN_SECS, 2.0),
     };
     eprintln!(
-        "bench: {} servers × {} loads × {reps} reps: {expected_runs} runs (a blocking server is \
-         skipped after its first stall) of {:.1} s each after a {:.1} s warm-up; estimated \
-         total {:.0} s, plus {:.0} s for each run where a server cannot take on all its clients",
+        "bench: matrix: {} servers × {} loads × {reps} reps: {expected_runs} runs (a blocking \
+         server is skipped after its first stall) of {:.1} s each after a {:.1} s warm-up; \
+         estimated {:.0} s, plus {:.0} s for each run where a server cannot take on all its clients",
         servers.len(),
         points.len(),
         timing.secs,
@@ -293,23 +431,24 @@ fn main() -> Result<ExitCode> {
     );
 
     let started = Instant::now();
-    let results = run_matrix(&servers, &points, reps, timing, &loadgen, &args, &out);
+    let log_dir = out.join("logs");
+    let results = run_matrix(servers, &points, reps, timing, loadgen, args, &log_dir);
     let elapsed = started.elapsed().as_secs_f64();
 
-    let summary = report::Summary::new(&servers, &points, &results, args.loadgen_threads);
+    let summary = report::Summary::new(servers, &points, &results, args.loadgen_threads);
     let table = summary.markdown_tables();
     println!("{table}");
     let run = report::RunInfo {
         mode: if args.quick { "quick" } else { "full" },
         only: args.only.join(","),
-        machine: report::machine_description(),
+        machine: machine.to_string(),
         secs: timing.secs,
         reps,
         loadgen_threads: args.loadgen_threads,
         elapsed,
     };
     report::write_csv(&out.join("results.csv"), &summary)?;
-    report::write_runs_csv(&out.join("runs.csv"), &servers, &points, &results)?;
+    report::write_runs_csv(&out.join("runs.csv"), servers, &points, &results)?;
     report::write_markdown(&out.join("results.md"), &table, &run)?;
     plot::throughput(&out.join("throughput.svg"), &summary)?;
     plot::connections(
@@ -328,30 +467,23 @@ fn main() -> Result<ExitCode> {
     )?;
     plot::memory(&out.join("memory.svg"), &summary)?;
     eprintln!(
-        "bench: {} runs in {elapsed:.0} s; wrote results.csv, results.md, runs.csv and the SVG plots to {}",
+        "bench: matrix: {} runs in {elapsed:.0} s; wrote results.csv, results.md, runs.csv and the SVG plots",
         results.len(),
-        out.display()
     );
-
-    // Wrong bytes or a broken server contract always fail the run. A stall
-    // is a finding (poll cannot take on 10,000 clients in time), except in
-    // the small --quick loads, where it means a server is broken.
-    let problems = summary.problems(args.quick);
-    if problems.is_empty() {
-        eprintln!("bench: every run verified");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("bench: {} problem(s):", problems.len());
-        for p in &problems {
-            eprintln!("  {p}");
-        }
-        Ok(ExitCode::FAILURE)
-    }
+    Ok(summary.problems(args.quick))
 }
 
 /// Finds which servers exist, builds them and the load generator; returns
-/// the servers that built and the load generator's binary.
-fn prepare(root: &Path, only: &[String], ceiling: bool) -> Result<(Vec<Server>, PathBuf)> {
+/// the servers that built and the load generator's binary. The matrix
+/// takes every server (or those `--only` names); the other phases add
+/// theirs (`phase_servers`), also filtered by `--only` if it is given.
+fn prepare(
+    root: &Path,
+    only: &[String],
+    matrix: bool,
+    ceiling: bool,
+    phase_servers: &[String],
+) -> Result<(Vec<Server>, PathBuf)> {
     let ws = Workspace::load(root)?;
     let specs = servers::discover(&ws);
     for name in only {
@@ -360,20 +492,29 @@ fn prepare(root: &Path, only: &[String], ceiling: bool) -> Result<(Vec<Server>, 
             eprintln!("bench: no server {name} (yet); known: {}", known.join(", "));
         }
     }
-    let wanted: Vec<_> = specs
-        .into_iter()
-        .filter(|s| {
-            if s.kind == servers::Kind::Ceiling {
+    let in_matrix = |s: &servers::Spec| {
+        matrix
+            && if s.kind == servers::Kind::Ceiling {
                 ceiling
             } else if only.is_empty() {
                 !s.optional
             } else {
                 only.contains(&s.label)
             }
+    };
+    let in_phase = |s: &servers::Spec| {
+        phase_servers.contains(&s.label) && (only.is_empty() || only.contains(&s.label))
+    };
+    let wanted: Vec<(servers::Spec, bool)> = specs
+        .into_iter()
+        .filter(|s| in_matrix(s) || in_phase(s))
+        .map(|s| {
+            let m = in_matrix(&s);
+            (s, m)
         })
         .collect();
     let mut packages = vec!["loadgen".to_string()];
-    for spec in &wanted {
+    for (spec, _) in &wanted {
         if !ws.has(&spec.package) {
             eprintln!(
                 "bench: skipping {}: package {} does not exist (yet)",
@@ -390,26 +531,28 @@ fn prepare(root: &Path, only: &[String], ceiling: bool) -> Result<(Vec<Server>, 
     }
     let servers = wanted
         .into_iter()
-        .filter(|s| built.contains(&s.package))
-        .map(|spec| Server {
+        .filter(|(s, _)| built.contains(&s.package))
+        .map(|(spec, in_matrix)| Server {
             binary: ws.binary(&spec.bin),
             spec,
+            in_matrix,
         })
         .collect();
     Ok((servers, ws.binary("loadgen")))
 }
 
 /// Runs every point on every server, `reps` times. Servers alternate within
-/// each repetition, so slow drift of the machine (heat, other load) spreads
-/// over all of them instead of favouring whoever ran first.
+/// each repetition, starting one further along each time, so slow drift of
+/// the machine (heat, other load) spreads over all of them instead of
+/// favouring whoever ran first.
 fn run_matrix(
-    servers: &[Server],
+    servers: &[&Server],
     points: &[Point],
     reps: usize,
     timing: Timing,
     loadgen: &Path,
     args: &Args,
-    out: &Path,
+    log_dir: &Path,
 ) -> Vec<Run> {
     let total = reps * points.len() * servers.len();
     let mut results = Vec::with_capacity(total);
@@ -419,16 +562,27 @@ fn run_matrix(
     // Stalls per (point, server): once they are half the repetitions the
     // cell reads "stalls" whatever the rest do, so the rest are skipped.
     let mut stalls = vec![vec![0usize; servers.len()]; points.len()];
+    let order: Vec<usize> = (0..servers.len()).collect();
     for rep in 0..reps {
         for (pi, point) in points.iter().enumerate() {
-            for (si, server) in servers.iter().enumerate() {
+            for si in runner::rotated(&order, rep) {
+                let server = servers[si];
                 let n = results.len() + 1;
                 let several = point.total_conns() > 1;
                 let skip = (stalled[si] && several) || 2 * stalls[pi][si] >= reps;
                 let (outcome, hwm_kb) = if skip {
                     (Outcome::Stalled(None), None)
                 } else {
-                    run_one(server, point, timing, loadgen, args.loadgen_threads, out)
+                    let m = runner::measure(
+                        server,
+                        &point.load(),
+                        &timing,
+                        loadgen,
+                        args.loadgen_threads,
+                        log_dir,
+                        None,
+                    );
+                    (m.outcome, m.hwm_kb)
                 };
                 if matches!(outcome, Outcome::Stalled(_)) {
                     stalls[pi][si] += 1;
@@ -442,16 +596,9 @@ fn run_matrix(
                     point.label(),
                     server.spec.label,
                     match &outcome {
-                        Outcome::Ok(r) => format!(
-                            "{} frames/s, loadgen {:.2} cores",
-                            report::si(r.frames_per_sec),
-                            r.loadgen_cpu
-                        ),
                         Outcome::Stalled(_) if skip =>
                             "stalls (skipped after earlier stalls)".into(),
-                        Outcome::Stalled(Some(r)) => format!("stalls: {}", report::stall_detail(r)),
-                        Outcome::Stalled(None) => "stalls".into(),
-                        Outcome::Failed(e) => format!("FAILED: {e}"),
+                        o => o.progress(),
                     }
                 );
                 results.push(Run {
@@ -465,61 +612,6 @@ fn run_matrix(
         }
     }
     results
-}
-
-/// Starts a fresh server (so its peak memory belongs to this run), loads it, stops it.
-fn run_one(
-    server: &Server,
-    point: &Point,
-    t: Timing,
-    loadgen: &Path,
-    threads: usize,
-    out: &Path,
-) -> (Outcome, Option<u64>) {
-    let log = out.join("logs").join(format!("{}.log", server.spec.label));
-    let running = match servers::start(server, &log) {
-        Ok(r) => r,
-        Err(e) => return (Outcome::Failed(format!("start: {e:#}")), None),
-    };
-    let args: Vec<String> = [
-        ("--addr", running.addr.to_string()),
-        ("--conns", point.conns.to_string()),
-        ("--idle", point.idle.to_string()),
-        ("--depth", point.depth.to_string()),
-        ("--connect-timeout", t.connect_timeout.to_string()),
-        ("--size", point.size.to_string()),
-        ("--warmup", t.warmup.to_string()),
-        ("--secs", t.secs.to_string()),
-        ("--drain", t.drain.to_string()),
-        ("--threads", threads.to_string()),
-        ("--server-pid", running.pid().to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_string(), v])
-    .chain(["--json".to_string()])
-    .collect();
-    // The load generator bounds itself; this outer bound is for a broken one.
-    let timeout = Duration::from_secs_f64(t.connect_timeout + t.warmup + t.secs + t.drain + 10.0);
-    let result = servers::run_loadgen(loadgen, &args, timeout);
-    let hwm = running.peak_rss_kb();
-    let stopped = running.stop();
-    let outcome = match result {
-        Err(e) => Outcome::Failed(format!("{e:#}")),
-        Ok((code, stdout, stderr)) => match serde_json::from_str::<Report>(stdout.trim()) {
-            Err(_) => Outcome::Failed(format!("loadgen exited with {code:?}: {}", stderr.trim())),
-            Ok(r) => match code {
-                Some(0) => Outcome::Ok(Box::new(r)),
-                Some(2) => Outcome::Stalled(Some(Box::new(r))),
-                _ => Outcome::Failed(r.summary().replace('\n', "; ")),
-            },
-        },
-    };
-    let outcome = match (outcome, stopped) {
-        (Outcome::Failed(e), _) => Outcome::Failed(e),
-        (_, Err(e)) => Outcome::Failed(format!("stop: {e:#}")),
-        (o, Ok(())) => o,
-    };
-    (outcome, hwm)
 }
 
 /// Raises the soft limit on open files to the hard limit (10,000 connections

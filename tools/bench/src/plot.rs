@@ -470,3 +470,118 @@ pub fn memory(path: &Path, summary: &Summary) -> Result<()> {
     root.present().map_err(err)?;
     Ok(())
 }
+
+/// p99 latency against offered load, one line per server, latency on a
+/// logarithmic axis, with a line at `mark_us` (1 ms): where each crosses it.
+pub fn latency(path: &Path, series: &[(String, Vec<(f64, f64)>)], mark_us: f64) -> Result<()> {
+    const PALETTE: [RGBColor; 8] = [
+        RGBColor(0x8c, 0x56, 0x4b),
+        RGBColor(0xbc, 0xbd, 0x22),
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0x94, 0x67, 0xbd),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x17, 0xbe, 0xcf),
+    ];
+    let height = 600.max(80 + 22 * series.len() as u32 + 60);
+    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND);
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let max_x = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let (min_y, max_y) = all
+        .iter()
+        .fold((mark_us, mark_us), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (lo, hi) = (min_y.max(1.0) / 1.5, max_y * 1.5);
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption("p99 latency against offered load", font(TITLE))
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            0.0..max_x * 1.05,
+            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .label_style(font(LABEL))
+        .axis_desc_style(font(LABEL))
+        .x_desc("offered frames/s (100 connections, 64 B, open loop)")
+        .y_desc("p99 latency, µs")
+        .x_label_formatter(&|v| si(*v))
+        .x_labels(10)
+        .y_label_formatter(&|v| {
+            if *v >= 1000.0 {
+                format!("{}k", v / 1000.0)
+            } else {
+                format!("{v:.0}")
+            }
+        })
+        .y_labels(20)
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            [(0.0, mark_us), (max_x * 1.05, mark_us)],
+            RGBColor(0x88, 0x88, 0x88).stroke_width(1),
+        )))
+        .map_err(err)?;
+    let mut entries = Vec::new();
+    for (i, (server, points)) in series.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+            .map_err(err)?;
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+            .map_err(err)?;
+        entries.push((server.clone(), c));
+    }
+    legend(
+        &legend_area,
+        &entries,
+        &["grey line: 1 ms", "median p99 over rounds"],
+    )?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_plot_draws_a_line_per_server_and_the_1_ms_mark() {
+        let series: Vec<(String, Vec<(f64, f64)>)> = [
+            ("ch09", [40.0, 60.0, 300.0, 1500.0]),
+            ("tokio-ct", [45.0, 70.0, 500.0, 4000.0]),
+            ("ch05", [900.0, 2000.0, 15000.0, 90000.0]),
+        ]
+        .into_iter()
+        .map(|(s, p99)| {
+            let points = [25e3, 50e3, 75e3, 90e3].into_iter().zip(p99).collect();
+            (s.to_string(), points)
+        })
+        .collect();
+        let path = std::env::temp_dir().join(format!("latency-{}.svg", std::process::id()));
+        latency(&path, &series, 1000.0).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        if std::env::var_os("KEEP_PLOT").is_none() {
+            let _ = std::fs::remove_file(&path);
+        }
+        for name in [
+            "ch09",
+            "tokio-ct",
+            "ch05",
+            "grey line: 1 ms",
+            "p99 latency, µs",
+        ] {
+            assert!(svg.contains(name), "no {name} in the plot");
+        }
+        // A line per server (the axes and ticks are 1 px wide, the legend's 3).
+        assert_eq!(svg.matches(r#"stroke-width="2" points="#).count(), 3);
+    }
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::servers::{Kind, Server};
+use crate::stats::Interval;
 use crate::{Group, Outcome, Point, Run};
 
 /// How a (server, point) cell ended over all its repetitions.
@@ -20,6 +21,10 @@ pub enum Status {
 /// The load generator used at least this share of each of its threads'
 /// cores: it, not the server, may have set the pace.
 pub const LOADGEN_LIMIT: f64 = 0.9;
+
+/// Servers that must hold many idle connections in little memory, and
+/// their bound in MiB (issue 14).
+const MEMORY_TARGETS: [(&str, f64); 2] = [("ch09", 10.0), ("ch12", 20.0)];
 
 /// The mark for a cell limited by the load generator.
 const LIMITED: &str = "†";
@@ -64,6 +69,8 @@ pub struct Summary {
     pub tokio_ref: Vec<Option<usize>>,
     /// Per point, the null-echo cell's frames/s: the load generator's ceiling.
     pub ceiling: Vec<Option<f64>>,
+    /// frames/s of each repetition that served everyone: [point][server][rep].
+    rep_fps: Vec<Vec<Vec<Option<f64>>>>,
     /// Failures with their reason, for the end of the run.
     failures: Vec<String>,
 }
@@ -85,7 +92,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 impl Summary {
     pub fn new(
-        servers: &[Server],
+        servers: &[&Server],
         points: &[Point],
         runs: &[Run],
         loadgen_threads: usize,
@@ -131,7 +138,15 @@ impl Summary {
                     .map(|si| row[si].frames_per_sec)
             })
             .collect();
+        let reps = runs.iter().map(|r| r.rep + 1).max().unwrap_or(0);
+        let mut rep_fps = vec![vec![vec![None; reps]; servers.len()]; points.len()];
+        for r in runs {
+            if let Outcome::Ok(report) = &r.outcome {
+                rep_fps[r.point][r.server][r.rep] = Some(report.frames_per_sec);
+            }
+        }
         Summary {
+            rep_fps,
             servers: servers.iter().map(|s| s.spec.label.clone()).collect(),
             kinds,
             variants: servers.iter().map(|s| s.spec.variant).collect(),
@@ -186,11 +201,24 @@ impl Summary {
         (0..self.servers.len()).filter(|&si| self.kinds[si] != Kind::Ceiling)
     }
 
-    /// Frames/s of server `si` at point `pi` over the stronger tokio-ct there.
+    /// Frames/s of server `si` at point `pi` over the stronger tokio-ct there:
+    /// the median of the repetitions' ratios (each against the same
+    /// repetition's tokio), and their interval.
+    pub fn vs_tokio_interval(&self, pi: usize, si: usize) -> Option<Interval> {
+        let r = self.tokio_ref[pi]?;
+        if self.cells[pi][si].status != Status::Ok {
+            return None;
+        }
+        let ratios: Vec<f64> = self.rep_fps[pi][si]
+            .iter()
+            .zip(&self.rep_fps[pi][r])
+            .filter_map(|(a, b)| Some(a.as_ref()? / b.as_ref()?))
+            .collect();
+        Interval::of(&ratios)
+    }
+
     pub fn vs_tokio(&self, pi: usize, si: usize) -> Option<f64> {
-        let c = &self.cells[pi][si];
-        let r = &self.cells[pi][self.tokio_ref[pi]?];
-        (c.status == Status::Ok).then(|| c.frames_per_sec / r.frames_per_sec)
+        self.vs_tokio_interval(pi, si).map(|i| i.median)
     }
 
     /// The fastest server under test at point `pi`: index and frames/s.
@@ -220,10 +248,11 @@ impl Summary {
         for (group, pis) in &groups {
             let _ = write!(s, "**Frames/s, {}** (median):\n\n", group.title());
             s += &self.server_table(pis, true, |pi, si, c| {
-                let ratio = self
-                    .vs_tokio(pi, si)
-                    .map(|r| format!(" ×{r:.2}"))
-                    .unwrap_or_default();
+                let ratio = match self.vs_tokio_interval(pi, si) {
+                    Some(i) if i.n > 1 => format!(" ×{:.2} ({:.2}–{:.2})", i.median, i.lo, i.hi),
+                    Some(i) => format!(" ×{:.2}", i.median),
+                    None => String::new(),
+                };
                 let mark = if c.loadgen_limited { LIMITED } else { "" };
                 cell_text(c, format!("{}{ratio}{mark}", si_(c.frames_per_sec)))
             });
@@ -231,8 +260,11 @@ impl Summary {
         }
         let _ = write!(
             s,
-            "×r: the server's frames/s divided by that of the stronger tokio current-thread \
-             variant at the same load, named in the row *stronger tokio-ct*. \
+            "×r (lo–hi): the server's frames/s divided by that of the stronger tokio \
+             current-thread variant at the same load (named in the row *stronger tokio-ct*) in \
+             the same repetition; the median of the repetitions' ratios, then the lowest and \
+             highest: with three repetitions that range holds the true median only three times \
+             in four, so the targets below are settled by more rounds, not by this table. \
              {LIMITED} limited by the load generator: it used {LOADGEN_LIMIT} of a core or more \
              (per loadgen thread) in that cell, so the server may have had capacity to spare; \
              compare the server CPU per frame below. *stalls*: some clients were never answered \
@@ -276,6 +308,7 @@ impl Summary {
 
         s += &self.per_server_table();
         s += &self.memory_table();
+        s += &self.memory_targets();
         s += &self.ceiling_table();
 
         s += "**The servers:**\n\n";
@@ -373,6 +406,54 @@ impl Summary {
         );
         s += &table(&header, rows);
         s += "\n";
+        s
+    }
+
+    /// The memory targets, judged on the load with the most idle
+    /// connections: the highest peak over the repetitions, each on a fresh
+    /// server, against the bound (no interval: a maximum is already the
+    /// cautious side).
+    fn memory_targets(&self) -> String {
+        let Some(pi) = (0..self.points.len())
+            .filter(|&pi| self.points[pi].idle > 0)
+            .max_by_key(|&pi| self.points[pi].idle)
+        else {
+            return String::new();
+        };
+        let rows: Vec<Vec<String>> = MEMORY_TARGETS
+            .iter()
+            .filter_map(|&(server, mib)| {
+                let si = self.servers.iter().position(|s| s == server)?;
+                let c = &self.cells[pi][si];
+                let (peak, verdict) = match (c.status.clone(), c.hwm_kb) {
+                    (Status::Ok, Some(kb)) => {
+                        let peak = kb as f64 / 1024.0;
+                        let verdict = if peak < mib { "met" } else { "missed" };
+                        (format!("{peak:.1} MiB"), verdict)
+                    }
+                    (Status::NotRun, _) | (_, None) => return None,
+                    _ => (cell_text(c, String::new()), "missed"),
+                };
+                Some(vec![
+                    format!("{server} under {mib:.0} MiB"),
+                    peak,
+                    verdict.to_string(),
+                ])
+            })
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "**Memory targets**, at {} (the highest peak, VmHWM, over the repetitions):\n\n\
+             <!-- ANCHOR: memory-targets -->\n",
+            self.points[pi].label()
+        );
+        s += &table(
+            &["target".into(), "peak".into(), String::new()],
+            rows.into_iter(),
+        );
+        s += "<!-- ANCHOR_END: memory-targets -->\n\n";
         s
     }
 
@@ -652,7 +733,7 @@ pub fn write_csv(path: &Path, summary: &Summary) -> Result<()> {
 /// were added later, at the end so older readers work.
 pub fn write_runs_csv(
     path: &Path,
-    servers: &[Server],
+    servers: &[&Server],
     points: &[Point],
     runs: &[Run],
 ) -> Result<()> {
@@ -745,7 +826,7 @@ pub fn machine_description() -> String {
     format!("- cores (nproc): {nproc}\n- CPU: {cpu}\n- kernel: {kernel}\n- date: {date}\n")
 }
 
-/// How the run was made: printed at the top of results.md.
+/// How the run was made: printed at the top of results.md, targets.md and latency.md.
 pub struct RunInfo {
     /// `full` or `quick`; `book/publish-bench.sh` refuses anything but `full`.
     pub mode: &'static str,
@@ -758,21 +839,48 @@ pub struct RunInfo {
     pub elapsed: f64,
 }
 
+impl RunInfo {
+    /// For a phase that has its own window and rounds (targets, latency).
+    pub fn new(mode: &'static str, only: &[String], machine: &str, elapsed: f64) -> RunInfo {
+        RunInfo {
+            mode,
+            only: only.join(","),
+            machine: machine.to_string(),
+            secs: 0.0,
+            reps: 0,
+            loadgen_threads: 1,
+            elapsed,
+        }
+    }
+
+    /// The lines every results file starts with: `- mode:` (which
+    /// `book/publish-bench.sh` checks), `--only`, the machine, the time taken.
+    pub fn header(&self) -> String {
+        let only = if self.only.is_empty() {
+            String::new()
+        } else {
+            format!("- only: {}\n", self.only)
+        };
+        format!(
+            "- mode: {}\n{only}{}- took: {:.0} s\n",
+            self.mode, self.machine, self.elapsed
+        )
+    }
+}
+
 pub fn write_markdown(path: &Path, tables: &str, run: &RunInfo) -> Result<()> {
-    let only = if run.only.is_empty() {
-        String::new()
-    } else {
-        format!("- only: {}\n", run.only)
-    };
     let s = format!(
-        "# echo-steps benchmark\n\n- mode: {}\n{only}{}- took: {:.0} s\n\n\
+        "# echo-steps benchmark: the matrix\n\n{}\n\
          Each cell is the median of {} run(s) of {:.1} s after a warm-up, servers alternating \
          within each repetition. Load generator and server share this machine and its cores \
          over loopback; the load generator used {} thread(s). \
          See tools/bench/README.md for the method.\n\n{tables}\n\
          ![frames/s per load](throughput.svg)\n\n![frames/s against connections](connections.svg)\n\n\
          ![busy connections among idle ones](idle.svg)\n\n![peak memory against connections](memory.svg)\n",
-        run.mode, run.machine, run.elapsed, run.reps, run.secs, run.loadgen_threads,
+        run.header(),
+        run.reps,
+        run.secs,
+        run.loadgen_threads,
     );
     Ok(std::fs::write(path, s)?)
 }
@@ -796,6 +904,7 @@ mod tests {
                 optional: false,
             },
             binary: label.into(),
+            in_matrix: true,
         }
     }
 
@@ -837,6 +946,7 @@ mod tests {
             hwm_kb: Some(3000),
         })
         .collect();
+        let servers: Vec<&Server> = servers.iter().collect();
         let summary = Summary::new(&servers, &points, &runs, 1);
         assert_eq!(summary.tokio_ref[0], Some(2), "tuned was the stronger");
         assert_eq!(summary.vs_tokio(0, 0), Some(0.75));
@@ -858,5 +968,46 @@ mod tests {
         assert!(!md.contains("| null-echo           |"), "{md}");
         assert!(md.contains("| 10×4×4096B | 400.0k"), "{md}");
         assert!(md.contains("tokio-ct-tuned: 200.0k | 2.00"), "{md}");
+    }
+
+    #[test]
+    fn memory_targets_are_read_at_the_most_idle_connections() {
+        let servers = [
+            server("ch09", Kind::Chapter),
+            server("ch12", Kind::Chapter),
+            server("tokio-ct", Kind::TokioCt),
+        ];
+        let servers: Vec<&Server> = servers.iter().collect();
+        let points = [
+            Point::new(10, 1, 64, "poll's O(n)").with_idle(990),
+            Point::new(10, 1, 64, "poll's O(n)").with_idle(9990),
+        ];
+        let mut runs = Vec::new();
+        for (point, rep, server, kb) in [
+            (1, 0, 0, 3000),
+            (1, 1, 0, 3500),
+            (1, 0, 1, 21000),
+            (1, 1, 1, 19000),
+            (0, 0, 0, 50_000),
+        ] {
+            runs.push(Run {
+                server,
+                point,
+                rep,
+                outcome: Outcome::Ok(Box::new(report(100.0, 0.5, Some(0.5)))),
+                hwm_kb: Some(kb),
+            });
+        }
+        let md = Summary::new(&servers, &points, &runs, 1).memory_targets();
+        // The 9990-idle load, not the other; the highest peak of the repetitions.
+        assert!(md.contains("at 10×1×64B +9990 idle"), "{md}");
+        assert!(
+            md.contains("| ch09 under 10 MiB | 3.4 MiB  | met    |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ch12 under 20 MiB | 20.5 MiB | missed |"),
+            "{md}"
+        );
     }
 }

@@ -154,6 +154,8 @@ pub const NULL_ECHO: &str = "null-echo";
 pub struct Server {
     pub spec: Spec,
     pub binary: PathBuf,
+    /// Part of the matrix (some run only in the targets or latency phases).
+    pub in_matrix: bool,
 }
 
 /// A package of the workspace, as far as the benchmark cares.
@@ -291,15 +293,38 @@ pub struct Running {
     pub addr: SocketAddr,
 }
 
-/// Starts `server` on a free port and waits for its `listening on` line.
-pub fn start(server: &Server, log: &Path) -> Result<Running> {
+/// Makes `command`'s process run on `cpu` only, if given.
+fn pin(command: &mut Command, cpu: Option<usize>) -> Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use std::os::unix::process::CommandExt;
+    let Some(cpu) = cpu else {
+        return Ok(());
+    };
+    let mut set = CpuSet::new();
+    set.set(cpu)?;
+    // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+    // sched_setaffinity is a plain system call on a set built before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(std::io::Error::from)
+        });
+    }
+    Ok(())
+}
+
+/// Starts `server` on a free port and waits for its `listening on` line;
+/// on `cpu` only, if given.
+pub fn start(server: &Server, log: &Path, cpu: Option<usize>) -> Result<Running> {
     let log = File::options().create(true).append(true).open(log)?;
-    let mut child = Command::new(&server.binary)
+    let mut command = Command::new(&server.binary);
+    command
         .args(["--addr", "127.0.0.1:0"])
         .args(&server.spec.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log)
+        .stderr(log);
+    pin(&mut command, cpu)?;
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", server.binary.display()))?;
     let stdout = child.stdout.take().expect("piped");
@@ -392,19 +417,22 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitS
     }
 }
 
-/// Runs the load generator against `addr` and returns its exit code and output.
+/// Runs the load generator (on `cpu` only, if given) and returns its exit
+/// code and output.
 pub fn run_loadgen(
     loadgen: &Path,
     args: &[String],
     timeout: Duration,
+    cpu: Option<usize>,
 ) -> Result<(Option<i32>, String, String)> {
-    let mut child = Command::new(loadgen)
+    let mut command = Command::new(loadgen);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting loadgen")?;
+        .stderr(Stdio::piped());
+    pin(&mut command, cpu)?;
+    let mut child = command.spawn().context("starting loadgen")?;
     // Read both pipes on threads so a chatty child cannot block on them.
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");

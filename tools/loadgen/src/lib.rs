@@ -17,15 +17,32 @@
 //!   stamp of the connection id and sequence number over a shifting byte
 //!   pattern), so a reply that is corrupt, truncated, *or out of order* is
 //!   caught.
+//! - Two ways to send. *Closed loop* (the default): each connection keeps
+//!   `depth` frames in flight and sends the next only when a reply arrives,
+//!   which measures throughput. *Open loop* (`rate`): frames are due on a
+//!   fixed schedule, `rate` per second over all busy connections in turn,
+//!   and go out when due whatever the server does, which measures latency
+//!   the way users meet it. A closed loop slows its own sending while the
+//!   server stalls, so only the few frames in flight see the stall
+//!   (*coordinated omission*); in the open loop every frame due during the
+//!   stall waits, and each latency counts from the frame's *scheduled*
+//!   send time, as wrk2 does. A timerfd wakes the loop when the next frame
+//!   is due (epoll's own timeout counts in milliseconds), and how late the
+//!   loop itself was is reported (`schedule_lag_us`): latency is only as
+//!   good as that. Frames due while the socket is full wait in memory, so a
+//!   server that stops reading costs `rate × window` frames of it.
 //! - Time is split into a ramp-up, a warm-up, a measured window, and a drain.
 //!   The ramp-up opens the connections, at most [`MAX_CONNECTING`] of them
 //!   unanswered at a time (more would overflow the server's accept queue,
 //!   and the kernel would drop SYNs and retry them only after a second), and
 //!   ends when every connection has had a reply, or at `connect_timeout`.
 //!   After the window no new frames are sent, and frames still unanswered at
-//!   the end of the drain are *lost*. Every phase has a deadline, so a server
-//!   that never answers (a blocking server with many clients) makes the run
-//!   end on time and report "stalled", never hang.
+//!   the end of the drain are *lost* (closed loop) or *unanswered* (open
+//!   loop, where a server that cannot keep up falls behind by design: they
+//!   count in the latencies with the wait they had reached, a lower bound).
+//!   Every phase has a deadline, so a server that never answers (a blocking
+//!   server with many clients) makes the run end on time and report
+//!   "stalled", never hang.
 //!
 //! # Its own ceiling
 //! The report includes the CPU the load generator itself used during the
@@ -48,6 +65,7 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -55,7 +73,10 @@ use anyhow::{bail, Context, Result};
 use common::frame::{HEADER_LEN, MAX_MSG};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use serde::{Deserialize, Serialize};
 
 /// What to run.
@@ -78,6 +99,9 @@ pub struct Config {
     pub threads: usize,
     /// The server's process id, to measure the CPU it uses during the window.
     pub server_pid: Option<u32>,
+    /// Open loop: frames per second over all busy connections, sent on a
+    /// fixed schedule whatever the server does; `depth` is then unused.
+    pub rate: Option<f64>,
 }
 
 /// What happened. Rates cover the measured window only.
@@ -123,6 +147,49 @@ pub struct Report {
     /// Why `server_cpu` is missing although a pid was given.
     #[serde(default)]
     pub server_cpu_note: Option<String>,
+    /// The same, from another clock: utime + stime of `/proc/PID/stat`
+    /// (which the kernel samples at each tick and scales to the scheduler's
+    /// runtime), including threads that exited during the window.
+    #[serde(default)]
+    pub server_cpu_stat: Option<f64>,
+    /// Every verified reply of the run, ramp-up, warm-up and drain included:
+    /// with the server's CPU over its whole life, the cost per frame "over
+    /// the load" rather than over the window.
+    #[serde(default)]
+    pub frames_total: u64,
+    /// Each CPU's time over the window, from `/proc/stat`: where the
+    /// kernel's softirq work ran, whoever it was charged to.
+    #[serde(default)]
+    pub cpus: Vec<CpuTimes>,
+    /// CPU of the kernel's softirq threads (`ksoftirqd/N`) over the
+    /// window, in cores: network work deferred to them is charged to
+    /// neither the server nor the load generator.
+    #[serde(default)]
+    pub ksoftirqd_cpu: Option<f64>,
+    /// Open loop: the frames per second offered.
+    #[serde(default)]
+    pub offered_fps: Option<f64>,
+    /// Open loop: frames due within the window (all of them were sent).
+    #[serde(default)]
+    pub scheduled: u64,
+    /// Open loop: frames still unanswered at the end of the drain.
+    #[serde(default)]
+    pub unanswered: u64,
+    /// Open loop: how late the load generator queued each frame of the
+    /// window after it was due (its own timer and loop, not the server).
+    #[serde(default)]
+    pub schedule_lag_us: Option<Latency>,
+}
+
+/// One CPU's time over the window, in seconds, from `/proc/stat`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuTimes {
+    pub cpu: usize,
+    pub user: f64,
+    pub system: f64,
+    pub softirq: f64,
+    pub irq: f64,
+    pub idle: f64,
 }
 
 impl Report {
@@ -170,11 +237,24 @@ impl Report {
     /// One human-readable summary: the numbers, then what went wrong if anything.
     pub fn summary(&self) -> String {
         let l = &self.latency_us;
+        let shape = match self.offered_fps {
+            Some(rate) => format!("rate={rate:.0}/s"),
+            None => format!("depth={}", self.depth),
+        };
         let mut s = format!(
-            "{} conns={} idle={} depth={} size={}B: {:.0} frames/s, {:.1} MB/s, latency p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs, loadgen cpu {:.2} cores",
-            self.addr, self.conns, self.idle, self.depth, self.size, self.frames_per_sec, self.mb_per_sec,
-            l.p50, l.p99, l.p999, self.loadgen_cpu
+            "{} conns={} idle={} {shape} size={}B: {:.0} frames/s, {:.1} MB/s, latency p50 {:.1} µs p99 {:.1} µs p99.9 {:.1} µs max {:.1} µs, loadgen cpu {:.2} cores",
+            self.addr, self.conns, self.idle, self.size, self.frames_per_sec, self.mb_per_sec,
+            l.p50, l.p99, l.p999, l.max, self.loadgen_cpu
         );
+        if let Some(lag) = &self.schedule_lag_us {
+            s += &format!(", sent late by p99 {:.1} µs max {:.1} µs", lag.p99, lag.max);
+        }
+        if self.unanswered > 0 {
+            s += &format!(
+                "\nBEHIND: {} frames still unanswered at the end (counted with the wait they had reached)",
+                self.unanswered
+            );
+        }
         if let (Some(cpu), Some(ns)) = (self.server_cpu, self.server_ns_per_frame()) {
             s += &format!(", server cpu {cpu:.2} cores, {ns:.0} ns per frame");
         }
@@ -247,6 +327,11 @@ pub fn run(config: &Config) -> Result<Report> {
     if config.secs.is_zero() {
         bail!("--secs must be more than 0");
     }
+    if let Some(rate) = config.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--rate must be a positive number of frames per second");
+        }
+    }
     let total = config.conns + config.idle;
     let threads = config.threads.min(total);
     let start = Instant::now();
@@ -261,7 +346,16 @@ pub fn run(config: &Config) -> Result<Report> {
             // Connection ids t, t+threads, t+2·threads, …: ids are unique across threads.
             // Ids from `conns` on are the idle connections.
             let ids: VecDeque<u32> = (t..total).step_by(threads).map(|i| i as u32).collect();
-            let (config, shared) = (config.clone(), shared.clone());
+            // Open loop: each thread sends its busy connections' share of the rate.
+            let busy = ids
+                .iter()
+                .filter(|&&id| (id as usize) < config.conns)
+                .count();
+            let mut config = config.clone();
+            config.rate = config
+                .rate
+                .map(|rate| rate * busy as f64 / config.conns as f64);
+            let shared = shared.clone();
             let max_connecting = (MAX_CONNECTING / threads).max(1);
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
@@ -279,6 +373,7 @@ pub fn run(config: &Config) -> Result<Report> {
     );
     let ramp_end = Instant::now();
     let phases = Phases {
+        start: ramp_end,
         measure: ramp_end + config.warmup,
         stop: ramp_end + config.warmup + config.secs,
         end: ramp_end + config.warmup + config.secs + config.drain,
@@ -291,10 +386,36 @@ pub fn run(config: &Config) -> Result<Report> {
     sleep_until(phases.measure);
     let cpu_before = cpu_time()?;
     let server_before = config.server_pid.map(process_cpu_time);
+    let stat_before = config.server_pid.and_then(process_stat_time);
+    let cpus_before = cpu_times();
+    let ksoftirqd = ksoftirqd_pids();
+    let ksoftirqd_before = ksoftirqd
+        .iter()
+        .map(|&p| process_cpu_time(p))
+        .collect::<Option<Vec<_>>>();
     sleep_until(phases.stop);
     let window = config.secs.as_secs_f64();
     let cpu = (cpu_time()? - cpu_before).as_secs_f64() / window;
     let server_after = config.server_pid.map(process_cpu_time);
+    let stat_after = config.server_pid.and_then(process_stat_time);
+    let cpus = cpus_before
+        .zip(cpu_times())
+        .map(|(before, after)| cpu_deltas(&before, &after))
+        .unwrap_or_default();
+    let ksoftirqd_after = ksoftirqd
+        .iter()
+        .map(|&p| process_cpu_time(p))
+        .collect::<Option<Vec<_>>>();
+    let ksoftirqd_cpu = ksoftirqd_before
+        .zip(ksoftirqd_after)
+        .map(|(before, after)| {
+            let sum = |v: &[ProcessCpu]| v.iter().map(|c| c.time).sum::<Duration>();
+            sum(&after).saturating_sub(sum(&before)).as_secs_f64() / window
+        });
+    let server_cpu_stat = stat_before
+        .zip(stat_after)
+        .and_then(|(before, after)| after.checked_sub(before))
+        .map(|d| d.as_secs_f64() / window);
     let (server_cpu, server_cpu_note) = match (server_before, server_after) {
         (Some(Some(before)), Some(Some(after))) => {
             // A thread that exited meanwhile takes its time with it: no answer then.
@@ -317,6 +438,9 @@ pub fn run(config: &Config) -> Result<Report> {
     let mut report = total.report(config, threads, ramp_secs, cpu);
     report.server_cpu = server_cpu;
     report.server_cpu_note = server_cpu_note;
+    report.server_cpu_stat = server_cpu_stat;
+    report.cpus = cpus;
+    report.ksoftirqd_cpu = ksoftirqd_cpu;
     Ok(report)
 }
 
@@ -366,8 +490,82 @@ fn process_cpu_time(pid: u32) -> Option<ProcessCpu> {
     })
 }
 
+/// The kernel's per-CPU softirq threads, found by name.
+fn ksoftirqd_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+        })
+        .collect()
+}
+
+/// utime + stime of a whole process from `/proc/PID/stat`, threads that
+/// exited included: the kernel's tick samples, scaled to the scheduler's
+/// runtime, in clock ticks (`USER_HZ`, 100 a second on Linux).
+pub fn process_stat_time(pid: u32) -> Option<Duration> {
+    parse_stat_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat_time(stat: &str) -> Option<Duration> {
+    // The command name, in parentheses, may hold spaces and parentheses:
+    // fields count from after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // Fields 14 and 15 of proc(5); `rest` starts at field 3.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 1000 / USER_HZ))
+}
+
+/// The unit of `/proc/PID/stat` and `/proc/stat` times: fixed at 100 on Linux
+/// whatever the kernel's tick rate (`sysconf(_SC_CLK_TCK)`).
+const USER_HZ: u64 = 100;
+
+/// Each CPU's cumulative times from `/proc/stat`, in ticks:
+/// (cpu, user + nice, system, idle + iowait, irq, softirq).
+fn cpu_times() -> Option<Vec<[u64; 6]>> {
+    parse_cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_cpu_times(stat: &str) -> Option<Vec<[u64; 6]>> {
+    stat.lines()
+        .filter_map(|l| l.strip_prefix("cpu"))
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .map(|f| f.parse().ok())
+                .collect::<Option<_>>()?;
+            // cpuN user nice system idle iowait irq softirq ...
+            (v.len() >= 8).then(|| [v[0], v[1] + v[2], v[3], v[4] + v[5], v[6], v[7]])
+        })
+        .collect()
+}
+
+fn cpu_deltas(before: &[[u64; 6]], after: &[[u64; 6]]) -> Vec<CpuTimes> {
+    let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / USER_HZ as f64;
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| CpuTimes {
+            cpu: a[0] as usize,
+            user: secs(a[1], b[1]),
+            system: secs(a[2], b[2]),
+            idle: secs(a[3], b[3]),
+            irq: secs(a[4], b[4]),
+            softirq: secs(a[5], b[5]),
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Phases {
+    /// The end of the ramp-up: the open loop's frame 0 is due now.
+    start: Instant,
     /// Replies from here on are counted.
     measure: Instant,
     /// No new frames from here on; later replies are checked but not counted.
@@ -452,12 +650,19 @@ struct Conn {
     settled: bool,
     /// Sends one frame only.
     idle: bool,
+    /// Open loop: frames were queued this turn, a write is due.
+    queued: bool,
 }
 
 /// What one thread counted; merged across threads into a [`Report`].
 struct Tally {
     hist: Histogram<u64>,
+    /// Open loop: how late each frame of the window was queued, ns.
+    lag: Histogram<u64>,
     frames: u64,
+    frames_total: u64,
+    scheduled: u64,
+    unanswered: u64,
     connected: usize,
     connect_failed: usize,
     stalled: usize,
@@ -472,7 +677,11 @@ impl Tally {
         Tally {
             // Nanoseconds, from 1 ns to 100 s, 3 significant digits.
             hist: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
+            lag: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
             frames: 0,
+            frames_total: 0,
+            scheduled: 0,
+            unanswered: 0,
             connected: 0,
             connect_failed: 0,
             stalled: 0,
@@ -485,7 +694,11 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) -> Result<()> {
         self.hist.add(&other.hist).context("merging histograms")?;
+        self.lag.add(&other.lag).context("merging histograms")?;
         self.frames += other.frames;
+        self.frames_total += other.frames_total;
+        self.scheduled += other.scheduled;
+        self.unanswered += other.unanswered;
         self.connected += other.connected;
         self.connect_failed += other.connect_failed;
         self.stalled += other.stalled;
@@ -504,19 +717,8 @@ impl Tally {
 
     fn report(self, config: &Config, threads: usize, ramp_secs: f64, loadgen_cpu: f64) -> Report {
         let secs = config.secs.as_secs_f64();
-        let us = |ns: u64| ns as f64 / 1000.0;
-        let h = &self.hist;
-        let latency_us = if h.is_empty() {
-            Latency::default()
-        } else {
-            Latency {
-                p50: us(h.value_at_quantile(0.5)),
-                p99: us(h.value_at_quantile(0.99)),
-                p999: us(h.value_at_quantile(0.999)),
-                max: us(h.max()),
-                mean: h.mean() / 1000.0,
-            }
-        };
+        let latency_us = Latency::of(&self.hist);
+        let open_loop = config.rate.is_some();
         Report {
             addr: config.addr.to_string(),
             conns: config.conns,
@@ -540,6 +742,31 @@ impl Tally {
             loadgen_cpu,
             server_cpu: None,
             server_cpu_note: None,
+            server_cpu_stat: None,
+            frames_total: self.frames_total,
+            cpus: Vec::new(),
+            ksoftirqd_cpu: None,
+            offered_fps: config.rate,
+            scheduled: self.scheduled,
+            unanswered: self.unanswered,
+            schedule_lag_us: open_loop.then(|| Latency::of(&self.lag)),
+        }
+    }
+}
+
+impl Latency {
+    /// Percentiles of a histogram of nanoseconds, in microseconds.
+    fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            p50: us(h.value_at_quantile(0.5)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+            mean: h.mean() / 1000.0,
         }
     }
 }
@@ -565,6 +792,41 @@ struct Worker {
     /// Where every connection's replies are read to: see [`Worker::read`].
     rbuf: Vec<u8>,
     tally: Tally,
+    /// Open loop: this thread's share of the rate, frames per second.
+    rate: Option<f64>,
+    /// Open loop: set up once the ramp-up is over.
+    schedule: Option<Schedule>,
+    /// Open loop: connections with frames queued this turn.
+    queued: Vec<usize>,
+}
+
+/// The open loop's clock: frame `i` of this thread is due at
+/// `start + i / rate` and goes to busy connection `i mod n`, so each
+/// connection sends at `rate / n`, evenly spaced, whatever the replies do.
+struct Schedule {
+    rate: f64,
+    start: Instant,
+    /// The next frame to send.
+    next: u64,
+    /// Busy connections' tokens, in turn.
+    order: Vec<usize>,
+    /// Wakes the loop when the next frame is due: epoll's own timeout
+    /// counts in milliseconds, a timerfd in nanoseconds.
+    timer: TimerFd,
+}
+
+/// The timerfd's token; connections are numbered from 0.
+const TIMER: Token = Token(usize::MAX);
+
+impl Schedule {
+    fn due(&self, i: u64) -> Instant {
+        self.start + Duration::from_secs_f64(i as f64 / self.rate)
+    }
+
+    /// The connection frame `i` goes to.
+    fn conn(&self, i: u64) -> usize {
+        self.order[(i % self.order.len() as u64) as usize]
+    }
 }
 
 impl Worker {
@@ -589,9 +851,99 @@ impl Worker {
             pattern: pattern(),
             rbuf: vec![0; READ_BUF],
             tally: Tally::new(),
+            rate: config.rate,
+            schedule: None,
+            queued: Vec::new(),
         };
         worker.open_more()?;
         Ok(worker)
+    }
+
+    /// Open loop, once the ramp-up is over: the schedule, over the busy
+    /// connections opened by then, and its timer.
+    fn start_schedule(&mut self, phases: &Phases) -> io::Result<()> {
+        let Some(rate) = self.rate else {
+            return Ok(());
+        };
+        let order: Vec<usize> = (0..self.conns.len())
+            .filter(|&t| !self.conns[t].idle)
+            .collect();
+        if order.is_empty() || rate <= 0.0 {
+            return Ok(());
+        }
+        // The timer's slack (50 µs by default) would be latency we add ourselves.
+        let _ = nix::sys::prctl::set_timerslack(1);
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let fd = timer.as_fd().as_raw_fd();
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), TIMER, Interest::READABLE)?;
+        self.schedule = Some(Schedule {
+            rate,
+            start: phases.start,
+            next: 0,
+            order,
+            timer,
+        });
+        Ok(())
+    }
+
+    /// Open loop: queues every frame due by now (and before the window
+    /// closes), writes them, and sets the timer for the next.
+    fn send_due(&mut self, phases: &Phases) -> io::Result<()> {
+        let Some(schedule) = &mut self.schedule else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        loop {
+            let due = schedule.due(schedule.next);
+            if due > now || due >= phases.stop {
+                break;
+            }
+            let token = schedule.conn(schedule.next);
+            schedule.next += 1;
+            let c = &mut self.conns[token];
+            // A connection that failed, or never opened, misses its turns.
+            if !matches!(c.state, State::Open) {
+                continue;
+            }
+            push_frame(&mut c.out, &self.pattern, self.size, c.id, c.next_send);
+            c.next_send += 1;
+            // The latency will count from when the frame was due, not from now.
+            c.in_flight.push_back(due);
+            if !c.queued {
+                c.queued = true;
+                self.queued.push(token);
+            }
+            if due >= phases.measure {
+                self.tally.scheduled += 1;
+                let late = now.duration_since(due).as_nanos() as u64;
+                self.tally.lag.saturating_record(late.max(1));
+            }
+        }
+        let next = schedule.due(schedule.next);
+        if next < phases.stop {
+            // Zero would disarm the timer: at least a nanosecond.
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_nanos(1));
+            schedule.timer.set(
+                Expiration::OneShot(TimeSpec::from_duration(wait)),
+                TimerSetTimeFlags::empty(),
+            )?;
+        }
+        for i in 0..self.queued.len() {
+            let token = self.queued[i];
+            self.conns[token].queued = false;
+            if let Err(e) = self.write(token) {
+                self.fail(token, e);
+            }
+        }
+        self.queued.clear();
+        Ok(())
     }
 
     /// Opens connections while fewer than `max_connecting` wait for their first reply.
@@ -622,6 +974,7 @@ impl Worker {
                         replies: 0,
                         settled: false,
                         idle: id as usize >= self.active,
+                        queued: false,
                     });
                     self.connecting += 1;
                 }
@@ -640,6 +993,12 @@ impl Worker {
         loop {
             if self.phases.is_none() {
                 self.phases = self.shared.phases.get().copied();
+                if let Some(p) = self.phases {
+                    self.start_schedule(&p)?;
+                }
+            }
+            if let Some(p) = self.phases {
+                self.send_due(&p)?;
             }
             let now = Instant::now();
             let timeout = match self.phases {
@@ -661,6 +1020,10 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             }
             for event in events.iter() {
+                // The timer's expiry is cleared by setting it again, in send_due.
+                if event.token() == TIMER {
+                    continue;
+                }
                 // A writable-only event needs no read: skipping it saves a
                 // read(2) that would only say EAGAIN.
                 // The peer's FIN or an error may come in the same edge as
@@ -685,10 +1048,23 @@ impl Worker {
 
     /// Counts what each connection ended as.
     fn finish(mut self) -> Tally {
+        let now = Instant::now();
         for c in &self.conns {
             match c.state {
                 State::Connecting => self.tally.connect_failed += 1,
                 State::Open if c.replies == 0 => self.tally.stalled += 1,
+                // Open loop: behind, not lost; each still waiting counts with
+                // the wait it has reached, or a stall would shorten the tail.
+                State::Open if self.rate.is_some() => {
+                    self.tally.unanswered += c.in_flight.len() as u64;
+                    let window = self.phases.map(|p| p.measure..p.stop);
+                    for due in &c.in_flight {
+                        if window.as_ref().is_some_and(|w| w.contains(due)) {
+                            let ns = now.duration_since(*due).as_nanos() as u64;
+                            self.tally.hist.saturating_record(ns.max(1));
+                        }
+                    }
+                }
                 State::Open => self.tally.lost += c.in_flight.len() as u64,
                 State::Done => {}
             }
@@ -735,14 +1111,19 @@ impl Worker {
             None => Ok(()),
         };
         if let Err(e) = read.and_then(|()| self.write(token)) {
-            let c = &mut self.conns[token];
-            if !matches!(c.state, State::Done) {
-                c.state = State::Done;
-                self.tally.closed += 1;
-                self.tally.lost += c.in_flight.len() as u64;
-                let id = c.id;
-                self.tally.error(|| format!("connection {id}: {e}"));
-            }
+            self.fail(token, e);
+        }
+    }
+
+    /// The server closed the connection, or it broke: what was in flight is lost.
+    fn fail(&mut self, token: usize, e: io::Error) {
+        let c = &mut self.conns[token];
+        if !matches!(c.state, State::Done) {
+            c.state = State::Done;
+            self.tally.closed += 1;
+            self.tally.lost += c.in_flight.len() as u64;
+            let id = c.id;
+            self.tally.error(|| format!("connection {id}: {e}"));
         }
     }
 
@@ -811,12 +1192,18 @@ impl Worker {
                 consumed += frame_len;
                 c.next_recv += 1;
                 c.replies += 1;
-                if self
-                    .phases
-                    .is_some_and(|p| now >= p.measure && now < p.stop)
-                {
+                self.tally.frames_total += 1;
+                let in_window =
+                    |t: Instant| self.phases.is_some_and(|p| t >= p.measure && t < p.stop);
+                if in_window(now) {
                     self.tally.frames += 1;
-                    let ns = now.duration_since(sent_at).as_nanos() as u64;
+                }
+                // Closed loop: the replies that arrive in the window. Open
+                // loop: the frames *due* in the window, whenever they are
+                // answered, or a stall would push its victims out of the count.
+                let counted = if self.rate.is_some() { sent_at } else { now };
+                if in_window(counted) {
+                    let ns = now.saturating_duration_since(sent_at).as_nanos() as u64;
                     self.tally.hist.saturating_record(ns.max(1));
                 }
             }
@@ -838,14 +1225,21 @@ impl Worker {
         }
     }
 
-    /// Tops the connection up to `depth` frames in flight and writes what it can.
+    /// Closed loop: tops the connection up to `depth` frames in flight.
+    /// Open loop: only the ramp-up's first frame, the schedule sends the
+    /// rest. Then writes what it can.
     fn write(&mut self, token: usize) -> io::Result<()> {
         let c = &mut self.conns[token];
         if !matches!(c.state, State::Open) {
             return Ok(());
         }
         let now = Instant::now();
-        let limit = if c.idle { 1 } else { u64::MAX };
+        let limit = match (c.idle, self.rate) {
+            (true, _) => 1,
+            (false, None) => u64::MAX,
+            (false, Some(_)) if self.phases.is_none() => 1,
+            (false, Some(_)) => 0,
+        };
         if self.phases.is_none_or(|p| now < p.stop) {
             while c.in_flight.len() < self.depth && c.next_send < limit {
                 push_frame(&mut c.out, &self.pattern, self.size, c.id, c.next_send);
@@ -884,6 +1278,55 @@ fn connected(stream: &TcpStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_spaces_frames_evenly_over_the_connections_in_turn() {
+        let start = Instant::now();
+        let schedule = Schedule {
+            rate: 4000.0,
+            start,
+            next: 0,
+            order: vec![3, 5, 8],
+            timer: TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC).unwrap(),
+        };
+        assert_eq!(schedule.due(0), start);
+        assert_eq!(schedule.due(4000) - start, Duration::from_secs(1));
+        assert_eq!(
+            schedule.due(3) - schedule.due(2),
+            Duration::from_micros(250)
+        );
+        let conns: Vec<usize> = (0..7).map(|i| schedule.conn(i)).collect();
+        assert_eq!(conns, [3, 5, 8, 3, 5, 8, 3]);
+    }
+
+    #[test]
+    fn process_times_are_read_past_a_command_name_with_spaces() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+        // majflt cmajflt utime stime ...: utime 250 and stime 130 ticks.
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 130 0 0 20 0 1 0";
+        assert_eq!(parse_stat_time(stat), Some(Duration::from_millis(3800)));
+        assert_eq!(parse_stat_time("42 (x) S 1"), None);
+        // Our own process reads too.
+        assert!(process_stat_time(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cpu_times_are_per_cpu_deltas_in_seconds() {
+        let before = "cpu  9 9 9 9 9 9 9 9 0 0\n\
+                      cpu0 100 5 200 1000 10 0 30 0 0 0\n\
+                      cpu1 100 0 200 1000 0 1 40 0 0 0\nintr 1 2 3\n";
+        let after = "cpu  9 9 9 9 9 9 9 9 0 0\n\
+                     cpu0 150 5 260 1010 10 0 45 0 0 0\n\
+                     cpu1 100 0 300 1000 0 1 140 0 0 0\n";
+        let d = cpu_deltas(
+            &parse_cpu_times(before).unwrap(),
+            &parse_cpu_times(after).unwrap(),
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].cpu, d[0].user, d[0].system), (0, 0.5, 0.6));
+        assert_eq!((d[0].idle, d[0].softirq), (0.1, 0.15));
+        assert_eq!((d[1].cpu, d[1].system, d[1].softirq), (1, 1.0, 1.0));
+    }
 
     #[test]
     fn frames_check_only_against_themselves() {

@@ -25,9 +25,14 @@ struct Args {
     /// Extra connections that are answered once, then stay silent.
     #[arg(long, default_value_t = 0)]
     idle: usize,
-    /// Frames in flight per connection (1 = strict request/response).
+    /// Frames in flight per connection (1 = strict request/response); closed loop only.
     #[arg(long, default_value_t = 1)]
     depth: usize,
+    /// Open loop: send this many frames per second over all connections, on
+    /// a fixed schedule whatever the server does; latency counts from when
+    /// each frame was due.
+    #[arg(long, conflicts_with = "depth")]
+    rate: Option<f64>,
     /// Payload bytes per frame (at most 4096).
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -69,6 +74,7 @@ fn main() -> Result<ExitCode> {
         drain: secs(args.drain)?,
         threads: args.threads,
         server_pid: args.server_pid,
+        rate: args.rate,
     };
     let report = loadgen::run(&config)?;
     if args.json {

@@ -45,6 +45,7 @@ fn config(addr: SocketAddr) -> Config {
         drain: Duration::from_millis(300),
         threads: 2,
         server_pid: None,
+        rate: None,
     }
 }
 

@@ -172,6 +172,7 @@ fn loadgen_verifies_every_reply() {
                 drain: Duration::from_millis(500),
                 threads: 2,
                 server_pid: None,
+                rate: None,
             })
             .unwrap();
             assert_eq!(
