@@ -9,9 +9,10 @@
 # machine's load average, since on a shared machine the unpaired ratios
 # are noise-bound and only the paired ones (same runs, two ways) resolve.
 #
-# Usage: ROUNDS=8 bash book/capture-cpu-methods.sh
+# Usage: ROUNDS=8 bash book/capture/cpu-methods.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 rounds=${ROUNDS:-8}
 out=bench-out/cpu-methods
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -23,7 +24,7 @@ cargo run --release -p bench -- --phases targets --only ch09,ch13,tokio-ct \
 [ -f "$out/targets.md" ] || exit "$status"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-    echo "# ROUNDS=$rounds bash book/capture-cpu-methods.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr)"
+    header ROUNDS=$rounds bash book/capture/cpu-methods.sh
     echo "# = cargo run --release -p bench -- --phases targets --only ch09,ch13,tokio-ct --min-rounds $rounds --max-rounds $rounds"
     echo "# load average (1, 5, 15 min) before: $load_before, after: $load_after"
     echo

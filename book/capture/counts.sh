@@ -18,9 +18,10 @@
 # Writes book/src/captures/counts.txt. Needs valgrind, perf (with access
 # to the syscall tracepoints) and python3; takes about five minutes.
 #
-# Usage: REPS=3 bash book/capture-counts.sh
+# Usage: REPS=3 bash book/capture/counts.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 for tool in valgrind perf python3; do
     command -v "$tool" >/dev/null || { echo "capture-counts: this needs $tool" >&2; exit 1; }
 done
@@ -137,7 +138,7 @@ for load in "${loads[@]}"; do
 done
 
 {
-    echo "# REPS=$reps bash book/capture-counts.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr)"
+    header REPS=$reps bash book/capture/counts.sh
     echo "# instructions: user space, per echoed frame (callgrind, difference of a 0.5 s and a 3 s load)"
     echo "# system calls per echoed frame over a 2 s load (perf stat, tracepoints): all of them, then"
     echo "# reads (read, recvfrom, recvmsg, readv), sends (write, sendto, sendmsg, writev),"
