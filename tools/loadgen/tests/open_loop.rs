@@ -85,9 +85,10 @@ fn the_open_loop_sees_a_stall_the_closed_loop_hides() {
     // The closed loop stopped sending while the server stopped: four slow
     // frames among thousands, below its 99th percentile.
     assert!(ms(closed.latency_us.p99) < 50.0, "{}", closed.summary());
-    // The open loop kept sending: two frames in five waited, some up to 200 ms.
+    // The open loop kept sending: the two frames in five due during a stall
+    // waited for its end, up to 200 ms. (Its median is a frame sent while
+    // the server serves: fast, so no bound on it.)
     assert!(ms(open.latency_us.p99) >= 100.0, "{}", open.summary());
-    assert!(ms(open.latency_us.p50) >= 1.0, "{}", open.summary());
 }
 
 #[test]
