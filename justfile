@@ -53,10 +53,10 @@ client *args:
 test:
     cargo test --workspace
 
-# Show what changed between two chapters (moved lines dimmed): just diff ch06 ch07
+# Show what a step changed, as the book does (indentation-only changes ignored): just diff ch06 ch07, or just diff ch14 (from the chapter its page compares with)
 [no-exit-message]
-diff from to:
-    @{{ _crate }} from=$(crate "$1") && to=$(crate "$2") && bash book/diff-chapters.sh "$from" "$to" --color=auto --color-moved=dimmed-zebra
+diff from to="":
+    @{{ _crate }} from=$(crate "$1") && to=${2:+$(crate "$2")} && bash book/diff-chapters.sh "$from" $to --color=auto --color-moved=dimmed-zebra --color-moved-ws=allow-indentation-change
 
 # Test any echo server with the suite (options before the command; see --help): just conform event_loop -- target/release/ch07
 [no-exit-message]

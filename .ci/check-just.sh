@@ -3,7 +3,7 @@
 # what it builds, and ends with status 0 and no error line on Ctrl-C;
 # `just client` talks to it, and without it says how to start one; a wrong
 # chapter name or a privileged port is one clear line; `just conform` builds
-# what it tests; `just diff` shows a step.
+# what it tests; `just diff` shows a step, the book's diff of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,6 +96,22 @@ grep -qF "cargo install mdbook --locked --version $pinned\`" README.md ||
 
 diff_out=$(just diff ch06 ch07)
 grep -q '^diff --git' <<<"$diff_out" || { echo "just diff ch06 ch07 printed no diff" >&2; exit 1; }
+# The reader's diff is the book's, byte for byte: the same lines left out,
+# the same whitespace ignored. With one chapter, the step its page shows:
+# chapter 14's page compares itself with chapter 9.
+bash book/gen-diffs.sh >/dev/null
+cmp -s <(printf '%s\n' "$diff_out") book/src/generated/ch06-ch07.diff ||
+    { echo "just diff ch06 ch07 differs from the book's generated/ch06-ch07.diff" >&2; exit 1; }
+cmp -s <(just diff ch14) book/src/generated/ch09-ch14.diff ||
+    { echo "just diff ch14 differs from the book's generated/ch09-ch14.diff" >&2; exit 1; }
+cmp -s <(just diff ch07-epoll-lt) book/src/generated/ch06-ch07.diff ||
+    { echo "just diff ch07-epoll-lt differs from the book's generated/ch06-ch07.diff" >&2; exit 1; }
+status=0
+msg=$(just diff ch03 2>&1) || status=$?
+if [ "$status" -ne 2 ] || [ "$msg" != 'ch03 is the first chapter: nothing comes before it' ]; then
+    echo "just diff ch03: status $status, said: $msg" >&2
+    exit 1
+fi
 # A reader who stops reading (`just diff ch06 ch07 | head`) is not an error.
 # Here the pipe's reading end is closed before just starts, so the diff's
 # first write meets SIGPIPE every time, not one run in two.
@@ -124,4 +140,4 @@ if [ "$status" -ne 0 ] || grep -q '^error' "$out"; then
     echo "Ctrl-C on just serve-book: status $status (want 0, and no error line)" >&2
     exit 1
 fi
-echo "justfile: ok (run, client, Ctrl-C, no server, no such chapter, privileged port, conform, diff, serve-book)"
+echo "justfile: ok (run, client, Ctrl-C, no server, no such chapter, privileged port, conform, diff and the book's diffs, serve-book)"

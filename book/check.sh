@@ -7,8 +7,7 @@
 #      nothing for a missing anchor), or uses line numbers instead of an anchor;
 #   2. a page is missing from SUMMARY.md (so it would never be built), or a
 #      chapter crate chapters/chNN-name has no page book/src/chNN-name.md that
-#      quotes the crate through an anchor and shows the generated diff from
-#      the chapter before (or the one book/predecessors.sh names); a diff
+#      quotes the crate through an anchor (its diff: see 2c); a diff
 #      longer than 150 lines is shown folded, inside <details>; no generated
 #      diff carries an `// ANCHOR:` marker line;
 #   2b. code that says "Identical in chapters A to B" (or any list of
@@ -21,6 +20,14 @@
 #      figure has no marker, or a capture does not start with the command
 #      that re-records it, the date and the machine (book/check-figures.py
 #      says how, and what it exempts);
+#   2d. every step reads as a diff: each chapter's page shows the diff from
+#      the chapter before (or the one book/predecessors.sh names), whole or
+#      file by file (generated/chAA-chNN/FILE.diff), each printed diff folded
+#      in <details> under a <summary> that says what it carries, and none
+#      with more than 600 changed lines; a new module may instead be shown on
+#      its own, every line of it quoted through anchors. The diffs ignore
+#      indentation alone, and nothing else. Every chapter page has the parts
+#      the introduction promises, in order;
 #   3. mdBook reports any error or warning while building;
 #   4. a link or image in the built HTML points at a page, file or #fragment
 #      that does not exist.
@@ -110,12 +117,6 @@ for crate in chapters/ch[0-9][0-9]-*/; do
             fail "$page is not listed in $src/SUMMARY.md"
         grep -Eq "\{\{#include \.\./\.\./$crate/[^}]*:[A-Za-z_][A-Za-z0-9_-]*\}\}" "$page" ||
             fail "$page quotes no code from $crate through an anchor"
-        if [ -n "$prev" ]; then
-            diff="generated/$prev-$num.diff"
-            [ -f "$src/$diff" ] || fail "$src/$diff was not generated"
-            grep -q "{{#include $diff}}" "$page" ||
-                fail "$page does not show the generated diff {{#include $diff}}"
-        fi
     fi
     prev=$num
 done
@@ -140,7 +141,7 @@ if [ -n "$folding" ]; then
     sed 's/^/book check: /' <<<"$folding" >&2
     errors=$((errors + 1))
 fi
-if grep -l -E '^[-+ ][[:space:]]*// ANCHOR(_END)?: ' "$src"/generated/*.diff >/dev/null 2>&1; then
+if grep -rl -E '^[-+ ][[:space:]]*// ANCHOR(_END)?: ' "$src"/generated --include='*.diff' >/dev/null 2>&1; then
     fail "a generated diff shows // ANCHOR: lines: run book/gen-diffs.sh (it strips them)"
 fi
 
@@ -207,6 +208,135 @@ if figures=$(python3 book/check-figures.py "$src"); then
 else
     errors=$((errors + 1))
 fi
+# --- 2d. steps a reader can diff (issue 21) ------------------------------------
+# A step shows one idea: its page prints the diff from the chapter before,
+# whole or in parts (one per file, generated/chAA-chNN/FILE.diff), each part
+# folded under a <summary> that says what it carries, and no printed diff
+# longer than a reader can take in. A new module may be shown on its own
+# instead, through anchors that quote every line of it but its tests.
+
+MAX_CHANGED_LINES=600
+# Steps not cut down yet, and why; the check names them each time, with
+# their size, instead of failing. Delete a line when its step is cut.
+declare -A OVER_LIMIT_FOR_NOW=(
+    [ch11-ch12]="chapter 12 is to be split into steps (issue 21)"
+    [ch09-ch13]="chapter 13's code and page are being rewritten (issue 21)"
+)
+
+changed_lines() { # diff file: its + and - lines, headers not counted
+    awk '/^diff --git /{ hunk = 0; next } /^@@/{ hunk = 1; next } hunk && /^[-+]/{ n++ } END { print n + 0 }' "$1"
+}
+
+# The share of a file's lines, before its tests, that a page quotes
+# through anchors: "covered total".
+quoted_lines() { # page file
+    local anchors
+    anchors=$(grep -oE "\{\{#include \.\./\.\./$2:[A-Za-z0-9_-]+\}\}" "$1" |
+        sed -E 's/.*:([A-Za-z0-9_-]+)\}\}$/\1/' | sort -u | tr '\n' ' ')
+    if grep -qF "{{#include ../../$2}}" "$1"; then
+        echo "1 1"
+        return
+    fi
+    awk -v list="$anchors" '
+        BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
+        /^#\[cfg\(test\)\]/ { exit }
+        /\/\/ ANCHOR_END: / { name = $0; sub(/.*ANCHOR_END: /, "", name); open[name] = 0; next }
+        /\/\/ ANCHOR: / { name = $0; sub(/.*ANCHOR: /, "", name); open[name] = 1; next }
+        /^[[:space:]]*$/ || /\/\/ Identical in chapters / { next }
+        {
+            total++
+            for (k in open) if (open[k] && want[k]) { covered++; break }
+        }
+        END { print covered + 0, total + 0 }' "$2"
+}
+
+# Every diff a page prints: "line file summary", the summary being that of
+# the <details> it is folded in (empty if it is not folded).
+printed_diffs() { # page
+    awk '
+        /<details>/ { open = 1; summary = "" }
+        /<\/details>/ { open = 0 }
+        open && match($0, /<summary>.*<\/summary>/) { summary = substr($0, RSTART + 9, RLENGTH - 19) }
+        match($0, /\{\{#include generated\/[^}]*\.diff\}\}/) {
+            print NR "\t" substr($0, RSTART + 11, RLENGTH - 13) "\t" (open ? summary : "")
+        }' "$1"
+}
+
+steps=0
+prev=""
+for crate in chapters/ch[0-9][0-9]-*/; do
+    [ -d "${crate}src" ] || continue
+    crate=${crate%/}
+    name=$(basename "$crate")
+    num=${name%%-*}
+    page="$src/$name.md"
+    from=$(predecessor_of "$num" "$prev")
+    prev=$num
+    [ -n "$from" ] && [ -f "$page" ] || continue
+    step="$from-$num"
+    steps=$((steps + 1))
+    whole="generated/$step.diff"
+    if [ ! -f "$src/$whole" ]; then
+        fail "$src/$whole was not generated: run book/gen-diffs.sh"
+        continue
+    fi
+    DIFF_CHECK_INDENT_ONLY=1 bash book/diff-chapters.sh "$from" "$num" ||
+        fail "the diff $from to $num hides a change that is not indentation (above): undo it, or make it a change of its own"
+
+    declare -A shown=()
+    while IFS=$'\t' read -r line diff summary; do
+        shown[$diff]=1
+        if [ ! -f "$src/$diff" ]; then
+            fail "$page:$line: {{#include $diff}}: no such generated diff (book/gen-diffs.sh writes generated/$step.diff and generated/$step/FILE.diff)"
+            continue
+        fi
+        case $diff in
+            "$whole" | "generated/$step/"*) ;;
+            *) fail "$page:$line: shows $diff, but this page's step is $from to $num" ;;
+        esac
+        [ -n "$summary" ] ||
+            fail "$page:$line: fold $diff in <details> with a <summary> that says what it carries"
+        n=$(changed_lines "$src/$diff")
+        if [ "$n" -gt "$MAX_CHANGED_LINES" ]; then
+            if [ -n "${OVER_LIMIT_FOR_NOW[$step]:-}" ]; then
+                echo "book check: note: $page:$line: $diff has $n changed lines, over $MAX_CHANGED_LINES for now: ${OVER_LIMIT_FOR_NOW[$step]}"
+            else
+                fail "$page:$line: $diff has $n changed lines, more than $MAX_CHANGED_LINES: show the step in parts, one per file ({{#include generated/$step/FILE.diff}}), each under its own <summary>; a new module may be quoted through anchors instead"
+            fi
+        fi
+    done < <(printed_diffs "$page")
+
+    # Shown whole, or every file: as its part, or as a new module quoted.
+    if [ -z "${shown[$whole]:-}" ]; then
+        while IFS= read -r part; do
+            file=${part#"$src/generated/$step/"}
+            file=${file%.diff}
+            [ -n "${shown[generated/$step/$file.diff]:-}" ] && continue
+            if grep -q '^new file mode' "$part"; then
+                read -r covered total < <(quoted_lines "$page" "$crate/src/$file")
+                [ "$covered" -gt 0 ] && [ "$covered" -eq "$total" ] && continue
+                fail "$page shows neither {{#include generated/$step/$file.diff}} nor all of the new $file through anchors ($covered of its $total lines before its tests)"
+            else
+                fail "$page does not show what $file changed: {{#include generated/$step/$file.diff}}, or the whole step, {{#include $whole}}"
+            fi
+        done < <(find "$src/generated/$step" -name '*.diff' | sort)
+    fi
+    unset shown
+done
+
+# The parts of a chapter page, in the order the introduction promises.
+template=("The problem" "The system calls" "The code" "What changed" "What can go wrong" "Exercises")
+grep -qF "1. **${template[0]}**" "$src/introduction.md" ||
+    fail "$src/introduction.md no longer lists the parts of a chapter page (1. **${template[0]}**...): update book/check.sh's template with it"
+for page in "$src"/ch[0-9][0-9]-*.md; do
+    missing=$(awk -v want="$(printf '%s\n' "${template[@]}")" '
+        BEGIN { n = split(want, parts, "\n"); i = 1 }
+        /^```/ { fenced = !fenced }
+        !fenced && /^## / && i <= n && substr($0, 4) == parts[i] { i++ }
+        END { if (i <= n) print parts[i] }' "$page")
+    [ -z "$missing" ] ||
+        fail "$page: no '## $missing' heading where the introduction's page template puts it (in order: $(printf '%s, ' "${template[@]}" | sed 's/, $//'))"
+done
 
 # --- 3. build, refusing errors and warnings ------------------------------------
 
@@ -263,4 +393,4 @@ if [ "$errors" -gt 0 ]; then
     echo "book check: $errors problem(s)" >&2
     exit 1
 fi
-echo "book check: ok ($includes includes, $copies copies checked, $links internal links)"
+echo "book check: ok ($includes includes, $copies copies checked, $steps steps, $links internal links)"

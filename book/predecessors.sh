@@ -1,6 +1,6 @@
-# Sourced by gen-diffs.sh and check.sh: which chapter each chapter's page
-# compares itself with. By default the chapter just before it; a chapter that
-# starts again from an earlier design names that one here.
+# Sourced by gen-diffs.sh, diff-chapters.sh and check.sh: which chapter each
+# chapter's page compares itself with. By default the chapter just before
+# it; a chapter that starts again from an earlier design names that one here.
 # shellcheck disable=SC2034
 declare -A PREDECESSOR=(
     [ch13]=ch09 # io_uring: a new event loop, in place of the edge-triggered one
@@ -10,4 +10,21 @@ declare -A PREDECESSOR=(
 # Prints the chapter number a chapter's page is diffed against, or nothing.
 predecessor_of() { # this_number previous_number
     echo "${PREDECESSOR[$1]:-$2}"
+}
+
+# The same, finding the previous chapter itself: `predecessor_of_chapter
+# ch14` prints ch09, `predecessor_of_chapter ch07` ch06, and the first
+# chapter nothing. Run from the repository's root.
+predecessor_of_chapter() { # number
+    local dir num prev=""
+    for dir in chapters/ch[0-9][0-9]-*/; do
+        [ -d "${dir}src" ] || continue
+        num=$(basename "$dir")
+        num=${num%%-*}
+        if [ "$num" = "$1" ]; then
+            [ -z "$prev" ] || predecessor_of "$num" "$prev"
+            return
+        fi
+        prev=$num
+    done
 }

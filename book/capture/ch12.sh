@@ -211,7 +211,9 @@ bench() {
                 stop
             done
         done | tee "$tmp/bench"
-        # Ratios within each round, then their median and spread.
+        # Ratios within each round, then their median and spread: the
+        # table the book shows, between the markers.
+        echo "ANCHOR: summary"
         for depth in 1 16; do
             for other in ch09 tokio-echo; do
                 awk -v d="$depth" -v o="$other" '
@@ -228,6 +230,7 @@ bench() {
                         }'
             done
         done
+        echo "ANCHOR_END: summary"
     } >"$out/ch12-bench.txt"
     echo "capture: $out/ch12-bench.txt"
 }

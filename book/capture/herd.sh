@@ -107,8 +107,11 @@ stop() { # label
     echo "## switches, for anything: the connection, its frame, its hang-up), events for"
     echo "## the listener, and those that found nothing to accept. Then where they went."
     echo
+    # The book shows this table, between the markers; the rest is linked.
+    echo "ANCHOR: summary"
     echo "| run                                  | wakeups | events | empty | accepted per loop         |"
     echo "|--------------------------------------|--------:|-------:|------:|---------------------------|"
     cat "$tmp/summary"
+    echo "ANCHOR_END: summary"
 } | tee "$out"
 echo "capture-herd: wrote $out" >&2

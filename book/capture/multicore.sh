@@ -66,4 +66,45 @@ run() { # server-name conns depth size
         done
     done
 } | tee "$out"
+# The table the book shows (between the markers), from the rows above.
+summary=$(awk '
+    # The summary of a capture-multicore.sh run: per server and load, the
+    # lowest and highest server CPU per frame of its rounds.
+    /^## [0-9]/ {
+        load = substr($0, 4)
+        sub(/ connections × /, " conns, depth ", load)
+        sub(/ frames in flight × /, ", ", load)
+        loads[++nloads] = load
+        next
+    }
+    / ns per frame$/ && nloads {
+        name = substr($0, 1, 20)
+        sub(/ +$/, "", name)
+        if (!(name in seen)) { seen[name] = 1; names[++nnames] = name }
+        ns = $(NF - 3)
+        key = name SUBSEP nloads
+        if (!(key in lo) || ns + 0 < lo[key]) lo[key] = ns + 0
+        if (!(key in hi) || ns + 0 > hi[key]) hi[key] = ns + 0
+    }
+    END {
+        print ""
+        print "## Summary: server CPU per echoed frame, in ns, lowest and highest of the rounds"
+        print "ANCHOR: summary"
+        line = sprintf("%-20s", "server")
+        for (l = 1; l <= nloads; l++) line = line sprintf("  %-24s", loads[l])
+        sub(/ +$/, "", line)
+        print line
+        for (n = 1; n <= nnames; n++) {
+            line = sprintf("%-20s", names[n])
+            for (l = 1; l <= nloads; l++) {
+                key = names[n] SUBSEP l
+                line = line sprintf("  %-24s", lo[key] " to " hi[key])
+            }
+            sub(/ +$/, "", line)
+            print line
+        }
+        print "ANCHOR_END: summary"
+    }
+' "$out")
+printf '%s\n' "$summary" | tee -a "$out"
 echo "capture-multicore: wrote $out" >&2

@@ -17,6 +17,7 @@ use common::{args::Args, info, net, signals, warn};
 /// What the server answers, whatever the client said.
 const REPLY: &[u8] = b"world";
 
+// ANCHOR: start
 fn main() -> ExitCode {
     common::args::run(serve)
 }
@@ -33,6 +34,7 @@ fn serve() -> Result<()> {
     let listener = listen(addr).map_err(|e| net::listen_error(addr.into(), e))?;
     // std's local_addr is getsockname(2): with port 0 it tells which port the kernel chose.
     net::announce(&TcpListener::from(listener.try_clone()?))?;
+    // ANCHOR_END: start
 
     // ANCHOR: accept_loop
     while !signals::stop_requested() {

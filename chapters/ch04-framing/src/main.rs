@@ -17,11 +17,11 @@ use common::signals::{self, Stoppable};
 use common::{args::Args, debug, info, warn};
 
 fn main() -> ExitCode {
-    common::args::run(serve_forever)
+    common::args::run(serve)
 }
 
 // ANCHOR: main
-fn serve_forever() -> Result<()> {
+fn serve() -> Result<()> {
     let addr = Args::from_env(
         "ch04",
         "echoes length-prefixed frames, one client at a time",
@@ -43,7 +43,7 @@ fn serve_forever() -> Result<()> {
             }
         };
         // The whole server is busy with this one client until it leaves.
-        if let Err(e) = serve(stream) {
+        if let Err(e) = echo(stream) {
             if !signals::is_stop(&e) {
                 // A reset, a bad frame, EOF mid-frame: the client's doing.
                 debug!("closing connection: {e}");
@@ -57,9 +57,9 @@ fn serve_forever() -> Result<()> {
 }
 // ANCHOR_END: main
 
-// ANCHOR: serve
+// ANCHOR: echo
 /// Echoes frames until the client closes the connection or breaks the protocol.
-fn serve(stream: TcpStream) -> io::Result<()> {
+fn echo(stream: TcpStream) -> io::Result<()> {
     // One write per reply: without this, Nagle's algorithm holds back every
     // reply sent while the one before is unacknowledged (see the chapter).
     stream.set_nodelay(true)?;
@@ -71,4 +71,4 @@ fn serve(stream: TcpStream) -> io::Result<()> {
     }
     Ok(())
 }
-// ANCHOR_END: serve
+// ANCHOR_END: echo

@@ -31,11 +31,11 @@ const DEFAULT_MAX_THREADS: usize = 10_000;
 // ANCHOR_END: max_threads
 
 fn main() -> ExitCode {
-    common::args::run(serve_forever)
+    common::args::run(serve)
 }
 
 // ANCHOR: main
-fn serve_forever() -> Result<()> {
+fn serve() -> Result<()> {
     let mut args = Args::from_env("ch05", "echoes frames, one thread per client");
     let max_threads = args.option_in(
         "max-threads",
@@ -54,7 +54,8 @@ fn serve_forever() -> Result<()> {
     while !signals::stop_requested() {
         let stream = match net::accept(&listener) {
             Ok(stream) => stream,
-            // EINTR (the loop condition decides), or a client that gave up.
+            // EINTR (a signal: the loop condition decides), or a client
+            // that gave up while it waited in the backlog.
             Err(AcceptError::Retry(_)) => continue,
             Err(AcceptError::NoFds(_)) => match accept_with_spare_fd(&listener, &mut spare_fd) {
                 Some(stream) => stream,
@@ -108,8 +109,9 @@ fn spawn_worker(stream: TcpStream, threads: &Arc<AtomicUsize>) {
     );
     let spawned = thread::Builder::new().spawn(move || {
         let _busy = busy;
-        if let Err(e) = serve(stream) {
+        if let Err(e) = echo(stream) {
             if !signals::is_stop(&e) {
+                // A reset, a bad frame, EOF mid-frame: the client's doing.
                 debug!("closing connection: {e}");
             }
         }
@@ -126,10 +128,14 @@ fn spawn_worker(stream: TcpStream, threads: &Arc<AtomicUsize>) {
 }
 // ANCHOR_END: spawn
 
-// ANCHOR: serve
+// ANCHOR: echo
+/// Echoes frames until the client closes the connection or breaks the protocol.
 /// Chapter 4's loop, unchanged: it only blocks this client's own thread now.
-fn serve(stream: TcpStream) -> io::Result<()> {
+fn echo(stream: TcpStream) -> io::Result<()> {
+    // One write per reply: without this, Nagle's algorithm holds back every
+    // reply sent while the one before is unacknowledged (see the chapter).
     stream.set_nodelay(true)?;
+    // Ctrl-C must be able to interrupt us while we wait for this client.
     let mut stream = Stoppable(stream);
     let mut payload = [0u8; MAX_MSG];
     while let Some(len) = frame::read_frame(&mut stream, &mut payload)? {
@@ -137,7 +143,7 @@ fn serve(stream: TcpStream) -> io::Result<()> {
     }
     Ok(())
 }
-// ANCHOR_END: serve
+// ANCHOR_END: echo
 
 // ANCHOR: emfile
 /// accept(2) reserves a descriptor before it takes a connection, so at the

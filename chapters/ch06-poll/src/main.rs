@@ -6,6 +6,8 @@
 //! thread which sockets can make progress right now. Nothing ever waits
 //! except `poll` itself, so a slow client can no longer hold up the others.
 
+mod graceful;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -20,9 +22,9 @@ use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
 use common::time::time_left;
 use common::{debug, error, info, warn};
+use graceful::{close_gracefully, finish_if_no_more_requests, stop_reading, stop_requested_again};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::read;
 
@@ -202,38 +204,6 @@ fn serve() -> Result<()> {
     Ok(())
 }
 
-// ANCHOR: stop
-// Identical in chapters 6 to 9 (book/check.sh checks it).
-/// Reads the pending stop signal. Returns true if one had already asked us
-/// to stop: a second Ctrl-C stops at once.
-fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
-    match stop.read_signal() {
-        Ok(Some(_)) => deadline.is_some(),
-        // A spurious wakeup: nothing was pending after all.
-        Ok(None) => false,
-        Err(e) => {
-            error!("signalfd: {e}");
-            true
-        }
-    }
-}
-
-// ANCHOR: stop_reading
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
-/// A stop answers what the client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue. (The
-/// kernel counts those only up to an urgent mark, if there is one: frames
-/// behind a byte of urgent data, a rarity, go unanswered.)
-fn stop_reading(conn: &mut Conn) {
-    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
-    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
-    if conn.state == State::Reading {
-        finish_if_no_more_requests(conn);
-    }
-}
-// ANCHOR_END: stop_reading
-// ANCHOR_END: stop
-
 // ANCHOR: accept
 /// Accepts one connection. If more are waiting, the listener is still
 /// readable and the next wait returns at once: level-triggered.
@@ -320,14 +290,14 @@ fn connection_io(conn: &mut Conn) {
     }
 }
 
-/// Reads per connection per wakeup. Level-triggered, we may stop whenever we
+/// Reads per connection per turn. Level-triggered, we may stop whenever we
 /// like: if input remains, the next wait reports the socket again. Without a
 /// limit, a client that sends and reads as fast as we echo would keep us in
 /// this loop forever, and every other client would wait.
-const READS_PER_WAKEUP: usize = 16;
+const READS_PER_TURN: usize = 16;
 
 fn state_reading(conn: &mut Conn) {
-    for _ in 0..READS_PER_WAKEUP {
+    for _ in 0..READS_PER_TURN {
         if !try_fill_buffer(conn) {
             break;
         }
@@ -446,45 +416,3 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
     false
 }
 // ANCHOR_END: write
-
-// ANCHOR: close
-// Identical in chapters 6 and 7 (book/check.sh checks it).
-/// Once a connection will read no more requests (it sent a bad frame, or
-/// the server is stopping) and every reply is sent, we shut down our
-/// sending side: the client reads our last reply, then EOF.
-///
-/// Why not close at once: `close` on a socket with unread input makes the
-/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
-/// sent that the client has not received yet. So we wait for the client's
-/// EOF, reading and dropping what it still sends, and only then close. A
-/// client that never hangs up is closed when the stop's grace period ends.
-fn finish_if_no_more_requests(conn: &mut Conn) {
-    if conn.read_limit != Some(0) {
-        return;
-    }
-    if conn.incoming_len > 0 {
-        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
-        conn.incoming_len = 0;
-    }
-    conn.state = match net::shutdown_write(&conn.fd) {
-        Ok(()) => State::Closing,
-        Err(_) => State::Done, // the peer is gone already
-    };
-}
-
-fn close_gracefully(conn: &mut Conn) {
-    for _ in 0..READS_PER_WAKEUP {
-        match retry_eintr(|| read(&conn.fd, &mut conn.incoming)) {
-            // Dropped: we answer no more requests.
-            Ok(1..) => continue,
-            // Not yet: the client has not read everything, or not hung up.
-            Err(Errno::EAGAIN) => return,
-            // EOF (it has all our replies) or an error: close now.
-            Ok(0) | Err(_) => {
-                conn.state = State::Done;
-                return;
-            }
-        }
-    }
-}
-// ANCHOR_END: close

@@ -11,6 +11,7 @@
 //! no buffer at all. Still level-triggered, still the same state machine.
 
 mod buffer;
+mod graceful;
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -27,9 +28,9 @@ use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
 use common::time::time_left;
 use common::{debug, error, info, warn};
+use graceful::{close_gracefully, finish_if_no_more_requests, stop_reading, stop_requested_again};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{send, MsgFlags};
 use nix::unistd::read;
 
@@ -222,38 +223,6 @@ fn serve() -> Result<()> {
     Ok(())
 }
 
-// ANCHOR: stop
-// Identical in chapters 6 to 9 (book/check.sh checks it).
-/// Reads the pending stop signal. Returns true if one had already asked us
-/// to stop: a second Ctrl-C stops at once.
-fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool {
-    match stop.read_signal() {
-        Ok(Some(_)) => deadline.is_some(),
-        // A spurious wakeup: nothing was pending after all.
-        Ok(None) => false,
-        Err(e) => {
-            error!("signalfd: {e}");
-            true
-        }
-    }
-}
-
-// ANCHOR: stop_reading
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
-/// A stop answers what the client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue. (The
-/// kernel counts those only up to an urgent mark, if there is one: frames
-/// behind a byte of urgent data, a rarity, go unanswered.)
-fn stop_reading(conn: &mut Conn) {
-    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
-    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
-    if conn.state == State::Reading {
-        finish_if_no_more_requests(conn);
-    }
-}
-// ANCHOR_END: stop_reading
-// ANCHOR_END: stop
-
 /// After a connection's turn: tells epoll if what it waits for changed,
 /// and closes it if it is done (dropping the `Conn` closes the socket).
 fn after_io(epoll: &Epoll, slot: &mut Option<Conn>, waited_for: State) {
@@ -359,14 +328,14 @@ fn connection_io(conn: &mut Conn, pool: &mut Pool) {
     conn.outgoing.release(pool);
 }
 
-/// Reads per connection per wakeup. Level-triggered, we may stop whenever we
+/// Reads per connection per turn. Level-triggered, we may stop whenever we
 /// like: if input remains, the next wait reports the socket again. Without a
 /// limit, a client that sends and reads as fast as we echo would keep us in
 /// this loop forever, and every other client would wait.
-const READS_PER_WAKEUP: usize = 16;
+const READS_PER_TURN: usize = 16;
 
 fn state_reading(conn: &mut Conn, pool: &mut Pool) {
-    for _ in 0..READS_PER_WAKEUP {
+    for _ in 0..READS_PER_TURN {
         if !try_fill_buffer(conn, pool) {
             break;
         }
@@ -509,50 +478,6 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
     false
 }
 // ANCHOR_END: write
-
-// ANCHOR: close
-// ANCHOR: finish_requests
-// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
-/// Once a connection will read no more requests (it sent a bad frame, or
-/// the server is stopping) and every reply is sent, we shut down our
-/// sending side: the client reads our last reply, then EOF.
-///
-/// Why not close at once: `close` on a socket with unread input makes the
-/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
-/// sent that the client has not received yet. So we wait for the client's
-/// EOF, reading and dropping what it still sends, and only then close. A
-/// client that never hangs up is closed when the stop's grace period ends.
-fn finish_if_no_more_requests(conn: &mut Conn) {
-    if conn.read_limit != Some(0) {
-        return;
-    }
-    if !conn.incoming.is_empty() {
-        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
-        conn.incoming.clear();
-    }
-    conn.state = match net::shutdown_write(&conn.fd) {
-        Ok(()) => State::Closing,
-        Err(_) => State::Done, // the peer is gone already
-    };
-}
-// ANCHOR_END: finish_requests
-
-fn close_gracefully(conn: &mut Conn, pool: &mut Pool) {
-    for _ in 0..READS_PER_WAKEUP {
-        match retry_eintr(|| read(&conn.fd, conn.incoming.unfilled(pool))) {
-            // Dropped: we answer no more requests.
-            Ok(1..) => continue,
-            // Not yet: the client has not read everything, or not hung up.
-            Err(Errno::EAGAIN) => return,
-            // EOF (it has all our replies) or an error: close now.
-            Ok(0) | Err(_) => {
-                conn.state = State::Done;
-                return;
-            }
-        }
-    }
-}
-// ANCHOR_END: close
 
 #[cfg(test)]
 mod tests {

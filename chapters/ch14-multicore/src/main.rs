@@ -9,15 +9,17 @@
 //! the loops must still share is the port (`share.rs`: two ways, and a bad
 //! third), the stop (`stop.rs`: one signal, read once, obeyed by all) and,
 //! for the moment descriptors run out, a lock that each `accept` takes for
-//! reading (`DESCRIPTORS`, see `turn_away_one`).
+//! reading (`DESCRIPTORS`, see `accept_with_spare_fd_alone`). What it
+//! measures with, `--pin` and `--stats`, is in `measure.rs`.
 
 #[path = "../../ch08-batching/src/buffer.rs"]
 mod buffer; // chapter 8's buffers and pool, the same file
+mod graceful;
+mod measure;
 mod share;
 mod stop;
 
 use std::fs::File;
-use std::io::{self, Write};
 use std::mem;
 use std::net::TcpListener;
 use std::num::NonZeroUsize;
@@ -37,13 +39,13 @@ use common::signals::stop_signalfd;
 use common::slab::{Key, Slab};
 use common::time::time_left;
 use common::{debug, error, info, warn};
+use graceful::{close_gracefully, finish_if_no_more_requests, stop_reading};
+use measure::{Measure, Stats};
 use nix::errno::Errno;
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::signalfd::SignalFd;
 use nix::sys::socket::{send, MsgFlags};
-use nix::unistd::{read, Pid};
+use nix::unistd::read;
 use share::Share;
 use stop::{Asked, Stop};
 
@@ -179,11 +181,7 @@ fn serve() -> Result<()> {
         "how the loops share the port: reuseport, exclusive or naive",
         Share::ReusePort,
     );
-    let pin = args.flag("pin", "pin each loop's thread to a CPU of its own");
-    let stats = args.flag(
-        "stats",
-        "at exit, print per loop: connections accepted, wakeups, listener events",
-    );
+    let measure = Measure::from_args(&mut args);
     let grace_ms = args.option(
         "grace-ms",
         "MS",
@@ -196,15 +194,14 @@ fn serve() -> Result<()> {
     // every thread started from here on inherits the mask.
     let signals = stop_signalfd().context("signalfd")?;
     let stop = Stop::new().context("eventfd")?;
-    let cpus = if pin { allowed_cpus()? } else { Vec::new() };
+    let cpus = measure.cpus(threads)?;
     check_descriptors(threads, share, fd_limit)?;
     let mut loops = Vec::new();
     for (id, listener) in share::listeners(addr, share, threads)?
         .into_iter()
         .enumerate()
     {
-        let cpu = (!cpus.is_empty()).then(|| cpus[id % cpus.len()]);
-        loops.push(Loop::new(id, listener, share, cpu, &stop, &signals)?);
+        loops.push(Loop::new(id, listener, share, cpus[id], &stop, &signals)?);
     }
     net::announce(&loops[0].listener)?;
 
@@ -217,7 +214,7 @@ fn serve() -> Result<()> {
             .map(|event_loop| {
                 thread::Builder::new()
                     .name(format!("loop {}", event_loop.id))
-                    .spawn_scoped(scope, || event_loop.run(&stop, &signals, grace))
+                    .spawn_scoped(scope, || run_loop(event_loop, &stop, &signals, grace))
             })
             .collect();
         if threads.iter().any(Result::is_err) {
@@ -237,9 +234,7 @@ fn serve() -> Result<()> {
             .collect()
     });
     let per_loop = finished.into_iter().collect::<Result<Vec<Stats>>>()?;
-    if stats {
-        print_stats(&per_loop);
-    }
+    measure.report(&per_loop);
     Ok(())
 }
 // ANCHOR_END: serve
@@ -314,213 +309,129 @@ fn open_descriptors() -> u64 {
 }
 // ANCHOR_END: loop
 
-// ANCHOR: stats
-/// What a loop counts, for `--stats`.
-#[derive(Debug, Default, Clone, Copy)]
-struct Stats {
-    /// Where it ran, if pinned.
-    cpu: Option<usize>,
-    /// Connections it accepted (not counting those turned away, see `emfile`).
-    accepted: u64,
-    /// Times `epoll_wait` returned an event for the listener.
-    listener_events: u64,
-    /// Of those, the ones that found nothing: the first `accept` said
-    /// `EAGAIN`, another loop had taken the connection.
-    empty: u64,
-    /// Times the thread went to sleep and was woken (its voluntary context
-    /// switches), for whatever reason. Most of the herd is here, not in
-    /// `empty`: epoll checks a descriptor again before reporting it, so a
-    /// loop woken for a connection that another loop has taken goes back
-    /// to sleep inside `epoll_wait`, and we never see an event.
-    wakeups: u64,
-}
+// ANCHOR: event_loop
+/// Chapter 9's loop, on one loop's thread. Its new lines: the stop comes
+/// through `stop.rs`, connections live in a slab, and counting for `--stats`.
+fn run_loop(event_loop: Loop, stop: &Stop, signals: &SignalFd, grace: Duration) -> Result<Stats> {
+    let mut running = stop.running();
+    let Loop {
+        id,
+        epoll,
+        listener,
+        mut spare_fd,
+        cpu,
+    } = event_loop;
+    let mut stats = Stats::start(id, cpu);
+    let mut events = vec![EpollEvent::empty(); 256];
 
-fn print_stats(per_loop: &[Stats]) {
-    let mut out = io::stdout().lock();
-    for (id, stats) in per_loop.iter().enumerate() {
-        let pinned = stats
-            .cpu
-            .map_or(String::new(), |cpu| format!(" (CPU {cpu})"));
-        let _ = writeln!(
-            out,
-            "loop {id}{pinned}: {} accepted, {} wakeups, {} listener events, {} of them empty (EAGAIN)",
-            stats.accepted, stats.wakeups, stats.listener_events, stats.empty
+    let mut listener = Some(listener);
+    let mut conns = Connections::default();
+    let mut pool = Pool::default();
+    // Connections that stopped with input left: no edge will come for it, so
+    // we keep our own list, and do not sleep while it has entries.
+    let mut unfinished: Vec<Key> = Vec::new();
+    let mut next_round: Vec<Key> = Vec::new();
+    // The listener's edge is used up but clients may still be waiting: when
+    // to call `accept` again without an edge (see `ACCEPT_PAUSE`).
+    let mut accept_again: Option<Instant> = None;
+    // Set when a stop signal arrives: the moment we give up on stragglers.
+    let mut deadline: Option<Instant> = None;
+    'event_loop: loop {
+        let timeout = if unfinished.is_empty() {
+            time_left(deadline.into_iter().chain(accept_again).min())
+        } else {
+            EpollTimeout::ZERO
+        };
+        let n = match epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            // With the stop signals blocked this is rare (a debugger, SIGSTOP).
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                running.failed = true;
+                return Err(e).context(format!("loop {id}: epoll_wait"));
+            }
+        };
+        for event in &events[..n] {
+            match event.data() {
+                STOP => match stop.check(signals) {
+                    Asked::Quit => break 'event_loop,
+                    Asked::Finish if deadline.is_none() => {
+                        // Stop accepting. Our own listener closes as we
+                        // drop it, a shared one when the last loop does.
+                        if let Some(listener) = listener.take() {
+                            let _ = epoll.delete(&*listener);
+                        }
+                        deadline = Some(Instant::now() + grace);
+                        let open = conns.len();
+                        info!(
+                            "loop {id}: stopping: letting {} finish",
+                            count(open, "connection")
+                        );
+                        for key in conns.keys() {
+                            let Some(conn) = conns.get_mut(key) else {
+                                continue;
+                            };
+                            stop_reading(conn);
+                            // An unfinished one gets its turn below.
+                            if !conn.unfinished {
+                                take_turn(&mut conns, key, &mut pool, &mut unfinished);
+                            }
+                        }
+                    }
+                    // A stop already under way, or another loop ending.
+                    _ => {}
+                },
+                LISTENER => {
+                    if let Some(listener) = &listener {
+                        stats.listener_events += 1;
+                        accept_again = accept_new_conns(
+                            &epoll,
+                            listener,
+                            &mut conns,
+                            &mut spare_fd,
+                            &mut stats,
+                        );
+                    }
+                }
+                data => {
+                    let key = Key::from_u64(data);
+                    let Some(conn) = conns.get_mut(key) else {
+                        continue;
+                    };
+                    remember_edge(conn, event.events());
+                    // An unfinished one gets its turn below, after the others.
+                    if !conn.unfinished {
+                        take_turn(&mut conns, key, &mut pool, &mut unfinished);
+                    }
+                }
+            }
+        }
+        mem::swap(&mut unfinished, &mut next_round);
+        for key in next_round.drain(..) {
+            take_turn(&mut conns, key, &mut pool, &mut unfinished);
+        }
+        let retry_due = accept_again.is_some_and(|at| Instant::now() >= at);
+        if let Some(listener) = listener.as_ref().filter(|_| retry_due) {
+            accept_again =
+                accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd, &mut stats);
+        }
+        if let Some(deadline) = deadline {
+            // Returning drops `conns`, closing every connection still open.
+            if conns.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    let late = conns.len();
+    if late > 0 {
+        info!(
+            "loop {id}: closing {} that did not finish",
+            count(late, "connection")
         );
     }
-    let _ = out.flush();
+    Ok(stats.finish())
 }
-// ANCHOR_END: stats
-
-// ANCHOR: pin
-/// The CPUs this process may run on (`taskset` and cgroups may narrow them).
-fn allowed_cpus() -> Result<Vec<usize>> {
-    let allowed = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
-    Ok((0..CpuSet::count())
-        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
-        .collect())
-}
-
-/// Pins the calling thread to `cpu`: the scheduler will run it there and
-/// nowhere else (pid 0 means the calling thread, not the whole process).
-fn pin_to(cpu: usize) -> nix::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set)
-}
-// ANCHOR_END: pin
-
-/// The loop's listener's edge is used up but clients may still be waiting
-/// (the kernel is short of memory, or no descriptor is left even to turn
-/// them away with): how long before `accept` is tried again, as in chapter
-/// 9. Not at once: such a shortage can last, and trying at once would be a
-/// busy loop.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
-
-impl Loop {
-    // ANCHOR: event_loop
-    /// Chapter 9's loop, for one thread. Its new lines: a stop comes from the
-    /// supervisor, and counting for `--stats`.
-    fn run(self, stop: &Stop, signals: &SignalFd, grace: Duration) -> Result<Stats> {
-        let mut running = stop.running();
-        let Loop {
-            id,
-            epoll,
-            listener,
-            mut spare_fd,
-            cpu,
-        } = self;
-        let mut stats = Stats::default();
-        if let Some(cpu) = cpu {
-            match pin_to(cpu) {
-                Ok(()) => stats.cpu = Some(cpu),
-                Err(e) => warn!("loop {id}: cannot pin to CPU {cpu}: {e}"),
-            }
-        }
-        let mut listener = Some(listener);
-        let mut events = vec![EpollEvent::empty(); 256];
-        let mut conns = Connections::default();
-        let mut pool = Pool::default();
-        // Connections that stopped with input left: no edge will come for
-        // it, so we keep our own list, and do not sleep while it has entries.
-        let mut unfinished: Vec<Key> = Vec::new();
-        let mut next_round: Vec<Key> = Vec::new();
-        // When to call `accept` again without an edge, if clients are left.
-        let mut accept_again: Option<Instant> = None;
-        // Set when a stop signal arrives: the moment we give up on stragglers.
-        let mut deadline: Option<Instant> = None;
-        'event_loop: loop {
-            let timeout = if unfinished.is_empty() {
-                time_left(deadline.into_iter().chain(accept_again).min())
-            } else {
-                EpollTimeout::ZERO
-            };
-            let n = match epoll.wait(&mut events, timeout) {
-                Ok(n) => n,
-                // With the stop signals blocked this is rare (a debugger, SIGSTOP).
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    running.failed = true;
-                    return Err(e).context(format!("loop {id}: epoll_wait"));
-                }
-            };
-            for event in &events[..n] {
-                match event.data() {
-                    STOP => match stop.check(signals) {
-                        Asked::Quit => break 'event_loop,
-                        Asked::Finish if deadline.is_none() => {
-                            // Stop accepting. Our own listener closes as we
-                            // drop it, a shared one when the last loop does.
-                            if let Some(listener) = listener.take() {
-                                let _ = epoll.delete(&*listener);
-                            }
-                            deadline = Some(Instant::now() + grace);
-                            let open = count(conns.len(), "connection");
-                            info!("loop {id}: stopping, letting {open} finish");
-                            for key in conns.keys() {
-                                let Some(conn) = conns.get_mut(key) else {
-                                    continue;
-                                };
-                                stop_reading(conn);
-                                // An unfinished one gets its turn below.
-                                if !conn.unfinished {
-                                    take_turn(&mut conns, key, &mut pool, &mut unfinished);
-                                }
-                            }
-                        }
-                        // A stop already under way, or another loop ending.
-                        _ => {}
-                    },
-                    LISTENER => {
-                        if let Some(listener) = &listener {
-                            stats.listener_events += 1;
-                            accept_again = accept_new_conns(
-                                &epoll,
-                                listener,
-                                &mut conns,
-                                &mut spare_fd,
-                                &mut stats,
-                            );
-                        }
-                    }
-                    data => {
-                        let key = Key::from_u64(data);
-                        let Some(conn) = conns.get_mut(key) else {
-                            continue;
-                        };
-                        remember_edge(conn, event.events());
-                        // An unfinished one gets its turn below, after the others.
-                        if !conn.unfinished {
-                            take_turn(&mut conns, key, &mut pool, &mut unfinished);
-                        }
-                    }
-                }
-            }
-            mem::swap(&mut unfinished, &mut next_round);
-            for key in next_round.drain(..) {
-                take_turn(&mut conns, key, &mut pool, &mut unfinished);
-            }
-            let retry_due = accept_again.is_some_and(|at| Instant::now() >= at);
-            if let Some(listener) = listener.as_ref().filter(|_| retry_due) {
-                accept_again =
-                    accept_new_conns(&epoll, listener, &mut conns, &mut spare_fd, &mut stats);
-            }
-            if let Some(deadline) = deadline {
-                // Dropping the table closes every connection still open.
-                if conns.is_empty() || Instant::now() >= deadline {
-                    break;
-                }
-            }
-        }
-        let late = conns.len();
-        if late > 0 {
-            info!(
-                "loop {id}: closing {} that did not finish",
-                count(late, "connection")
-            );
-        }
-        // RUSAGE_THREAD: this thread's own counts, not the process's.
-        if let Ok(usage) = getrusage(UsageWho::RUSAGE_THREAD) {
-            stats.wakeups = usage.voluntary_context_switches() as u64;
-        }
-        Ok(stats)
-    }
-    // ANCHOR_END: event_loop
-}
-
-// ANCHOR: stop_reading
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
-/// A stop answers what the client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue. (The
-/// kernel counts those only up to an urgent mark, if there is one: frames
-/// behind a byte of urgent data, a rarity, go unanswered.)
-fn stop_reading(conn: &mut Conn) {
-    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
-    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
-    if conn.state == State::Reading {
-        finish_if_no_more_requests(conn);
-    }
-}
-// ANCHOR_END: stop_reading
+// ANCHOR_END: event_loop
 
 // ANCHOR: take_turn
 /// Lets a connection do what its readiness allows; then closes it, or queues
@@ -543,6 +454,12 @@ fn take_turn(conns: &mut Connections, key: Key, pool: &mut Pool, unfinished: &mu
 // ANCHOR_END: take_turn
 
 // ANCHOR: accept
+/// The listener's edge is used up but clients may still be waiting (the
+/// kernel is short of memory, or no descriptor is left even to turn them
+/// away with): how long before `accept` is tried again. Not at once: such a
+/// shortage can last, and trying at once would be a busy loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
 /// Accepts every pending connection. The listener's edge came once for all
 /// of them: stopping before EAGAIN would strand the rest in the backlog
 /// until yet another client arrives. Returns when to try again without
@@ -884,53 +801,6 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
     false
 }
 // ANCHOR_END: write
-
-// ANCHOR: close
-// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
-// ANCHOR: finish_requests
-// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
-/// Once a connection will read no more requests (it sent a bad frame, or
-/// the server is stopping) and every reply is sent, we shut down our
-/// sending side: the client reads our last reply, then EOF.
-///
-/// Why not close at once: `close` on a socket with unread input makes the
-/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
-/// sent that the client has not received yet. So we wait for the client's
-/// EOF, reading and dropping what it still sends, and only then close. A
-/// client that never hangs up is closed when the stop's grace period ends.
-fn finish_if_no_more_requests(conn: &mut Conn) {
-    if conn.read_limit != Some(0) {
-        return;
-    }
-    if !conn.incoming.is_empty() {
-        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
-        conn.incoming.clear();
-    }
-    conn.state = match net::shutdown_write(&conn.fd) {
-        Ok(()) => State::Closing,
-        Err(_) => State::Done, // the peer is gone already
-    };
-}
-// ANCHOR_END: finish_requests
-
-fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
-    for _ in 0..READS_PER_TURN {
-        if !conn.readable {
-            return Turn::Idle;
-        }
-        match retry_eintr(|| read(&conn.fd, conn.incoming.unfilled(pool))) {
-            // Dropped: we answer no more requests.
-            Ok(1..) => continue,
-            // Not yet: the client has not read everything, or not hung up.
-            Err(Errno::EAGAIN) => conn.readable = false,
-            // EOF (it has all our replies) or an error: close now.
-            Ok(0) | Err(_) => conn.state = State::Done,
-        }
-        return Turn::Idle;
-    }
-    Turn::Unfinished
-}
-// ANCHOR_END: close
 
 #[cfg(test)]
 mod tests {
