@@ -711,19 +711,12 @@ impl TargetsRun {
         if loads.is_empty() {
             return String::new();
         }
-        let mut s = String::from("| server |");
-        for &li in &loads {
-            let _ = write!(
-                s,
-                " {}: CPU (window) | softirq, all cores | on the server's core | ksoftirqd |",
-                self.loads[li].label()
-            );
-        }
-        s += "\n|---|";
-        s += &"---|".repeat(4 * loads.len());
-        s += "\n";
+        // A row per server and load: narrow enough for the book's column.
+        let mut s = String::from(
+            "| server | load | CPU (window) | softirq, all cores | on the server's core | ksoftirqd |\n\
+             |---|---|---|---|---|---|\n",
+        );
         for label in ["ch09", "ch13", "ch09 pinned", "ch13 pinned"] {
-            let _ = write!(s, "| {label} |");
             for &li in &loads {
                 let m = |f: fn(&Sample) -> Option<f64>| {
                     let v: Vec<f64> = self.rounds[li]
@@ -732,16 +725,16 @@ impl TargetsRun {
                         .collect();
                     Interval::of(&v).map_or("–".into(), |i| format!("{:.0}", i.median))
                 };
-                let _ = write!(
+                let _ = writeln!(
                     s,
-                    " {} | {} | {} | {} |",
+                    "| {label} | {} | {} | {} | {} | {} |",
+                    self.loads[li].label(),
                     m(|s| s.cpu[0]),
                     m(|s| s.softirq),
                     m(|s| s.softirq_server_core),
                     m(|s| s.ksoftirqd)
                 );
             }
-            s += "\n";
         }
         s
     }
