@@ -72,6 +72,7 @@ class Call:
     text: str  # name(args) = result, as strace wrote it, without the time
     fd: int | None = None  # the descriptor it works on
     kind: str | None = None  # what that descriptor is: connection, listener...
+    events: list = field(default_factory=list)  # epoll_wait's: (fd, its kind, flags)
     index: int = 0  # order in the trace
 
 
@@ -167,6 +168,14 @@ def analyse(calls):
                     trace.keys[(int(m.group(1)), m.group(4))] = fd
         c.fd = fd
         c.kind = kind.get(fd, "fd") if fd is not None else None
+        if c.name in ("epoll_wait", "epoll_pwait", "epoll_pwait2"):
+            # Each event, named for the descriptor its data was added with,
+            # as that descriptor is now.
+            epfd = first_int(c.args)
+            c.events = []
+            for bits, data in re.findall(r"\{events=([A-Z|]+), data=\{u32=\d+, u64=(\d+)\}\}", c.args):
+                target = trace.keys.get((epfd, data))
+                c.events.append((target, kind.get(target, "fd") if target is not None else None, bits))
         if c.name == "close" and fd is not None:
             kind.pop(fd, None)
     return trace
@@ -182,8 +191,7 @@ def flags(text):
     return "|".join(FLAG.get(f, f) for f in text.split("|"))
 
 
-def short_name(trace, fd):
-    kind = trace.kinds.get(fd, "fd")
+def short_name(fd, kind):
     return {"connection": f"conn {fd}", "listener": "listener", "signalfd": "signalfd",
             "epoll": "epoll", "io_uring": "ring", "eventfd": "eventfd"}.get(kind, f"fd {fd}")
 
@@ -199,12 +207,10 @@ def result(trace, c):
         asked = int(m.group(1)) if m else None
         return f"{c.ret} of {asked}" if asked is not None and c.ret < asked else f"{c.ret}"
     if c.name in ("epoll_wait", "epoll_pwait", "epoll_pwait2"):
-        epfd = first_int(c.args)
-        events = re.findall(r"\{events=([A-Z|]+), data=\{u32=\d+, u64=(\d+)\}\}", c.args)
-        if not events:
+        if not c.events:
             return "nothing" if c.ret == 0 else f"{c.ret}"
-        said = [f"{short_name(trace, trace.keys.get((epfd, data)))}: {flags(f)}"
-                if (epfd, data) in trace.keys else flags(f) for f, data in events]
+        said = [f"{short_name(fd, kind)}: {flags(bits)}" if fd is not None else flags(bits)
+                for fd, kind, bits in c.events]
         return ", ".join(said) if len(said) <= 2 else f"{len(said)} events"
     if c.name == "io_uring_enter":
         m = re.match(r"\d+, (\d+), (\d+)", c.args)
