@@ -9,18 +9,20 @@ draw:
 
     # timeline: from=22:44:14.588117 to=22:44:14.632811 lanes=fd title='...'
 
-Every call that overlaps [from, to] is drawn. Stretches longer than
---gap-us in which no call starts or ends (the loop asleep in epoll_wait,
-say) are cut out and drawn as a break that says how long they were, so a
-turn of a few hundred microseconds and a wait of 40 ms fit one picture.
+Every call that overlaps [from, to] is drawn, cut at the window's edges.
+Stretches longer than gap_us (optional, 1000 by default) in which no call
+starts or ends (the loop asleep in epoll_wait, say) are cut out and drawn
+as a break that says how long they were, so a turn of a few hundred
+microseconds and a wait of 40 ms fit one picture.
 
     timeline.py window CAPTURE --start RE[@N] [--back K] --end RE[@N] [--extra K]
         prints from=... to=...: from the start of the Nth call (default 1st)
         whose text ("name(args) = result") matches the first RE (or of the
-        K-th call before it on the same thread), to the end of the Nth
-        call after it matching the second (or of the K-th after that).
-        --start-after RE[@N] starts at the end of that call instead;
-        --lead and --lag widen the window by so many microseconds.
+        K-th call before it on the same thread), to the end of the Nth call
+        matching the second, counting from that first call (or of the K-th
+        call after it on its thread). --start-after RE[@N] starts at the end
+        of that call instead, counting from the call after it; --lead and
+        --lag widen the window by so many microseconds.
     timeline.py render CAPTURE... -o OUT.svg
         one panel per capture, all at the same scale, one above the other.
     timeline.py check SVG...
@@ -31,6 +33,8 @@ The output depends only on the captures and the arguments: no clock, no
 randomness, fixed number formats, so a redrawn picture is byte for byte
 the same. Only Python's standard library is used.
 """
+
+from __future__ import annotations
 
 import argparse
 import os
@@ -109,7 +113,8 @@ def parse(lines):
             pid=pid, start=at, end=at + int(d.group(1)) * 1_000_000 + int(d.group(2)),
             name=c.group("name"), args=c.group("args"),
             ret=int(ret) if re.fullmatch(r"-?\d+", ret) else None,
-            err=err.group(1) if err else "", text=re.sub(r" {2,}", " ", rest),
+            # strace pads short calls to align their results: "close(7)     = 0".
+            err=err.group(1) if err else "", text=re.sub(r"\) {2,}= ", ") = ", rest),
         ))
     calls.sort(key=lambda c: (c.start, c.end))
     for i, c in enumerate(calls):
@@ -196,7 +201,7 @@ def short_name(fd, kind):
             "epoll": "epoll", "io_uring": "ring", "eventfd": "eventfd"}.get(kind, f"fd {fd}")
 
 
-def result(trace, c):
+def result(c):
     """The result in a few characters."""
     if c.err:
         return c.err
@@ -213,11 +218,9 @@ def result(trace, c):
                 for fd, kind, bits in c.events]
         return ", ".join(said) if len(said) <= 2 else f"{len(said)} events"
     if c.name == "io_uring_enter":
-        m = re.match(r"\d+, (\d+), (\d+)", c.args)
-        if m:
-            # The result counts the requests the kernel took; the
-            # completions it leaves in the ring, strace cannot see.
-            return f"{c.ret} in" if c.ret is not None else ""
+        # The result counts the requests the kernel took in; the
+        # completions it left in the ring, strace cannot see.
+        return f"{c.ret} in" if c.ret is not None else ""
     if c.name == "epoll_ctl":
         m = re.match(r"\d+, EPOLL_CTL_(\w+), \d+(?:, \{events=([A-Z|]+))?", c.args)
         if m:
@@ -328,6 +331,7 @@ class Panel:
     begin: int
     end: int
     lanes: list  # (key, name)
+    by: str  # what a lane is: "fd" or "thread"
     gap_us: int
     lane_of: dict = field(default_factory=dict)
     breaks: list = field(default_factory=list)  # (t0, t1)
@@ -363,7 +367,7 @@ def make_panel(path):
             trace.kinds[c.fd] = c.kind
     by = opt.get("lanes", "fd")
     panel = Panel(title=opt.get("title", os.path.basename(path)), trace=trace, calls=shown,
-                  begin=begin, end=end, lanes=[], gap_us=int(opt.get("gap_us", "1000")), source=path)
+                  begin=begin, end=end, lanes=[], by=by, gap_us=int(opt.get("gap_us", "1000")), source=path)
     if by == "thread":
         pids = sorted({c.pid for c in shown}, key=lambda p: trace.threads[p])
         for i, pid in enumerate(pids):
@@ -453,13 +457,14 @@ def render(paths):
                 f'system call as strace saw it (strace slows every call down). A zigzag cuts out '
                 f'a stretch with no call starting or ending.</text>')
     height = y + 14
-    names = ", ".join(os.path.relpath(p.source, SRC) for p in panels)
+    sources = [os.path.relpath(p.source, SRC) for p in panels]
+    lanes = "thread" if panels[0].by == "thread" else "descriptor"
     head = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="{FONT}">',
-        f'  <!-- timeline.py render {" ".join(os.path.relpath(p.source, SRC) for p in panels)} -->',
-        f'  <title>System calls over time, per {"thread" if panels[0].lanes and isinstance(panels[0].lanes[0][0], str) else "descriptor"}: {esc(" / ".join(p.title for p in panels))}</title>',
-        f'  <desc>Drawn by book/capture/timeline.py from {esc(names)}.</desc>',
+        f'  <!-- timeline.py render {" ".join(sources)} -->',
+        f'  <title>System calls over time, per {lanes}: {esc(" / ".join(p.title for p in panels))}</title>',
+        f'  <desc>Drawn by book/capture/timeline.py from {esc(", ".join(sources))}.</desc>',
         f'  <rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
     ]
     return "\n".join(head + body + ["</svg>"]) + "\n"
@@ -485,8 +490,8 @@ def draw_panel(out, panel, scale, y):
         # not returned by its end (no result yet: "…").
         above = place([((a + b) / 2, ("…" if c.start < panel.begin else "") + label(c))
                        for a, b, c in boxes])
-        below = place([((a + b) / 2, "…" if c.end > panel.end else result(panel.trace, c))
-                       for a, b, c in boxes if c.end > panel.end or result(panel.trace, c)])
+        below = place([((a + b) / 2, "…" if c.end > panel.end else result(c))
+                       for a, b, c in boxes if c.end > panel.end or result(c)])
         n_above = max((t for _, t, _ in above), default=-1) + 1
         n_below = max((t for _, t, _ in below), default=-1) + 1
         box_y = y + 4 + n_above * TIER
@@ -531,13 +536,19 @@ SRC = os.path.normpath(os.path.join(HERE, "..", "src"))
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("window", help="find the window to draw")
+    w = sub.add_parser("window", help="find the window to draw",
+                       description="Prints from=... to=... for a '# timeline:' line. A call's "
+                       "text is 'name(args) = result'; RE@N means the Nth call it matches.")
     w.add_argument("capture")
-    w.add_argument("--start")
-    w.add_argument("--start-after")
-    w.add_argument("--back", type=int, default=0)
-    w.add_argument("--end", required=True)
-    w.add_argument("--extra", type=int, default=0)
+    w.add_argument("--start", metavar="RE[@N]", help="from the start of this call")
+    w.add_argument("--start-after", metavar="RE[@N]",
+                   help="from the end of this call (the Nth to end, across threads)")
+    w.add_argument("--back", type=int, default=0, metavar="K",
+                   help="from K calls before --start's, on its thread")
+    w.add_argument("--end", required=True, metavar="RE[@N]",
+                   help="to the end of this call, counted from the start")
+    w.add_argument("--extra", type=int, default=0, metavar="K",
+                   help="to K calls after --end's, on its thread")
     w.add_argument("--lead", type=int, default=0, help="microseconds more before")
     w.add_argument("--lag", type=int, default=0, help="microseconds more after")
     r = sub.add_parser("render", help="draw captures into one SVG")

@@ -112,7 +112,7 @@ finish() { # name title lanes window-rule...
     {
         header bash book/capture/timeline.sh "${name%-*}"
         echo "# timeline: $window lanes=$lanes title='$title'"
-        echo "# (the window: book/capture/timeline.py window CAPTURE $*)"
+        echo "# (the window: book/capture/timeline.py window CAPTURE ${*@Q})"
         cat "$tmp/$name.body"
     } >"$out/timeline-$name.txt"
     echo "capture: $out/timeline-$name.txt"

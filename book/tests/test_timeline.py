@@ -92,7 +92,7 @@ class Labels(unittest.TestCase):
             self.trace = timeline.analyse(timeline.parse(f))
 
     def said(self, start):
-        return timeline.result(self.trace, by_text(self.trace.calls, start))
+        return timeline.result(by_text(self.trace.calls, start))
 
     def test_results(self):
         self.assertEqual(self.said('sendto(7, "\\3'), "4 of 7")  # short
