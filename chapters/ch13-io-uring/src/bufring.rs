@@ -10,14 +10,24 @@
 
 use std::alloc::{self, Layout};
 use std::io;
+use std::ptr;
 use std::slice;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::BufRingEntry;
 use io_uring::{cqueue, IoUring};
 use nix::errno::Errno;
 
 // ANCHOR: bufring
+/// A descriptor of the ring, as the kernel reads it (`struct io_uring_buf`).
+/// In the first one, the field that would be `resv` is the ring's tail.
+#[repr(C)]
+struct Entry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    tail: u16,
+}
+
 /// The ring: `count` descriptors (address, length, buffer id) that the
 /// kernel reads, and `count` buffers of `size` bytes each that it writes.
 ///
@@ -25,7 +35,7 @@ use nix::errno::Errno;
 /// io_uring instance is torn down, which closing its descriptor only starts.
 /// Memory that is never freed can never be written after it is freed.
 pub struct BufRing {
-    entries: *mut BufRingEntry,
+    entries: *mut Entry,
     buffers: *mut u8,
     count: u16,
     size: u32,
@@ -38,11 +48,13 @@ impl BufRing {
     /// buffer group `group`, and lends the kernel every buffer.
     pub fn new(ring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
         assert!(count.is_power_of_two(), "the kernel wants 2^n entries");
-        // The kernel wants the descriptors page-aligned; they are 16 bytes each.
-        let layout = Layout::from_size_align(usize::from(count) * 16, 4096).unwrap();
+        // The kernel wants the descriptors page-aligned.
+        let layout = Layout::array::<Entry>(usize::from(count))
+            .and_then(|l| l.align_to(4096))
+            .unwrap();
         // SAFETY: the layout has a non-zero size. Zeroed memory is a valid
         // ring: every descriptor empty, the tail 0.
-        let entries = unsafe { alloc::alloc_zeroed(layout) }.cast::<BufRingEntry>();
+        let entries = unsafe { alloc::alloc_zeroed(layout) }.cast::<Entry>();
         if entries.is_null() {
             alloc::handle_alloc_error(layout);
         }
@@ -104,21 +116,33 @@ impl BufRing {
     }
 
     /// Writes buffer `id` into the next free descriptor and publishes it.
+    ///
+    /// Through raw pointers, one field at a time, never a `&mut Entry`: the
+    /// first descriptor holds the tail, which the kernel reads whenever it
+    /// likes, and a `&mut` would claim that no one else looks at it.
     fn give_back(&mut self, id: u16) {
         let slot = usize::from(self.tail & (self.count - 1));
         // SAFETY: the slot is one of our `count` descriptors, and it is free:
         // the kernel consumes descriptors in order and we never hand out
-        // more than `count` buffers, so it has moved past this one.
-        let entry = unsafe { &mut *self.entries.add(slot) };
-        entry.set_addr(self.buffer(id) as u64);
-        entry.set_len(self.size);
-        entry.set_bid(id);
+        // more than `count` buffers, so it has moved past this one, and
+        // reads none of these three fields until the tail says so.
+        unsafe {
+            let entry = self.entries.add(slot);
+            ptr::addr_of_mut!((*entry).addr).write(self.buffer(id) as u64);
+            ptr::addr_of_mut!((*entry).len).write(self.size);
+            ptr::addr_of_mut!((*entry).bid).write(id);
+        }
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail is a u16 inside the first descriptor, which lives
-        // for ever; the kernel only reads it. The release store makes the
-        // descriptor written above visible before the new tail is.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries).cast_mut()) };
+        // for ever, aligned for an atomic; the kernel only reads it. The
+        // release store makes the descriptor written above visible before
+        // the new tail is.
+        let tail = unsafe { AtomicU16::from_ptr(ptr::addr_of_mut!((*self.entries).tail)) };
         tail.store(self.tail, Ordering::Release);
     }
 }
+
+// The layout the kernel reads: 16 bytes, the tail in the last two.
+const _: () =
+    assert!(std::mem::size_of::<Entry>() == 16 && std::mem::offset_of!(Entry, tail) == 14);
 // ANCHOR_END: bufring
