@@ -12,6 +12,8 @@
 # died, a load generator that could not connect) is reported and left out.
 #
 # Usage: bash chapters/ch13-io-uring/measure.sh [ROUNDS]   (default 3; SECS=3 per window)
+# LOADS="C D S;..." picks the loads (connections, depth, frame size);
+# PIN=1 pins the servers to CPU 1 and the load generator to CPU 0.
 # Prints one line per window, then, for each load, the ratios to ch09 of
 # the same round: their median, mean and range (min..max). Short windows
 # and many rounds resolve more than long windows and few: a neighbour's
@@ -20,7 +22,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${SECS:-3}
-loads=("100 16 64" "100 1 64")
+IFS=';' read -ra loads <<<"${LOADS:-100 16 64;100 1 64}"
+pin_server=() pin_loadgen=()
+if [ "${PIN:-0}" = 1 ]; then
+    pin_server=(taskset -c 1) pin_loadgen=(taskset -c 0)
+fi
 names=(ch09 ch13 ch13-no-defer tokio-ct)
 declare -A command=(
     [ch09]="target/release/ch09"
@@ -45,7 +51,7 @@ start() {
     if [ -f "$tmp/$name.pid" ] && kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null; then
         return
     fi
-    ${command[$name]} --addr 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    "${pin_server[@]}" ${command[$name]} --addr 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
     echo $! >"$tmp/$name.pid"
     for _ in $(seq 100); do
         grep -q '^listening on' "$tmp/$name.out" 2>/dev/null && break
@@ -55,7 +61,8 @@ start() {
     [ -s "$tmp/$name.addr" ] || { echo "measure: $name did not start" >&2; cat "$tmp/$name.err" >&2; exit 1; }
 }
 
-echo "# SECS=$secs bash chapters/ch13-io-uring/measure.sh $rounds   ($(nproc) cores, Linux $(uname -r))"
+echo "# SECS=$secs LOADS=\"${LOADS:-}\" PIN=${PIN:-0} bash chapters/ch13-io-uring/measure.sh $rounds"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# round load server frames/s server-ns/frame"
 for round in $(seq "$rounds"); do
     for load in "${loads[@]}"; do
@@ -63,7 +70,7 @@ for round in $(seq "$rounds"); do
         for i in "${!names[@]}"; do
             name=${names[$(((i + round) % ${#names[@]}))]}
             start "$name"
-            if ! json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" \
+            if ! json=$("${pin_loadgen[@]}" target/release/loadgen --addr "$(cat "$tmp/$name.addr")" \
                 --conns "$conns" --depth "$depth" --size "$size" --secs "$secs" \
                 --warmup 0.3 --drain 0.3 --json --server-pid "$(cat "$tmp/$name.pid")"); then
                 why=$(python3 -c 'import json, sys
@@ -92,7 +99,7 @@ for line in open(sys.argv[1]):
     round_, load, server, fps, ns = line.split()
     runs[(load, round_)][server] = (float(fps), float(ns))
 print("# ratios to ch09 in the same round: CPU per frame (lower is better), throughput (higher is better)")
-loads = sorted({load for load, _ in runs}, key=lambda l: -int(l.split("x")[1]))
+loads = sorted({load for load, _ in runs}, key=lambda l: (int(l.split("x")[2]), -int(l.split("x")[1])))
 def spread(xs):
     xs = sorted(xs)
     median = (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2

@@ -6,7 +6,8 @@
 //! would pin ten thousand buffers. A `recv` that names a buffer *group*
 //! instead holds nothing; when bytes come, the kernel picks the next buffer
 //! from this ring, fills it, and says which one in the completion. We read
-//! the bytes and hand the buffer back, and the ring goes round.
+//! the bytes (or send them straight back: an echo's reply is its request)
+//! and hand the buffer back, and the ring goes round.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -41,6 +42,34 @@ pub struct BufRing {
     size: u32,
     /// The next free descriptor: ours to fill, the kernel's once published.
     tail: u16,
+    /// Buffers taken out of the ring and not given back yet.
+    taken: u16,
+}
+
+/// A buffer the kernel filled and took out of the ring: ours, and the
+/// kernel's no more, until it goes back with [`BufRing::give_back`].
+#[must_use = "a buffer not given back is lost to the ring"]
+pub struct Filled {
+    id: u16,
+    /// Its bytes not yet consumed: `start..end`.
+    start: u32,
+    end: u32,
+}
+
+impl Filled {
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Drops `n` bytes from the front.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n.min(self.len()) as u32;
+    }
+
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.end = self.start + len.min(self.len()) as u32;
+    }
 }
 
 impl BufRing {
@@ -67,6 +96,7 @@ impl BufRing {
             count,
             size,
             tail: 0,
+            taken: 0,
         };
         // SAFETY: `entries` points to `count` descriptors, page-aligned, that
         // live for the rest of the process (never freed, see above).
@@ -75,39 +105,65 @@ impl BufRing {
                 .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
         }
         for id in 0..count {
-            bufring.give_back(id);
+            bufring.publish(id);
         }
         Ok(bufring)
     }
 
-    /// Lets `f` see what a receive brought, from its completion's result
-    /// and flags: bytes in the buffer the flags name, EOF (no bytes), or an
-    /// error. Then lends that buffer to the kernel again.
-    pub fn read<R>(
+    /// What a receive brought, from its completion's result and flags:
+    /// bytes, in the buffer the flags name, now ours; EOF (no bytes); or an
+    /// error.
+    pub fn take(
         &mut self,
         result: Result<u32, Errno>,
         flags: u32,
-        f: impl FnOnce(Result<&[u8], Errno>) -> R,
-    ) -> R {
-        let Some(id) = cqueue::buffer_select(flags) else {
-            return f(result.map(|_| &[][..]));
-        };
-        assert!(id < self.count, "the kernel names a buffer we never lent");
-        let len = result.map_or(0, |n| n as usize).min(self.size as usize);
+    ) -> Result<Option<Filled>, Errno> {
+        let filled = cqueue::buffer_select(flags).map(|id| {
+            assert!(id < self.count, "the kernel names a buffer we never lent");
+            self.taken += 1;
+            let end = result.map_or(0, |n| n.min(self.size));
+            Filled { id, start: 0, end }
+        });
+        match (result, filled) {
+            (Ok(n), Some(filled)) if n > 0 => Ok(Some(filled)),
+            (result, filled) => {
+                if let Some(filled) = filled {
+                    self.give_back(filled);
+                }
+                result.map(|_| None)
+            }
+        }
+    }
+
+    /// The bytes of a buffer we hold.
+    pub fn bytes(&self, filled: &Filled) -> &[u8] {
         // SAFETY: buffer `id` is `size` bytes inside `buffers`, which lives
-        // for ever. The completion that named it took it out of the ring:
-        // the kernel writes into it no more until we give it back below.
-        let bytes = unsafe { slice::from_raw_parts(self.buffer(id), len) };
-        let seen = f(result.map(|_| bytes));
-        self.give_back(id);
-        seen
+        // for ever, and `start..end` lies within it. The completion that
+        // named it took it out of the ring: the kernel writes into it no
+        // more until we give it back, which takes the `Filled` away.
+        unsafe {
+            let buffer = self.buffer(filled.id).add(filled.start as usize);
+            slice::from_raw_parts(buffer, filled.len())
+        }
+    }
+
+    /// Lends a buffer to the kernel again.
+    pub fn give_back(&mut self, filled: Filled) {
+        self.taken -= 1;
+        self.publish(filled.id);
     }
 
     /// Gives back the buffer a completion's flags name, if any, unread.
     pub fn discard(&mut self, flags: u32) {
-        if let Some(id) = cqueue::buffer_select(flags) {
-            self.give_back(id);
+        if let Ok(Some(filled)) = self.take(Ok(1), flags) {
+            self.give_back(filled);
         }
+    }
+
+    /// True while at most half the buffers are held: one more may be kept
+    /// a while (until its send completes) without leaving receives short.
+    pub fn can_keep(&self) -> bool {
+        self.taken <= self.count / 2
     }
 
     fn buffer(&self, id: u16) -> *mut u8 {
@@ -120,7 +176,7 @@ impl BufRing {
     /// Through raw pointers, one field at a time, never a `&mut Entry`: the
     /// first descriptor holds the tail, which the kernel reads whenever it
     /// likes, and a `&mut` would claim that no one else looks at it.
-    fn give_back(&mut self, id: u16) {
+    fn publish(&mut self, id: u16) {
         let slot = usize::from(self.tail & (self.count - 1));
         // SAFETY: the slot is one of our `count` descriptors, and it is free:
         // the kernel consumes descriptors in order and we never hand out

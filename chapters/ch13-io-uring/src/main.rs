@@ -26,10 +26,10 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use buffer::{Buf, Pool, MIN_CAPACITY};
-use bufring::BufRing;
+use buffer::{Buf, Pool, MAX_CAPACITY};
+use bufring::{BufRing, Filled};
 use common::args::Args;
-use common::frame::{parse_frame, Parse};
+use common::frame::{parse_frame, Parse, MAX_FRAME};
 use common::log::count;
 use common::net::{self, accept_nonblocking, AcceptError};
 use common::signals::stop_signalfd;
@@ -62,19 +62,24 @@ enum Op {
     Send,
 }
 
-/// Memory per connection: this struct plus, while bytes are in them, a read
-/// and a write buffer of 16 to 256 KiB each (see `buffer.rs`), as in
-/// chapter 9. A receive takes one of the ring's buffers (`bufring.rs`) only
-/// when bytes arrive, so a quiet connection holds none, though a receive
-/// always waits for it.
+/// Memory per connection: this struct plus, while bytes are in it, a read
+/// buffer (see `buffer.rs`). A receive takes one of the ring's buffers
+/// (`bufring.rs`) only when bytes arrive, so a quiet connection holds none,
+/// though a receive always waits for it.
 struct Conn {
     fd: OwnedFd,
     state: State,
-    /// Received bytes not yet answered.
+    /// Received bytes not yet answered (at most part of a frame while
+    /// `Reading`).
     incoming: Buf,
-    /// Replies not yet sent. While a send is in flight the kernel reads
+    /// The ring's buffer that a receive filled, kept while the whole frames
+    /// at its front are sent straight back from it; else they are sent from
+    /// the front of `incoming`. While a send is in flight the kernel reads
     /// them: nothing may change or move them until its completion.
-    outgoing: Buf,
+    held: Option<Filled>,
+    /// How many bytes of replies are not yet sent: whole frames, the reply
+    /// to a frame being the frame itself.
+    unsent: usize,
     /// How many more bytes we will answer: no limit while serving; once
     /// the requests are over (a bad frame, a stop), what had arrived by then.
     read_limit: Option<usize>,
@@ -84,12 +89,22 @@ struct Conn {
 // ANCHOR_END: conn
 
 impl Conn {
+    /// The replies not yet sent.
+    fn unsent<'a>(&'a self, bufring: &'a BufRing) -> &'a [u8] {
+        let front = match &self.held {
+            Some(filled) => bufring.bytes(filled),
+            None => self.incoming.data(),
+        };
+        &front[..self.unsent]
+    }
+
     fn new(fd: OwnedFd) -> Conn {
         Conn {
             fd,
             state: State::Reading,
             incoming: Buf::default(),
-            outgoing: Buf::default(),
+            held: None,
+            unsent: 0,
             read_limit: None,
             in_flight: None,
         }
@@ -240,9 +255,16 @@ const SQ_ENTRIES: u32 = 1024;
 /// kernel keeps any overflow aside rather than lose it, at a cost.
 const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 /// Receive buffers lent to the kernel, shared by every connection, unless
-/// `--recv-buffers` says: only the receives that complete in one turn hold
-/// one, until the turn ends. 256 of 16 KiB: 4 MiB, touched only as used.
-const DEFAULT_RECV_BUFFERS: u16 = 256;
+/// `--recv-buffers` says. The receives that complete in one turn take one
+/// each; a connection keeps its buffer while it sends the replies from it.
+const DEFAULT_RECV_BUFFERS: u16 = 64;
+/// Their size: a receive takes what the socket holds, up to this. At
+/// 4 KiB frames, 16 in flight from a client are 64 KiB and more: the
+/// larger the buffer, the fewer receives and sends move them. 64 of
+/// 128 KiB: 8 MiB, touched only as used.
+const RECV_BUFFER_SIZE: u32 = 128 << 10;
+// A receive's worth always fits in a read buffer that holds part of a frame.
+const _: () = assert!(RECV_BUFFER_SIZE as usize + MAX_FRAME <= MAX_CAPACITY);
 /// The buffer group they form, named in each receive.
 const RECV_GROUP: u16 = 0;
 // ANCHOR_END: sizes
@@ -290,7 +312,7 @@ fn serve() -> Result<()> {
     let recv_buffers = args.option(
         "recv-buffers",
         "N",
-        "receive buffers of 16 KiB lent to the kernel, shared by all connections (a power of 2)",
+        "receive buffers of 128 KiB lent to the kernel, shared by all connections (a power of 2)",
         DEFAULT_RECV_BUFFERS,
     );
     let no_defer_taskrun = args.flag(
@@ -311,7 +333,7 @@ fn serve() -> Result<()> {
         conns: Connections::default(),
     };
     let Uring { ring, conns } = &mut uring;
-    let mut bufring = BufRing::new(ring, RECV_GROUP, recv_buffers, MIN_CAPACITY as u32)
+    let mut bufring = BufRing::new(ring, RECV_GROUP, recv_buffers, RECV_BUFFER_SIZE)
         .context("registering the receive buffers")?;
     let listener = net::listen(addr)?;
     // Only for `accept_waiting`, when the multishot accept cannot help.
@@ -347,12 +369,13 @@ fn serve() -> Result<()> {
                     };
                     conn.in_flight = None;
                     match op {
-                        Op::Recv => bufring.read(result, cqe.flags(), |received| {
-                            on_recv(conn, received, &mut pool)
-                        }),
-                        Op::Send => on_send(conn, result, &mut pool),
+                        Op::Recv => {
+                            let received = bufring.take(result, cqe.flags());
+                            on_recv(conn, received, &mut bufring, &mut pool);
+                        }
+                        Op::Send => on_send(conn, result, &mut bufring, &mut pool),
                     }
-                    resume(&mut queue, conns, key);
+                    resume(&mut queue, conns, key, &mut bufring);
                 }
                 Some(Token::Accept) => {
                     let more = cqueue::more(cqe.flags());
@@ -525,11 +548,11 @@ fn recv(key: Key, conn: &mut Conn) -> Submission {
 ///
 /// # Safety
 ///
-/// The kernel reads `conn.outgoing` until the completion: until then its
-/// bytes must stay where they are, unchanged.
-unsafe fn send(key: Key, conn: &mut Conn) -> Submission {
+/// The kernel reads the replies, in `conn.held` or `conn.incoming`, until
+/// the completion: until then they must stay where they are, unchanged.
+unsafe fn send(key: Key, conn: &mut Conn, bufring: &BufRing) -> Submission {
     conn.in_flight = Some(Op::Send);
-    let unsent = conn.outgoing.data();
+    let unsent = conn.unsent(bufring);
     // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
     // instead of raising SIGPIPE.
     let entry = opcode::Send::new(
@@ -582,35 +605,51 @@ fn cancel(token: Token) -> Submission {
 
 // ANCHOR: resume
 /// After a completion: the connection's next operation, or its end.
-fn resume(queue: &mut Queue, conns: &mut Connections, key: Key) {
+fn resume(queue: &mut Queue, conns: &mut Connections, key: Key, bufring: &mut BufRing) {
     let Some(conn) = conns.get_mut(key) else {
         return;
     };
     match conn.state {
         State::Reading | State::Closing => queue.push(recv(key, conn)),
-        // SAFETY: nothing changes or frees `conn.outgoing` before the send
-        // completes. Its bytes live in heap memory that stays put when the
-        // `Conn` moves; only a completion for this connection touches its
-        // buffers (`in_flight` says one is due); a buffer with bytes keeps
-        // its memory (`Buf::release`); a connection is removed only with
-        // nothing in flight; and the table itself is freed only after
-        // every operation is cancelled and done (`Uring`'s `drop`), even
-        // when a panic unwinds.
-        State::Writing => queue.push(unsafe { send(key, conn) }),
+        // SAFETY: nothing changes or frees the replies before the send
+        // completes. The ring's buffers live for ever, and one we hold is
+        // given back only once its replies are sent or the connection is
+        // done. The bytes of `conn.incoming` live in heap memory that stays
+        // put when the `Conn` moves; only a completion for this connection
+        // touches its buffers (`in_flight` says one is due), and only a
+        // receive appends to them, while no receive is in flight in
+        // `Writing`; a buffer with bytes keeps its memory (`Buf::release`);
+        // a connection is removed only with nothing in flight; and the
+        // table itself is freed only after every operation is cancelled and
+        // done (`Uring`'s `drop`), even when a panic unwinds.
+        State::Writing => queue.push(unsafe { send(key, conn, bufring) }),
         // Nothing in flight: the kernel holds nothing of it.
-        State::Done => conns.remove(key),
+        State::Done => {
+            if let Some(filled) = conn.held.take() {
+                bufring.give_back(filled);
+            }
+            conns.remove(key);
+        }
     }
 }
 // ANCHOR_END: resume
 
 // ANCHOR: recv
-/// A receive completed: with bytes, with EOF (no bytes), or with an error.
-fn on_recv(conn: &mut Conn, received: Result<&[u8], Errno>, pool: &mut Pool) {
+/// A receive completed: with bytes, in a buffer of the ring, with EOF (no
+/// bytes), or with an error.
+fn on_recv(
+    conn: &mut Conn,
+    received: Result<Option<Filled>, Errno>,
+    bufring: &mut BufRing,
+    pool: &mut Pool,
+) {
     let fd = conn.fd.as_raw_fd();
     match (conn.state, received) {
-        // Our cancellation lost the race: the bytes are not wanted.
+        // Our cancellation lost the race, or we answer no more requests:
+        // the bytes are not wanted.
+        (State::Done | State::Closing, Ok(Some(filled))) => bufring.give_back(filled),
         (State::Done, _) => {}
-        (_, Ok([])) => {
+        (_, Ok(None)) => {
             // EOF. Nothing is lost by closing now: we only receive in
             // `Reading`, when every frame received so far has been answered
             // and sent, or in `Closing`, waiting for exactly this.
@@ -619,26 +658,13 @@ fn on_recv(conn: &mut Conn, received: Result<&[u8], Errno>, pool: &mut Pool) {
             }
             conn.state = State::Done;
         }
-        // Dropped: we answer no more requests.
-        (State::Closing, Ok(_)) => {}
-        (_, Ok(bytes)) => {
+        (_, Ok(Some(mut filled))) => {
             // A stop answers what had arrived when it came, and no more.
-            let bytes = match &mut conn.read_limit {
-                Some(limit) => {
-                    let n = bytes.len().min(*limit);
-                    *limit -= n;
-                    &bytes[..n]
-                }
-                None => bytes,
-            };
-            // While `Reading` the buffer holds at most part of one frame, so
-            // a receive's worth always fits.
-            if conn.incoming.append(bytes, pool) {
-                answer_requests(conn, pool);
-            } else {
-                error!("fd {fd}: no room for {} bytes received", bytes.len());
-                conn.state = State::Done;
+            if let Some(limit) = &mut conn.read_limit {
+                filled.truncate(*limit);
+                *limit -= filled.len();
             }
+            answer_requests(conn, filled, bufring, pool);
         }
         // Every buffer was taken when the bytes came. They wait in the
         // socket; the turn gives buffers back before the receive goes again.
@@ -651,22 +677,28 @@ fn on_recv(conn: &mut Conn, received: Result<&[u8], Errno>, pool: &mut Pool) {
         }
     }
     conn.incoming.release(pool);
-    conn.outgoing.release(pool);
 }
 // ANCHOR_END: recv
 
 // ANCHOR: send
 /// A send completed: all of the replies went out, part of them, or none.
-fn on_send(conn: &mut Conn, sent: Result<u32, Errno>, pool: &mut Pool) {
+fn on_send(conn: &mut Conn, sent: Result<u32, Errno>, bufring: &mut BufRing, pool: &mut Pool) {
     match (conn.state, sent) {
         (State::Done, _) => {}
         (_, Ok(n)) => {
-            conn.outgoing.consume(n as usize);
-            // A short send leaves us `Writing`: the rest goes next.
-            if conn.outgoing.is_empty() {
+            match &mut conn.held {
+                Some(filled) => filled.consume(n as usize),
+                None => conn.incoming.consume(n as usize),
+            }
+            conn.unsent -= n as usize;
+            // A short send leaves us `Writing`: the rest goes next. Once all
+            // are out, what is left is at most part of a frame: receive more.
+            if conn.unsent == 0 {
+                if let Some(filled) = conn.held.take() {
+                    bufring.give_back(filled);
+                }
                 conn.state = State::Reading;
-                // The frames that waited for room in the write buffer.
-                answer_requests(conn, pool);
+                finish_if_no_more_requests(conn);
             }
         }
         (_, Err(Errno::EAGAIN | Errno::EINTR)) => {}
@@ -677,41 +709,61 @@ fn on_send(conn: &mut Conn, sent: Result<u32, Errno>, pool: &mut Pool) {
         }
     }
     conn.incoming.release(pool);
-    conn.outgoing.release(pool);
 }
 // ANCHOR_END: send
 
 // ANCHOR: parse
-/// Appends the reply to every whole frame in the read buffer to the write
-/// buffer, while it has room: many replies, to go out in one send.
-fn try_requests(conn: &mut Conn, pool: &mut Pool) {
+/// The length of the whole frames at the front of `data`, and how much of
+/// `data` to keep: all of it, unless a frame announces too much. That ends
+/// the requests: the frames before it are answered; it, and whatever
+/// follows it, are dropped.
+fn whole_frames(data: &[u8], read_limit: &mut Option<usize>) -> (usize, usize) {
+    let mut whole = 0;
     loop {
-        let len = match parse_frame(conn.incoming.data()) {
-            Parse::Incomplete => return,
+        match parse_frame(&data[whole..]) {
+            Parse::Frame { len } => whole += len,
+            Parse::Incomplete => return (whole, data.len()),
             Parse::TooLong { announced } => {
-                let fd = conn.fd.as_raw_fd();
-                debug!("fd {fd}: frame of {announced} bytes is too long: closing");
-                // Every frame before it is answered; nothing after it can be.
-                conn.incoming.clear();
-                conn.read_limit = Some(0);
-                return;
+                debug!("frame of {announced} bytes is too long: closing");
+                *read_limit = Some(0);
+                return (whole, whole);
             }
-            Parse::Frame { len } => len,
-        };
-        // The echo reply is the request frame itself.
-        if !conn.outgoing.append(&conn.incoming.data()[..len], pool) {
-            // Full: the rest waits until the replies drain (backpressure).
-            return;
         }
-        conn.incoming.consume(len);
     }
 }
 
-/// Answers the whole frames in the read buffer. Ends `Writing` with replies
-/// to send, or still `Reading`, or `Closing` if no more requests will come.
-fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
-    try_requests(conn, pool);
-    if !conn.outgoing.is_empty() {
+/// Answers every whole frame received, all with one send. The reply to a
+/// frame is the frame itself, so the replies go out straight from the
+/// buffer the kernel received them into, when it starts with a frame (it
+/// usually does); only the start of a frame after them is copied, to the
+/// read buffer, to wait for the rest. Ends `Writing` with replies to send,
+/// or still `Reading`, or `Closing` if no more requests will come.
+fn answer_requests(conn: &mut Conn, filled: Filled, bufring: &mut BufRing, pool: &mut Pool) {
+    let received = bufring.bytes(&filled);
+    if conn.incoming.is_empty() && bufring.can_keep() {
+        let (whole, keep) = whole_frames(received, &mut conn.read_limit);
+        if whole > 0 {
+            // Less than a frame: it fits.
+            conn.incoming.append(&received[whole..keep], pool);
+            conn.unsent = whole;
+            conn.held = Some(filled);
+            conn.state = State::Writing;
+            return;
+        }
+    }
+    // While `Reading` the read buffer holds at most part of one frame, so
+    // a receive's worth always fits.
+    let appended = conn.incoming.append(received, pool);
+    bufring.give_back(filled);
+    if !appended {
+        error!("fd {}: no room for the bytes received", conn.fd.as_raw_fd());
+        conn.state = State::Done;
+        return;
+    }
+    let (whole, keep) = whole_frames(conn.incoming.data(), &mut conn.read_limit);
+    conn.incoming.truncate(keep);
+    conn.unsent = whole;
+    if whole > 0 {
         conn.state = State::Writing;
     } else {
         finish_if_no_more_requests(conn);
@@ -980,11 +1032,15 @@ mod tests {
         while socket.write(&[1; 1 << 16]).is_ok() {}
         let key = uring.conns.insert(Conn::new(socket.into()));
         let conn = uring.conns.get_mut(key).unwrap();
-        assert!(conn.outgoing.append(&[2; 4096], pool));
+        let mut request = Vec::new();
+        common::frame::encode_frame(&[2; 4092], &mut request);
+        assert!(conn.incoming.append(&request, pool));
+        conn.unsent = request.len();
         conn.state = State::Writing;
-        // SAFETY: `outgoing` stays as it is until the owner is dropped; the
+        let bufring = BufRing::new(&uring.ring, RECV_GROUP, 1, 4096).unwrap();
+        // SAFETY: `incoming` stays as it is until the owner is dropped; the
         // point of the test is what that drop does.
-        let Submission(entry) = unsafe { send(key, conn) };
+        let Submission(entry) = unsafe { send(key, conn, &bufring) };
         // SAFETY: as above.
         unsafe { uring.ring.submission().push(&entry) }.unwrap();
         uring.ring.submit().unwrap();
