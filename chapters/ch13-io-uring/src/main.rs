@@ -257,11 +257,11 @@ const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 /// Receive buffers lent to the kernel, shared by every connection, unless
 /// `--recv-buffers` says. The receives that complete in one turn take one
 /// each; a connection keeps its buffer while it sends the replies from it.
-const DEFAULT_RECV_BUFFERS: u16 = 64;
+const DEFAULT_RECV_BUFFERS: u16 = 32;
 /// Their size: a receive takes what the socket holds, up to this. At
 /// 4 KiB frames, 16 in flight from a client are 64 KiB and more: the
-/// larger the buffer, the fewer receives and sends move them. 64 of
-/// 128 KiB: 8 MiB, touched only as used.
+/// larger the buffer, the fewer receives and sends move them. 32 of
+/// 128 KiB: 4 MiB, touched only as used.
 const RECV_BUFFER_SIZE: u32 = 128 << 10;
 // A receive's worth always fits in a read buffer that holds part of a frame.
 const _: () = assert!(RECV_BUFFER_SIZE as usize + MAX_FRAME <= MAX_CAPACITY);
