@@ -743,8 +743,11 @@ fn answer_requests(conn: &mut Conn, filled: Filled, bufring: &mut BufRing, pool:
     if conn.incoming.is_empty() && bufring.can_keep() {
         let (whole, keep) = whole_frames(received, &mut conn.read_limit);
         if whole > 0 {
-            // Less than a frame: it fits.
-            conn.incoming.append(&received[whole..keep], pool);
+            let rest = &received[whole..keep];
+            if !rest.is_empty() {
+                let fits = conn.incoming.append(rest, pool);
+                debug_assert!(fits, "less than a frame always fits");
+            }
             conn.unsent = whole;
             conn.held = Some(filled);
             conn.state = State::Writing;
