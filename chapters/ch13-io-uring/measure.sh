@@ -90,6 +90,7 @@ print(sys.argv[2], load, sys.argv[3], round(r["frames_per_sec"]), round(ns))
     done
 done | tee "$tmp/runs.txt"
 
+echo "# ANCHOR: ratios"
 python3 - "$tmp/runs.txt" <<'EOF'
 import collections, sys
 runs = collections.defaultdict(dict)
@@ -114,3 +115,4 @@ for load in loads:
         print(f"{load} {server}/ch09 over {len(pairs)} rounds: CPU per frame {spread(cpu)}; "
               f"throughput {spread(fps)}")
 EOF
+echo "# ANCHOR_END: ratios"

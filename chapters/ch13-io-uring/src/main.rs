@@ -1154,6 +1154,43 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_fails_gives_back_the_buffer_it_sends_from() {
+        if uring::unavailable() {
+            return;
+        }
+        let ring = new_ring(true).unwrap();
+        // Two buffers: one may be kept while the other receives.
+        let mut bufring = BufRing::new(&ring, RECV_GROUP, 2, 4096).unwrap();
+        let (mut pool, mut queue) = (Pool::default(), Queue::default());
+        let mut conns = Connections::default();
+        let key = conns.insert(Conn::new(File::open("/dev/null").unwrap().into()));
+        let conn = conns.get_mut(key).unwrap();
+        // A receive brought two empty frames (8 zero bytes) into buffer 1,
+        // as its completion's flags say: the replies go out from it.
+        let buffer_1 = cqueue_flags_naming(1);
+        let received = bufring.take(Ok(8), buffer_1);
+        on_recv(conn, received, &mut bufring, &mut pool);
+        assert_eq!((conn.state, conn.unsent), (State::Writing, 8));
+        assert!(
+            conn.held.is_some(),
+            "the replies go out from the ring's buffer"
+        );
+        // The client resets the connection while the send waits for room.
+        on_send(conn, Err(Errno::ECONNRESET), &mut bufring, &mut pool);
+        resume(&mut queue, &mut conns, key, &mut bufring);
+        assert!(conns.get_mut(key).is_none(), "the connection is gone");
+        // Had buffer 1 not gone back, taking buffer 0 would hold both.
+        let _buffer_0 = bufring.take(Ok(1), cqueue_flags_naming(0)).unwrap();
+        assert!(bufring.can_keep(), "a buffer was lost to the ring");
+    }
+
+    /// A receive's completion flags, naming the buffer it filled:
+    /// IORING_CQE_F_BUFFER, and the buffer's id from bit 16 on.
+    fn cqueue_flags_naming(id: u16) -> u32 {
+        1 | u32::from(id) << 16
+    }
+
+    #[test]
     fn only_errors_no_retry_can_fix_end_the_loop() {
         let err = |e: i32| Err(io::Error::from_raw_os_error(e));
         assert_eq!(entered(Ok(3)).unwrap(), Entered::Done);
