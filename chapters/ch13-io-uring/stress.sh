@@ -30,11 +30,11 @@ cargo build --release --quiet -p ch09 -p ch13 -p loadgen
 tmp=$(mktemp -d)
 cleanup() {
     for name in "${names[@]}"; do
-        [ -f "$tmp/$name.pid" ] && kill "$(cat "$tmp/$name.pid")" 2>/dev/null
+        [ -f "$tmp/$name.pid" ] && kill "$(cat "$tmp/$name.pid")" 2>/dev/null || true
     done
     rm -rf "$tmp"
 }
-trap 'cleanup; cleanup_trace' EXIT
+trap 'cleanup_trace; cleanup' EXIT
 
 # Starts a server, or starts it again if it has exited (and says so).
 start() {
@@ -66,13 +66,16 @@ else
     trace=""
     echo "# (no tracefs: run as root for the scheduler traces of slow windows)"
 fi
-cleanup_trace() { [ -n "$trace" ] && rmdir "$trace" 2>/dev/null; }
+cleanup_trace() { [ -z "$trace" ] || rmdir "$trace" 2>/dev/null || true; }
 
-# Reads the recorder after a slow window: the longest time the server (and
-# the load generator's thread) spent off the CPU, split into asleep (no
-# work for it: waiting for a completion, or for epoll) and runnable (woken,
-# waiting for a CPU), and what ran on the CPUs meanwhile. Asleep with work
-# pending would be a lost wakeup; runnable is a machine with too much to do.
+# Reads the recorder after a slow window. Each thread's time is cut into
+# running, runnable (woken or preempted, waiting for a CPU) and asleep (no
+# work for it). The stall is the longest time the load generator's thread
+# spent off the CPU, waiting for replies (or for a CPU itself); over that
+# stall, the server's time is added up. A server asleep through it, with a
+# load generator asleep too, would be a lost wakeup: NOT EXPLAINED. A side
+# that waited for a CPU through most of it met a machine with more to do
+# than cores, and the trace says what ran instead.
 cat >"$tmp/offcpu.py" <<'PY'
 import collections, re, sys
 server, slowest = int(sys.argv[1]), float(sys.argv[2]) / 1000
@@ -83,46 +86,71 @@ for line in sys.stdin:
     if m:
         events.append((float(m[4]), int(m[3]), m[5], m[6]))
 if not events:
-    sys.exit()
+    print("#   trace: NOT EXPLAINED: the trace is empty"); sys.exit()
 field = lambda text, name: re.search(name + r"=(\S+)", text)[1]
-threads = {server: "server"}
-for _, _, kind, text in events:
-    if kind == "sched_switch" and field(text, "next_comm").startswith("loadgen-"):
-        threads[int(field(text, "next_pid"))] = "load generator"
-longest, waits = {}, {}
-for pid, who in threads.items():
-    off, woke, best, wait = None, None, (0, 0, 0, 0), 0
+first, last = events[0][0], events[-1][0]
+
+def timeline(pid):
+    """(state, start, end) pieces: run, runnable, asleep; from its first event to its last."""
+    pieces, state, since = [], None, first
     for t, _, kind, text in events:
         if kind == "sched_switch" and int(field(text, "prev_pid")) == pid:
-            off, woke, state = t, None, field(text, "prev_state")
-        elif kind == "sched_wakeup" and int(field(text, "pid")) == pid and off is not None:
-            woke = woke or t
-        elif kind == "sched_switch" and int(field(text, "next_pid")) == pid and off is not None:
-            runnable_since = off if state.startswith("R") else (woke or t)
-            best = max(best, (t - off, off, t, runnable_since))
-            wait = max(wait, t - runnable_since)
-            off = None
-    if best[0]:
-        longest[who], waits[who] = best, max(wait, waits.get(who, 0))
-waited = max(waits.values(), default=0)
-print(f"#   trace: {'waiting for a CPU' if waited >= slowest / 2 else 'NOT EXPLAINED'}: "
-      f"the longest wait for a CPU, {waited * 1000:.0f} ms, against the slowest reply's {slowest * 1000:.0f} ms")
-for who, (length, start, end, runnable_since) in sorted(longest.items()):
-    if who != "server" and length < 0.02:
-        continue
-    busy = collections.Counter()
-    current = {}
-    for t, cpu, kind, text in events:
-        if kind != "sched_switch" or t > end:
+            pieces.append(("run", since, t))
+            state, since = ("runnable" if field(text, "prev_state").startswith("R") else "asleep"), t
+        elif kind == "sched_wakeup" and int(field(text, "pid")) == pid and state == "asleep":
+            pieces.append(("asleep", since, t))
+            state, since = "runnable", t
+        elif kind == "sched_switch" and int(field(text, "next_pid")) == pid:
+            if state:
+                pieces.append((state, since, t))
+            state, since = "run", t
+    return pieces
+
+def within(pieces, a, b):
+    total = collections.Counter()
+    for state, start, end in pieces:
+        total[state] += max(0.0, min(end, b) - max(start, a))
+    return total
+
+loadgens = {int(field(text, "next_pid")) for _, _, kind, text in events
+            if kind == "sched_switch" and field(text, "next_comm").startswith("loadgen-")}
+# The stall: the load generator thread's longest time off the CPU.
+stall = (0, first, first, None)
+for pid in loadgens:
+    pieces = timeline(pid)
+    for i, (state, start, end) in enumerate(pieces):
+        if state == "run":
             continue
-        prev = field(text, "prev_comm")
-        if cpu in current:
-            busy[prev] += max(0.0, t - max(current[cpu], start))
-        current[cpu] = t
-    top = ", ".join(f"{c} {ms * 1000:.0f}" for c, ms in busy.most_common(4) if ms > 0.0005)
-    print(f"#   trace: the {who} was off the CPU for {length * 1000:.0f} ms: asleep "
-          f"{(runnable_since - start) * 1000:.0f} ms, then runnable {(end - runnable_since) * 1000:.0f} ms"
-          f"; meanwhile on the CPUs (ms): {top}")
+        j = i
+        while j + 1 < len(pieces) and pieces[j + 1][0] != "run":
+            j += 1
+        if pieces[j][2] - start > stall[0]:
+            stall = (pieces[j][2] - start, start, pieces[j][2], pid)
+length, a, b, loadgen = stall
+ms = lambda x: f"{x * 1000:.0f} ms"
+srv = within(timeline(server), a, b)
+gen = within(timeline(loadgen), a, b) if loadgen else collections.Counter()
+busy = collections.Counter()
+current = {}
+for t, cpu, kind, text in events:
+    if kind != "sched_switch" or t > b:
+        continue
+    if cpu in current:
+        busy[field(text, "prev_comm")] += max(0.0, t - max(current[cpu], a))
+    current[cpu] = t
+top = ", ".join(f"{c} {ms(x)}" for c, x in busy.most_common(4) if x >= 0.001)
+if length < slowest / 2:
+    verdict = "NOT EXPLAINED: the load generator was never off the CPU that long"
+elif gen["runnable"] + srv["runnable"] >= length / 2:
+    verdict = "waiting for a CPU"
+elif srv["asleep"] >= length / 2:
+    verdict = "NOT EXPLAINED: both sides asleep"
+else:
+    verdict = "NOT EXPLAINED: the server ran, and no reply came"
+print(f"#   trace: {verdict}. For {ms(length)} the load generator was off the CPU "
+      f"(asleep {ms(gen['asleep'])}, runnable {ms(gen['runnable'])}); meanwhile the server ran "
+      f"{ms(srv['run'])}, waited for a CPU {ms(srv['runnable'])}, slept {ms(srv['asleep'])}; "
+      f"the CPUs ran {top}")
 PY
 
 echo "# bash chapters/ch13-io-uring/stress.sh $rounds   (SECS=$secs STALL_MS=$stall_ms)"
@@ -168,10 +196,10 @@ stall_ms = float(sys.argv[2])
 windows, traced = collections.defaultdict(list), collections.Counter()
 server = None
 for line in open(sys.argv[1]):
-    if line.startswith("#   trace: waiting for a CPU"):
-        traced[server, "cpu"] += 1
-    elif line.startswith("#   trace: NOT EXPLAINED"):
+    if line.startswith("#   trace: NOT EXPLAINED"):
         traced[server, "unexplained"] += 1
+    elif line.startswith("#   trace: "):
+        traced[server, "cpu"] += 1
     if line.startswith("#"):
         continue
     _, load, server, verdict, fps, p50, p999, max_ms, lost = line.split()
@@ -187,5 +215,5 @@ for server in ("ch13", "ch13-no-defer", "ch09"):
     total = sum(len(w) for _, w in rows)
     ok = sum(v == "ok" for _, w in rows for v, _, _ in w)
     print(f"{server}, all loads: {total} windows, {ok} verified; slow windows traced: "
-          f"{traced[server, 'cpu']} waiting for a CPU, {traced[server, 'unexplained']} not explained")
+          f"{traced[server, 'cpu']} explained by the scheduler, {traced[server, 'unexplained']} not explained")
 PY
