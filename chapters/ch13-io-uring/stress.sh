@@ -190,6 +190,7 @@ print("FAILED" if bad else "ok", round(r["frames_per_sec"]), round(l["p50"]),
     done
 done | tee "$tmp/runs.txt"
 
+echo "# ANCHOR: summary"
 python3 - "$tmp/runs.txt" "$stall_ms" <<'PY'
 import collections, sys
 stall_ms = float(sys.argv[2])
@@ -217,3 +218,4 @@ for server in ("ch13", "ch13-no-defer", "ch09"):
     print(f"{server}, all loads: {total} windows, {ok} verified; slow windows traced: "
           f"{traced[server, 'cpu']} explained by the scheduler, {traced[server, 'unexplained']} not explained")
 PY
+echo "# ANCHOR_END: summary"
