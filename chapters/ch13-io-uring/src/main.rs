@@ -256,12 +256,13 @@ const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 /// Receive buffers lent to the kernel, shared by every connection, unless
 /// `--recv-buffers` says. The receives that complete in one turn take one
-/// each; a connection keeps its buffer while it sends the replies from it.
-const DEFAULT_RECV_BUFFERS: u16 = 32;
+/// each (with 100 clients, up to 100: fewer, and the rest fail with ENOBUFS
+/// and go again); a connection keeps its buffer while it sends from it.
+const DEFAULT_RECV_BUFFERS: u16 = 128;
 /// Their size: a receive takes what the socket holds, up to this. At
 /// 4 KiB frames, 16 in flight from a client are 64 KiB and more: the
-/// larger the buffer, the fewer receives and sends move them. 32 of
-/// 128 KiB: 4 MiB, touched only as used.
+/// larger the buffer, the fewer receives and sends move them. 128 of
+/// 128 KiB: 16 MiB of address space, in memory only where written.
 const RECV_BUFFER_SIZE: u32 = 128 << 10;
 // A receive's worth always fits in a read buffer that holds part of a frame.
 const _: () = assert!(RECV_BUFFER_SIZE as usize + MAX_FRAME <= MAX_CAPACITY);
