@@ -31,6 +31,10 @@ struct Entry {
 
 /// The ring: `count` descriptors (address, length, buffer id) that the
 /// kernel reads, and `count` buffers of `size` bytes each that it writes.
+/// Not all are lent at first: the kernel takes the buffers in turn, each
+/// the one given back longest ago, so the fewer go round, the more often
+/// the memory it writes is still in the CPU's caches. The ring grows when
+/// a receive finds it empty.
 ///
 /// Both live as long as the process: the kernel may use them until the
 /// io_uring instance is torn down, which closing its descriptor only starts.
@@ -42,9 +46,15 @@ pub struct BufRing {
     size: u32,
     /// The next free descriptor: ours to fill, the kernel's once published.
     tail: u16,
+    /// Buffers lent so far: ids `0..lent`; the others wait until needed.
+    lent: u16,
     /// Buffers taken out of the ring and not given back yet.
     taken: u16,
 }
+
+/// How many buffers are lent at first: enough for the receives of a turn
+/// with a few dozen busy connections.
+const FIRST_LENT: u16 = 32;
 
 /// A buffer the kernel filled and took out of the ring: ours, and the
 /// kernel's no more, until it goes back with [`BufRing::give_back`].
@@ -96,6 +106,7 @@ impl BufRing {
             count,
             size,
             tail: 0,
+            lent: 0,
             taken: 0,
         };
         // SAFETY: `entries` points to `count` descriptors, page-aligned, that
@@ -104,9 +115,7 @@ impl BufRing {
             ring.submitter()
                 .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
         }
-        for id in 0..count {
-            bufring.publish(id);
-        }
+        bufring.lend_more(FIRST_LENT.min(count));
         Ok(bufring)
     }
 
@@ -160,10 +169,25 @@ impl BufRing {
         }
     }
 
-    /// True while at most half the buffers are held: one more may be kept
-    /// a while (until its send completes) without leaving receives short.
+    /// True while at most half the buffers lent are held: one more may be
+    /// kept a while (until its send completes) without leaving receives short.
     pub fn can_keep(&self) -> bool {
-        self.taken <= self.count / 2
+        self.taken <= self.lent / 2
+    }
+
+    /// A receive found no buffer: lends the kernel twice as many, while
+    /// there are more. Returns false if all were lent already.
+    pub fn grow(&mut self) -> bool {
+        let more = self.lent.min(self.count - self.lent);
+        self.lend_more(more);
+        more > 0
+    }
+
+    fn lend_more(&mut self, n: u16) {
+        for id in self.lent..self.lent + n {
+            self.publish(id);
+        }
+        self.lent += n;
     }
 
     fn buffer(&self, id: u16) -> *mut u8 {

@@ -254,10 +254,11 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: completions waiting for us to read them. The
 /// kernel keeps any overflow aside rather than lose it, at a cost.
 const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
-/// Receive buffers lent to the kernel, shared by every connection, unless
-/// `--recv-buffers` says. The receives that complete in one turn take one
-/// each (with 100 clients, up to 100: fewer, and the rest fail with ENOBUFS
-/// and go again); a connection keeps its buffer while it sends from it.
+/// Receive buffers for the kernel, shared by every connection, unless
+/// `--recv-buffers` says: 32 lent at first, more when a receive finds none
+/// (see `bufring.rs`). The receives that complete in one turn take one each
+/// (with 100 clients, up to 100); a connection keeps its buffer while it
+/// sends from it.
 const DEFAULT_RECV_BUFFERS: u16 = 128;
 /// Their size: a receive takes what the socket holds, up to this. At
 /// 4 KiB frames, 16 in flight from a client are 64 KiB and more: the
@@ -668,8 +669,16 @@ fn on_recv(
             answer_requests(conn, filled, bufring, pool);
         }
         // Every buffer was taken when the bytes came. They wait in the
-        // socket; the turn gives buffers back before the receive goes again.
-        (_, Err(Errno::ENOBUFS)) => debug!("fd {fd}: no receive buffer free: receiving again"),
+        // socket; the turn gives buffers back before the receive goes
+        // again, and the ring lends more, while it has more.
+        (_, Err(Errno::ENOBUFS)) => {
+            let more = if bufring.grow() {
+                ", with more buffers"
+            } else {
+                ""
+            };
+            debug!("fd {fd}: no receive buffer free: receiving again{more}");
+        }
         (_, Err(Errno::EAGAIN | Errno::EINTR)) => {}
         (_, Err(e)) => {
             // ECONNRESET, say: the peer is gone, which is its right.
