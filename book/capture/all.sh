@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts=("$@")
 [ ${#scripts[@]} -gt 0 ] || scripts=(strace emfile nagle sigint-ignored backlog conform threads copy ch12 ch13-trace
-    ch13-profile ch13-measure herd multicore targets counts cpu-methods timeline)
+    ch13-profile ch13-measure ch13-stress herd multicore targets counts cpu-methods timeline)
 for name in "${scripts[@]}"; do
     echo "=== book/capture/$name.sh ($SECONDS s)" >&2
     case $name in
