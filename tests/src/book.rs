@@ -76,10 +76,6 @@ pub const SPARE_DESCRIPTOR: BookRef = BookRef {
     page: "ch05-threads.md",
     heading: "Running out of descriptors",
 };
-pub const ACCEPTING_UNTIL_EAGAIN: BookRef = BookRef {
-    page: "ch09-epoll-et.md",
-    heading: "Accepting until `EAGAIN`",
-};
 pub const EMFILE: BookRef = BookRef {
     page: "what-can-go-wrong.md",
     heading: "Running out of file descriptors (`EMFILE`)",

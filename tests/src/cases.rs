@@ -437,7 +437,7 @@ pub static CASES: &[Case] = &[
         level: Level::Echo,
         scope: Scope::EveryServer,
         checks: "while every accept fails with ENOBUFS for 300 ms, the server tries again a little later, not in a busy loop, and then serves the client",
-        explains: book::ACCEPTING_UNTIL_EAGAIN,
+        explains: book::ACCEPT_ERRORS,
         run: accept::accept_pauses_while_the_kernel_is_short_of_memory,
     },
     Case {
@@ -494,7 +494,7 @@ pub static CASES: &[Case] = &[
         level: Level::Concurrent,
         scope: Scope::EveryServer,
         checks: "out of file descriptors, a client that gives up as the server turns it away (ECONNABORTED) does not leave the next one waiting",
-        explains: book::ACCEPTING_UNTIL_EAGAIN,
+        explains: book::ACCEPT_ERRORS,
         run: accept::an_aborted_client_does_not_stop_the_turning_away,
     },
     Case {
