@@ -287,10 +287,10 @@ pub fn second_signal_stops_at_once(target: &Target) {
 // ANCHOR: stop_log
 /// A stop that ends before every connection is finished says so in the
 /// same words whichever way it ends, a second signal or the end of the
-/// grace period: "closing 1 connection that did not finish". Not "grace
-/// period over" when the grace period was cut short. A client that sends
-/// and never reads keeps its connection from finishing. The words are
-/// echo-steps' own; what a log says is every server's own business.
+/// grace period: "closing 1 connection that did not finish", never "grace
+/// period over" (untrue when a second signal cut it short). A client that
+/// sends and never reads keeps its connection from finishing. The words
+/// are echo-steps' own: what a log says is every other server's business.
 pub fn a_stop_that_ends_early_says_how_many_did_not_finish(target: &Target) {
     const SAID: &str = "closing 1 connection that did not finish";
     for (grace_ms, second_signal) in [("20000", true), ("300", false)] {

@@ -67,7 +67,6 @@ pub fn main_with(bin: &str, levels: &[Level], own_tests: &[(&'static str, fn())]
         .run()
 }
 
-// ANCHOR: suite
 /// The cases of some levels against one server, as a `cargo test` target
 /// (`harness = false`): one named test per case, and the usual arguments
 /// (filters, `--list`, `--test-threads`...). A case that does not apply to
@@ -202,4 +201,3 @@ impl<'a> Suite<'a> {
         libtest_mimic::run(&args, trials).exit()
     }
 }
-// ANCHOR_END: suite

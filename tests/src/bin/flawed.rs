@@ -75,7 +75,7 @@ defects! {
     BlockingRead = "blocking-read": "wait for the rest of a frame, blocking everyone",
     Max100Connections = "max-100-connections": "close connections beyond the first 100",
     UnboundedOutput = "unbounded-output": "keep reading from a client that does not read its replies",
-    NoTurns = "no-turns": "read a connection 1 KiB at a time until it has nothing left, however long that takes",
+    NoTurns = "no-turns": "read a connection 1 KiB at a time until it has nothing left, however long that takes and however many replies wait",
     StopResets = "stop-resets": "at a stop, close every connection with a reset",
     NoGraceDeadline = "no-grace-deadline": "at a stop, wait for every client, however long",
     WaitOutGrace = "wait-out-grace": "at a stop, wait out the grace period even when no client is left",
@@ -772,9 +772,9 @@ impl<'a> Server<'a> {
                 self.close(token);
                 return;
             }
-            if conn.peer_done
-                || (conn.output.len() >= MAX_OUTPUT && !flaws.has(Defect::UnboundedOutput))
-            {
+            // no-turns: not even replies piling up end the turn.
+            let unbounded = flaws.has(Defect::UnboundedOutput) || flaws.has(Defect::NoTurns);
+            if conn.peer_done || (conn.output.len() >= MAX_OUTPUT && !unbounded) {
                 return;
             }
             match conn.stream.read(&mut chunk) {
