@@ -68,9 +68,10 @@ pub fn an_aborted_client_does_not_stop_the_turning_away(target: &Target) {
             Ok(Reply::Echoed) => served.push(client),
             Ok(Reply::Closed) => {}
             Err(e) => panic!(
-                "client {k} {e}; the server ran out of descriptors after {} clients, \
-                 and gave up on the backlog when the accept that should have turned a \
-                 client away failed with ECONNABORTED",
+                "client {k} {e}: out of descriptors after serving {} clients, the \
+                 server left it in the backlog once an accept had failed with \
+                 ECONNABORTED (as if a client had given up); a server must go on \
+                 accepting, to turn the next client away or serve it",
                 served.len()
             ),
         }
