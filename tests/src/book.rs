@@ -72,6 +72,10 @@ pub const IDLE_BUFFERS: BookRef = BookRef {
     page: "ch08-batching.md",
     heading: "Buffers that cost memory only while busy",
 };
+pub const SPARE_DESCRIPTOR: BookRef = BookRef {
+    page: "ch05-threads.md",
+    heading: "Running out of descriptors",
+};
 pub const EMFILE: BookRef = BookRef {
     page: "what-can-go-wrong.md",
     heading: "Running out of file descriptors (`EMFILE`)",

@@ -11,7 +11,9 @@ use std::fmt;
 
 use crate::book::{self, BookRef};
 use crate::harness::Target;
-use crate::{cli, concurrent, echo, event_loop, graceful, hello, idle_timeout, scale, wire};
+use crate::{
+    accept, cli, concurrent, echo, event_loop, graceful, hello, idle_timeout, scale, wire,
+};
 
 /// A group of cases that one server design can meet. A chapter picks the
 /// levels it runs; the `conform` tool runs a level with the ones below it.
@@ -428,7 +430,23 @@ pub static CASES: &[Case] = &[
         scope: Scope::EveryServer,
         checks: "when every other accept fails with EPROTO or ENOBUFS, every client is still served",
         explains: book::ACCEPT_ERRORS,
-        run: wire::accept_errors_do_not_strand_clients,
+        run: accept::accept_errors_do_not_strand_clients,
+    },
+    Case {
+        name: "accept_pauses_while_the_kernel_is_short_of_memory",
+        level: Level::Echo,
+        scope: Scope::EveryServer,
+        checks: "while every accept fails with ENOBUFS for 300 ms, the server tries again a little later, not in a busy loop, and then serves the client",
+        explains: book::ACCEPT_ERRORS,
+        run: accept::accept_pauses_while_the_kernel_is_short_of_memory,
+    },
+    Case {
+        name: "a_client_accepted_with_the_spare_is_served_if_there_is_room",
+        level: Level::Echo,
+        scope: Scope::EchoSteps,
+        checks: "when accept fails with EMFILE but the spare descriptor then accepts with room to spare, the client is served, not turned away",
+        explains: book::SPARE_DESCRIPTOR,
+        run: accept::a_client_accepted_with_the_spare_is_served_if_there_is_room,
     },
     Case {
         name: "listens_with_the_largest_backlog",
@@ -470,6 +488,14 @@ pub static CASES: &[Case] = &[
         checks: "out of file descriptors, every client is either served or closed at once, none left hanging",
         explains: book::EMFILE,
         run: concurrent::out_of_fds_every_client_is_served_or_closed,
+    },
+    Case {
+        name: "an_aborted_client_does_not_stop_the_turning_away",
+        level: Level::Concurrent,
+        scope: Scope::EveryServer,
+        checks: "out of file descriptors, a client that gives up as the server turns it away (ECONNABORTED) does not leave the next one waiting",
+        explains: book::ACCEPT_ERRORS,
+        run: accept::an_aborted_client_does_not_stop_the_turning_away,
     },
     Case {
         name: "greedy_client_does_not_starve_others",
@@ -535,6 +561,14 @@ pub static CASES: &[Case] = &[
         checks: "a second SIGINT/SIGTERM during the grace period stops the server at once, with status 0",
         explains: book::GRACEFUL_STOP,
         run: graceful::second_signal_stops_at_once,
+    },
+    Case {
+        name: "a_stop_that_ends_early_says_how_many_did_not_finish",
+        level: Level::EventLoop,
+        scope: Scope::EchoSteps,
+        checks: "a stop cut short by a second signal, or by the end of --grace-ms, logs \"closing N connections that did not finish\" either way",
+        explains: book::GRACEFUL_STOP,
+        run: graceful::a_stop_that_ends_early_says_how_many_did_not_finish,
     },
     // --- scale ---------------------------------------------------------------
     Case {

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::harness::{describe_exit, frame, secs, Target};
+use crate::harness::{describe_exit, frame, secs, Options, Target};
 
 /// The grace period the cases assume, `--grace-ms`'s default: the cases
 /// pass no option, so that they apply to any server.
@@ -148,17 +148,7 @@ pub fn stop_after_a_flood_ends_with_eof_not_reset(target: &Target) {
 /// long first is echo-steps' convention, checked only on its servers.
 pub fn stop_does_not_wait_past_the_grace_period(target: &Target) {
     let mut server = target.start();
-    let mut client = server.connect();
-    client.stream.set_nonblocking(true).unwrap();
-    let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();
-    let mut sent = 0usize;
-    loop {
-        match client.stream.write(&chunk[sent % chunk.len()..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => panic!("flooding: {e}"),
-        }
-    }
+    let client = server.connect_stuck();
     let stop = Instant::now();
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(3));
@@ -293,3 +283,61 @@ pub fn second_signal_stops_at_once(target: &Target) {
     drop(client);
 }
 // ANCHOR_END: stop_twice
+
+// ANCHOR: stop_log
+/// A stop that ends before every connection is finished says so in the
+/// same words whichever way it ends, a second signal or the end of the
+/// grace period: "closing 1 connection that did not finish", never "grace
+/// period over" (untrue when a second signal cut it short). A client that
+/// sends and never reads keeps its connection from finishing. The words
+/// are echo-steps' own: what a log says is every other server's business.
+pub fn a_stop_that_ends_early_says_how_many_did_not_finish(target: &Target) {
+    const SAID: &str = "closing 1 connection that did not finish";
+    for (grace_ms, second_signal) in [("20000", true), ("300", false)] {
+        let how = match second_signal {
+            true => "a second signal cut the grace period short",
+            false => "the grace period ended",
+        };
+        let mut server = target.start_with(Options {
+            args: &["--grace-ms", grace_ms],
+            ..Options::default()
+        });
+        let _stuck = server.connect_stuck();
+        server.signal(libc::SIGINT);
+        if second_signal {
+            // Two signals pending at once are one: the first must be read.
+            server.eventually(LOG_PATIENCE, "the server logs that it is stopping", |s| {
+                s.stderr().contains("stopping")
+            });
+            server.signal(libc::SIGINT);
+        }
+        let status = server.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "{how}, and the server {}, not status 0",
+            describe_exit(status)
+        );
+        // The log is read by another thread: it may lag the exit a little.
+        let deadline = Instant::now() + LOG_PATIENCE;
+        while !server.stderr().contains(SAID) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let log = server.stderr();
+        let last: Vec<&str> = log.lines().rev().take(3).collect();
+        assert!(
+            log.contains(SAID),
+            "{how} with a client that never read its replies: the log should say \
+             {SAID:?}; its last lines were {:?}",
+            last.into_iter().rev().collect::<Vec<_>>()
+        );
+        assert!(
+            !log.contains("grace period over"),
+            "{how}, and the log says \"grace period over\": the same words whichever \
+             way the stop ends"
+        );
+    }
+}
+// ANCHOR_END: stop_log
+
+/// How long the log may take to show a line, on a loaded machine.
+const LOG_PATIENCE: Duration = Duration::from_secs(3);

@@ -57,6 +57,12 @@ impl Target {
         }
     }
 
+    /// The same server, started with `args` after its command's own.
+    pub fn with_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Target {
+        self.command.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// The command as a person would type it, for reports.
     pub fn display(&self) -> String {
         shell_words(&self.command)
@@ -678,6 +684,60 @@ impl Server {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .unwrap_or_else(|e| panic!("the server's /proc/PID/fd: {e} (did it exit?)"))
             .count()
+    }
+
+    /// Lowers the server's limit on open files so that, measured now, at
+    /// rest, exactly `room` descriptors are left: so many clients and no
+    /// more, whatever the server holds (a loop per core holds three
+    /// descriptors each) and whatever it inherited. The limit caps
+    /// descriptor *numbers*, and a new one takes the lowest free: the room
+    /// is the free numbers below it.
+    pub fn limit_descriptors(&self, room: usize) {
+        let open: std::collections::BTreeSet<usize> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                .unwrap_or_else(|e| panic!("the server's /proc/PID/fd: {e} (did it exit?)"))
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+        let mut limit = 0;
+        let mut free = 0;
+        while free < room {
+            if !open.contains(&limit) {
+                free += 1;
+            }
+            limit += 1;
+        }
+        let rlimit = libc::rlimit {
+            rlim_cur: limit as libc::rlim_t,
+            rlim_max: limit as libc::rlim_t,
+        };
+        // SAFETY: prlimit reads the struct we pass for the duration of the
+        // call, and writes nothing (the last argument is null).
+        let rc = unsafe {
+            libc::prlimit(
+                self.pid(),
+                libc::RLIMIT_NOFILE,
+                &rlimit,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", io::Error::last_os_error());
+    }
+
+    /// A client that fills both directions of its connection and then
+    /// reads nothing: no stop can finish it before a grace period ends.
+    pub fn connect_stuck(&self) -> Client {
+        let mut client = self.connect();
+        client.stream.set_nonblocking(true).unwrap();
+        let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();
+        let mut sent = 0;
+        loop {
+            // Resume where a short write stopped, so the stream stays framed.
+            match client.stream.write(&chunk[sent % chunk.len()..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return client,
+                Err(e) => panic!("a client that sends without reading: {e}"),
+            }
+        }
     }
 
     /// Polls `condition` every few milliseconds until it holds or `timeout` passes.

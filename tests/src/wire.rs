@@ -1,17 +1,15 @@
 //! What real peers do to a TCP connection that a polite test client never
 //! does: pipeline small frames and wait, mix a valid frame with a bad one,
 //! send urgent data; and what real machines do to a server: break its
-//! stderr, lower its file limit, fail an `accept`. For every echo server.
+//! stderr, lower its file limit (`accept`'s failures have a module of their
+//! own, accept.rs). For every echo server.
 
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, not_applicable, secs, Options, Target};
+use crate::harness::{frame, secs, Options, Target};
 
 // ANCHOR: nagle
 /// A client writes three small frames at once and waits for the three
@@ -185,108 +183,6 @@ pub fn raises_its_open_file_limit(target: &Target) {
     );
 }
 // ANCHOR_END: fd_limit
-
-// ANCHOR: accept_errors
-/// Every other `accept` fails, before taking a connection, with a network
-/// error (EPROTO) or a shortage of memory (ENOBUFS). Every client must
-/// still be served: accept(2) says to retry, and an edge-triggered server
-/// that gives up instead leaves the client in the backlog for good.
-///
-/// The errors come from a shim preloaded into the server, which counts
-/// the errors it made: if it made none, the server accepts some other way
-/// (io_uring, a static binary) and the case cannot tell anything.
-pub fn accept_errors_do_not_strand_clients(target: &Target) {
-    let shim = accept_error_shim();
-    for errno in [libc::EPROTO, libc::ENOBUFS] {
-        let errno = errno.to_string();
-        let log = ShimLog::new("accept-errors");
-        let mut server = target.start_with(Options {
-            env: &[
-                ("LD_PRELOAD", shim.to_str().unwrap()),
-                ("ECHO_TEST_ACCEPT_ERRNO", &errno),
-                ("ECHO_TEST_ACCEPT_LOG", log.path()),
-            ],
-            ..Options::default()
-        });
-        for i in 0..4 {
-            let mut client = server.connect();
-            client
-                .stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            client.send_frame(b"anyone?");
-            let mut reply = [0u8; 11];
-            if let Err(e) = client.stream.read_exact(&mut reply) {
-                let what = match e.kind() {
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut => "got no reply in 3 s",
-                    ErrorKind::ConnectionReset => "was reset",
-                    _ => "got no reply",
-                };
-                panic!(
-                    "when every other accept failed with errno {errno}, client {i} {what}: \
-                     the server gave up accepting"
-                );
-            }
-        }
-        server.assert_running();
-        if log.count() == 0 {
-            not_applicable(
-                "the server never called accept(2) or accept4(2) through the C library \
-                 (it may accept through io_uring, or be linked statically), so the \
-                 preloaded shim could not make them fail",
-            );
-        }
-    }
-}
-// ANCHOR_END: accept_errors
-
-/// A file a preloaded shim appends one byte to for each error it makes,
-/// removed when dropped.
-struct ShimLog(PathBuf);
-
-impl ShimLog {
-    fn new(what: &str) -> ShimLog {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("echo-{what}-{}-{n}.log", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        ShimLog(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temporary directory")
-    }
-
-    fn count(&self) -> u64 {
-        std::fs::metadata(&self.0).map_or(0, |m| m.len())
-    }
-}
-
-impl Drop for ShimLog {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Compiles tests/fixtures/accept_errors.c into a shared object, once.
-fn accept_error_shim() -> PathBuf {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/accept_errors.c");
-        let out =
-            std::env::temp_dir().join(format!("echo-accept-errors-{}.so", std::process::id()));
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O1", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .arg("-ldl")
-            .status()
-            .expect("cc (a C compiler) is needed to build the accept(2) error shim");
-        assert!(status.success(), "cc failed to build {}", source.display());
-        out
-    })
-    .clone()
-}
 
 // ANCHOR: backlog
 /// The listening socket asks for the largest accept queue the kernel allows

@@ -10,50 +10,26 @@
 //! could be served by two loops, and with more loops than cores would time
 //! the scheduler.
 
-use conformance::cases::cases_in;
-use conformance::{runner, Level, Target};
-use libtest_mimic::{Arguments, Failed, Trial};
+use conformance::{Level, Suite, Target};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ch14");
-
-const ONE_LOOP: [&str; 3] = [
+const ONE_LOOP: &[&str] = &[
     "echo::out_of_fds_neither_spins_nor_stops_serving",
     "concurrent::out_of_fds_every_client_is_served_or_closed",
     "concurrent::greedy_client_does_not_starve_others",
 ];
 
 fn main() {
-    let threads = std::env::var("ECHO_CH14_THREADS").ok();
+    let mut target = Target::binary(env!("CARGO_BIN_EXE_ch14"));
+    if let Ok(threads) = std::env::var("ECHO_CH14_THREADS") {
+        target = target.with_args(["--threads", &threads]);
+    }
     let levels = [
         Level::Echo,
         Level::Concurrent,
         Level::EventLoop,
         Level::Scale,
     ];
-    let trials = cases_in(&levels)
-        .map(|case| {
-            let id = case.id();
-            let threads = match ONE_LOOP.contains(&id.as_str()) {
-                true => Some("1".to_string()),
-                false => threads.clone(),
-            };
-            let mut command = vec![BIN.to_string()];
-            command.extend(threads.iter().flat_map(|n| ["--threads".into(), n.clone()]));
-            let target = Target {
-                command,
-                port: None,
-            };
-            Trial::test(id, move || {
-                runner::run_case(case, &target).map_err(|reason| {
-                    Failed::from(format!(
-                        "{reason}\n  server: {}\n  checks: {}\n  see {}",
-                        target.display(),
-                        case.checks,
-                        case.explains
-                    ))
-                })
-            })
-        })
-        .collect();
-    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+    Suite::new(target, &levels)
+        .with_case_args(ONE_LOOP, &["--threads", "1"])
+        .run()
 }

@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use conformance::harness::{frame, Client, Options, Server};
 use conformance::{runner, Target, CASES};
 
-#[path = "../../../common/testing/cases.rs"]
-mod shared;
-
 const BIN: &str = env!("CARGO_BIN_EXE_ch14");
 const MODES: [&str; 3] = ["reuseport", "exclusive", "naive"];
 
@@ -159,7 +156,7 @@ fn stats_count_every_connection_and_reuseport_spreads_them() {
 fn one_signal_stops_every_loop_and_a_second_ends_the_grace_period() {
     for share in MODES {
         let mut server = start(&["--threads", "4", "--share", share, "--grace-ms", "20000"]);
-        let stuck: Vec<Client> = (0..8).map(|_| shared::stuck_client(&server)).collect();
+        let stuck: Vec<Client> = (0..8).map(|_| server.connect_stuck()).collect();
         let mut idle: Vec<Client> = (0..40).map(|_| server.connect()).collect();
         for client in &mut idle {
             client.assert_echo(b"then nothing");
@@ -193,7 +190,7 @@ fn out_of_fds_four_loops_serve_or_close_every_client() {
     for share in MODES {
         let mut server = start(&["--threads", "4", "--share", share]);
         // Room for 30 clients, above what the four loops hold at rest.
-        shared::limit_descriptors(&server, 30);
+        server.limit_descriptors(30);
         let mut clients: Vec<Client> = (0..100).map(|_| server.connect()).collect();
         let (mut served, mut turned_away) = (0, 0);
         let request = frame(b"anyone there?");

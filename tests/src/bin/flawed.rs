@@ -67,11 +67,15 @@ defects! {
     BadLengthDropsReplies = "bad-length-drops-replies": "on a bad length, close at once, replies pending or not",
     OobInline = "oob-inline": "take urgent data into the stream (SO_OOBINLINE)",
     AcceptErrorExits = "accept-error-exits": "exit(1) when accept fails",
+    AcceptGivesUp = "accept-gives-up": "watch the listener edge-triggered, and stop accepting when an accept that turns a client away fails",
+    NobufsSpin = "nobufs-spin": "when the kernel is short of memory (ENOBUFS), try to accept again at once",
+    SpareTurnsAway = "spare-turns-away": "out of descriptors, turn away the client accepted with the spare even when that leaves room",
+    VagueStopLog = "vague-stop-log": "after a second signal, log \"grace period over\"",
     ConnectionErrorExits = "connection-error-exits": "exit(1) when a read or write on a connection fails",
     BlockingRead = "blocking-read": "wait for the rest of a frame, blocking everyone",
     Max100Connections = "max-100-connections": "close connections beyond the first 100",
     UnboundedOutput = "unbounded-output": "keep reading from a client that does not read its replies",
-    NoTurns = "no-turns": "read a connection 1 KiB at a time until it has nothing left, however long that takes",
+    NoTurns = "no-turns": "read a connection 1 KiB at a time until it has nothing left, however long that takes and however many replies wait",
     StopResets = "stop-resets": "at a stop, close every connection with a reset",
     NoGraceDeadline = "no-grace-deadline": "at a stop, wait for every client, however long",
     WaitOutGrace = "wait-out-grace": "at a stop, wait out the grace period even when no client is left",
@@ -358,7 +362,12 @@ struct Server<'a> {
     deadline: Option<Instant>,
     /// When to look for idle connections next.
     next_idle_check: Instant,
+    /// When to try to accept again, after the kernel was short of memory.
+    accept_again: Option<Instant>,
 }
+
+/// How long to wait before accepting again when the kernel is short of memory.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 fn spare_fd() -> Option<OwnedFd> {
     std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
@@ -392,12 +401,13 @@ impl<'a> Server<'a> {
             spare: spare_fd(),
             deadline: None,
             next_idle_check: Instant::now(),
+            accept_again: None,
         };
         server.ctl(
             libc::EPOLL_CTL_ADD,
             listener.as_raw_fd(),
             LISTENER,
-            libc::EPOLLIN,
+            server.listener_events(),
         )?;
         server.ctl(
             libc::EPOLL_CTL_ADD,
@@ -413,6 +423,35 @@ impl<'a> Server<'a> {
 
     fn has(&self, defect: Defect) -> bool {
         self.flaws.has(defect)
+    }
+
+    fn listener_events(&self) -> libc::c_int {
+        match self.has(Defect::AcceptGivesUp) {
+            true => libc::EPOLLIN | libc::EPOLLET,
+            false => libc::EPOLLIN,
+        }
+    }
+
+    /// Stops watching the listener for [`ACCEPT_PAUSE`]: it stays readable
+    /// meanwhile, and the loop would come straight back.
+    fn pause_accepting(&mut self) {
+        if let Some(listener) = &self.listener {
+            let fd = listener.as_raw_fd();
+            let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, LISTENER, 0);
+            self.accept_again = Some(Instant::now() + ACCEPT_PAUSE);
+        }
+    }
+
+    /// Watches the listener again once the pause is over, and accepts.
+    fn resume_accepting(&mut self) {
+        if self.accept_again.is_some_and(|at| Instant::now() >= at) {
+            self.accept_again = None;
+            if let Some(listener) = &self.listener {
+                let fd = listener.as_raw_fd();
+                let _ = self.ctl(libc::EPOLL_CTL_MOD, fd, LISTENER, self.listener_events());
+                self.accept();
+            }
+        }
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: libc::c_int) -> io::Result<()> {
@@ -435,10 +474,7 @@ impl<'a> Server<'a> {
                     || (self.has(Defect::WaitForPartialFrames)
                         && self.conns.values().any(|c| !c.input.is_empty()));
                 if Instant::now() >= deadline && !waiting {
-                    info!(
-                        "grace period over: closing {} connections",
-                        self.conns.len()
-                    );
+                    self.log_unfinished();
                     return Ok(());
                 }
                 if self.conns.is_empty() && !self.has(Defect::WaitOutGrace) {
@@ -448,6 +484,9 @@ impl<'a> Server<'a> {
             let mut wake = self.deadline;
             if self.config.idle_timeout.is_some() && !self.conns.is_empty() {
                 wake = Some(wake.map_or(self.next_idle_check, |w| w.min(self.next_idle_check)));
+            }
+            if let Some(at) = self.accept_again {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             let timeout = match wake {
                 Some(wake) => wake
@@ -474,6 +513,7 @@ impl<'a> Server<'a> {
                 return Err(e);
             }
             self.close_idle();
+            self.resume_accepting();
             for event in &events[..n as usize] {
                 match event.u64 {
                     LISTENER => self.accept(),
@@ -495,7 +535,14 @@ impl<'a> Server<'a> {
             if self.has(Defect::IgnoreSecondSignal) {
                 return false;
             }
-            info!("second signal: closing {} connections", self.conns.len());
+            if self.has(Defect::VagueStopLog) {
+                info!(
+                    "grace period over: closing {} connections",
+                    self.conns.len()
+                );
+            } else {
+                self.log_unfinished();
+            }
             return true;
         }
         info!("stopping: {} connections to finish", self.conns.len());
@@ -517,6 +564,16 @@ impl<'a> Server<'a> {
             self.progress(token);
         }
         false
+    }
+
+    /// Says how many connections a stop cut short, in the same words
+    /// whichever way it ended.
+    fn log_unfinished(&self) {
+        match self.conns.len() {
+            0 => {}
+            1 => info!("closing 1 connection that did not finish"),
+            n => info!("closing {n} connections that did not finish"),
+        }
     }
 
     /// Closes the connections idle for the timeout, every 10 ms at most
@@ -575,13 +632,43 @@ impl<'a> Server<'a> {
                         return;
                     }
                     // Give up the spare descriptor for a moment to take the
-                    // client and close it: it is told at once, and the
-                    // listener does not stay readable for nothing.
+                    // client: it is served if the spare comes back (there
+                    // was room after all), or else closed, told at once,
+                    // and the listener does not stay readable for nothing.
                     self.spare = None;
-                    if let Ok((stream, _)) = listener.accept() {
-                        drop(stream);
-                    }
+                    let accepted = listener.accept();
                     self.spare = spare_fd();
+                    match accepted {
+                        Ok((stream, _))
+                            if self.spare.is_some() && !self.has(Defect::SpareTurnsAway) =>
+                        {
+                            stream
+                        }
+                        Ok((stream, _)) => {
+                            drop(stream);
+                            self.spare = self.spare.take().or_else(spare_fd);
+                            continue;
+                        }
+                        // Level-triggered, the listener says again if a
+                        // client is still waiting; edge-triggered, it
+                        // never will (the defect).
+                        Err(e) if self.has(Defect::AcceptGivesUp) => {
+                            debug!("accept: {e}");
+                            return;
+                        }
+                        Err(e) => {
+                            debug!("accept: {e}");
+                            continue;
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM))
+                        && !self.has(Defect::NobufsSpin) =>
+                {
+                    // A shortage can last: try again in a while, not at once.
+                    debug!("accept: {e}");
+                    self.pause_accepting();
                     return;
                 }
                 Err(e) => {
@@ -685,9 +772,9 @@ impl<'a> Server<'a> {
                 self.close(token);
                 return;
             }
-            if conn.peer_done
-                || (conn.output.len() >= MAX_OUTPUT && !flaws.has(Defect::UnboundedOutput))
-            {
+            // no-turns: not even replies piling up end the turn.
+            let unbounded = flaws.has(Defect::UnboundedOutput) || flaws.has(Defect::NoTurns);
+            if conn.peer_done || (conn.output.len() >= MAX_OUTPUT && !unbounded) {
                 return;
             }
             match conn.stream.read(&mut chunk) {
