@@ -223,7 +223,7 @@ pub fn half_close_still_gets_every_reply(target: &Target) {
             "after shutdown(SHUT_WR), reply {i} differs from frame {i}"
         );
     }
-    if let Err(e) = client.try_closed_by_server() {
+    if let Err(e) = client.try_eof_from_server() {
         panic!("after the last reply to a half-closed client the server should close, but {e}");
     }
 }
@@ -482,7 +482,7 @@ fn fill_the_send_buffer(server: &Server, diag: &SockDiag) -> Fill {
             at / FRAME
         );
     }
-    if let Err(e) = client.try_closed_by_server() {
+    if let Err(e) = client.try_eof_from_server() {
         panic!("after the last reply to a half-closed client the server should close, but {e}");
     }
     fill

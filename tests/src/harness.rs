@@ -1092,6 +1092,24 @@ impl Client {
         }
     }
 
+    /// Like [`Client::try_closed_by_server`], but only a clean close (FIN)
+    /// will do: a reset, once the client has read everything, says the
+    /// server closed with input unread or threw its send queue away.
+    pub fn try_eof_from_server(&mut self) -> Result<(), String> {
+        let mut buf = [0u8; 64];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                Err("it reset the connection instead of closing it with a FIN".into())
+            }
+            Ok(n) => Err(format!("it sent {n} more bytes")),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Err(
+                format!("it kept the connection open for {}", secs(self.timeout())),
+            ),
+            Err(e) => Err(format!("reading failed: {e}")),
+        }
+    }
+
     pub fn shutdown_write(&self) {
         self.stream.shutdown(Shutdown::Write).unwrap();
     }
