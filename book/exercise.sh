@@ -231,7 +231,14 @@ for id in "${ids[@]}"; do
             applied=$patch
             echo "  applied book/solutions/$id.patch to the copy: $(git -C "$tree" apply --numstat "$patch" |
                 awk '{ printf "%s%s (+%s -%s)", sep, $3, $1, $2; sep = ", " }')"
-            if ! build_test "with the solution" || ! run_test "with the solution"; then
+            # A solution is code to read: formatted as the rest is.
+            mapfile -t changed < <(git -C "$tree" apply --numstat "$patch" | awk '$3 ~ /\.rs$/ { print $3 }')
+            if [ ${#changed[@]} -gt 0 ] && command -v rustfmt >/dev/null &&
+                ! (cd "$tree" && rustfmt --check --color never --edition 2021 "${changed[@]}") >"$log" 2>&1; then
+                head -n 30 "$log" | sed 's/^/    | /'
+                echo "  the solution is not formatted as cargo fmt would (above)" >&2
+                ok=0
+            elif ! build_test "with the solution" || ! run_test "with the solution"; then
                 ok=0
             elif [ "$outcome" != "$want_after" ]; then
                 tail -n 30 "$log" | sed 's/^/    | /'
