@@ -28,9 +28,15 @@
 # A test that skips itself where the system lacks what it needs (io_uring:
 # the line `skipping: ...` on stderr) makes the exercise skipped, not failed.
 #
+# With --after-tests, an exercise whose test must pass on the chapter as it
+# is (Expect: fail) runs it only with its patch: for CI, whose `cargo test
+# --workspace` has just run every such test on the same tree (the ignored
+# ones, Expect: pass, it does not run, so those still run both ways).
+#
 # Usage: bash book/exercise.sh chNN-K...   check these exercises
-#        bash book/exercise.sh --all       check every solution (CI)
+#        bash book/exercise.sh --all       check every solution
 #        bash book/exercise.sh --list      list the solutions and their tests
+#        bash book/exercise.sh --after-tests --all   (CI)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 solutions=$root/book/solutions
@@ -65,6 +71,11 @@ read_header() { # id
     }
 }
 
+after_tests=0
+if [ "${1:-}" = --after-tests ]; then
+    after_tests=1
+    shift
+fi
 if [ $# -eq 0 ]; then
     usage
 fi
@@ -138,13 +149,18 @@ sync_tree() {
 }
 
 log=$work/last.log
-# Runs the test; sets $outcome to passed, failed or skipped, or says why it
-# can be neither and returns 1.
+# Runs the test (cargo builds what changed first); sets $outcome to passed,
+# failed or skipped, or says why it can be neither and returns 1.
 run_test() { # what
     local -a cmd
     read -ra cmd <<<"$test_line"
     local status=0
     (cd "$tree" && timeout 600 "${cmd[@]}") >"$log" 2>&1 || status=$?
+    if grep -q '^error: could not compile' "$log"; then
+        grep -E -A12 '^error(\[|:)' "$log" | head -n 40 | sed 's/^/    | /'
+        echo "  $1: does not build" >&2
+        return 1
+    fi
     if grep -q '^skipping: ' "$log"; then
         outcome=skipped
         skip_reason=$(grep -m1 '^skipping: ' "$log")
@@ -170,21 +186,6 @@ run_test() { # what
     if [ "$failed" -eq 1 ]; then outcome=failed; else outcome=passed; fi
 }
 
-# Builds the test, so that a compile error is not taken for a failing test.
-build_test() { # what
-    local -a cmd cargo_args=()
-    read -ra cmd <<<"$test_line"
-    for word in "${cmd[@]:2}"; do
-        [ "$word" = -- ] && break
-        cargo_args+=("$word")
-    done
-    if ! (cd "$tree" && cargo test "${cargo_args[@]}" --no-run) >"$log" 2>&1; then
-        grep -E -A12 '^error(\[|:)' "$log" | head -n 40 | sed 's/^/    | /'
-        echo "  $1: does not build" >&2
-        return 1
-    fi
-}
-
 applied=""
 cleanup() {
     if [ -n "$applied" ]; then
@@ -205,15 +206,14 @@ for id in "${ids[@]}"; do
     echo
     echo "$id: $(sed -n '/^diff --git /q; s/^Exercise [^:]*: *//p' "$patch")"
     echo "  test: $test_line"
+    # ok: 1 so far so good, 0 failed, 2 skipped (the test skipped itself).
     ok=1
-    if ! build_test "the chapter as it is"; then
-        ok=0
-    elif ! run_test "the chapter as it is"; then
+    if [ "$after_tests" = 1 ] && [ "$expect" = fail ]; then
+        echo "  without the solution: passed in the workspace's tests (--after-tests)"
+    elif ! run_test "without the solution"; then
         ok=0
     elif [ "$outcome" = skipped ]; then
-        echo "  skipped: the test says '${skip_reason#skipping: }'"
-        skipped=$((skipped + 1))
-        continue
+        ok=2
     elif [ "$outcome" != "$want_before" ]; then
         tail -n 30 "$log" | sed 's/^/    | /'
         echo "  without the solution the test $outcome; it should have $want_before" >&2
@@ -221,44 +221,52 @@ for id in "${ids[@]}"; do
     else
         echo "  without the solution: the test $outcome, as it should"
     fi
+    if [ "$ok" = 1 ] && ! git -C "$tree" apply --check "$patch" 2>"$log"; then
+        sed 's/^/    | /' "$log"
+        echo "  book/solutions/$id.patch no longer applies to the repository" >&2
+        ok=0
+    fi
     if [ "$ok" = 1 ]; then
-        if ! git -C "$tree" apply --check "$patch" 2>"$log"; then
-            sed 's/^/    | /' "$log"
-            echo "  book/solutions/$id.patch no longer applies to the repository" >&2
+        git -C "$tree" apply "$patch"
+        applied=$patch
+        echo "  applied book/solutions/$id.patch to the copy: $(git -C "$tree" apply --numstat "$patch" |
+            awk '{ printf "%s%s (+%s -%s)", sep, $3, $1, $2; sep = ", " }')"
+        # A solution is code to read: formatted as the rest is.
+        mapfile -t changed < <(git -C "$tree" apply --numstat "$patch" | awk '$3 ~ /\.rs$/ { print $3 }')
+        if [ ${#changed[@]} -gt 0 ] && command -v rustfmt >/dev/null &&
+            ! (cd "$tree" && rustfmt --check --color never --edition 2021 "${changed[@]}") >"$log" 2>&1; then
+            head -n 30 "$log" | sed 's/^/    | /'
+            echo "  the solution is not formatted as cargo fmt would (above)" >&2
+            ok=0
+        elif ! run_test "with the solution"; then
+            ok=0
+        elif [ "$outcome" = skipped ]; then
+            ok=2
+        elif [ "$outcome" != "$want_after" ]; then
+            tail -n 30 "$log" | sed 's/^/    | /'
+            echo "  with the solution the test $outcome; it should have $want_after" >&2
             ok=0
         else
-            git -C "$tree" apply "$patch"
-            applied=$patch
-            echo "  applied book/solutions/$id.patch to the copy: $(git -C "$tree" apply --numstat "$patch" |
-                awk '{ printf "%s%s (+%s -%s)", sep, $3, $1, $2; sep = ", " }')"
-            # A solution is code to read: formatted as the rest is.
-            mapfile -t changed < <(git -C "$tree" apply --numstat "$patch" | awk '$3 ~ /\.rs$/ { print $3 }')
-            if [ ${#changed[@]} -gt 0 ] && command -v rustfmt >/dev/null &&
-                ! (cd "$tree" && rustfmt --check --color never --edition 2021 "${changed[@]}") >"$log" 2>&1; then
-                head -n 30 "$log" | sed 's/^/    | /'
-                echo "  the solution is not formatted as cargo fmt would (above)" >&2
-                ok=0
-            elif ! build_test "with the solution" || ! run_test "with the solution"; then
-                ok=0
-            elif [ "$outcome" != "$want_after" ]; then
-                tail -n 30 "$log" | sed 's/^/    | /'
-                echo "  with the solution the test $outcome; it should have $want_after" >&2
-                ok=0
-            else
-                echo "  with the solution: the test $outcome, as it should"
-            fi
-            git -C "$tree" apply -R "$patch"
-            applied=""
-            echo "  took the patch back out"
+            echo "  with the solution: the test $outcome, as it should"
         fi
+        git -C "$tree" apply -R "$patch"
+        applied=""
+        echo "  took the patch back out"
     fi
-    if [ "$ok" = 1 ]; then
-        checked=$((checked + 1))
-        echo "  ok ($((SECONDS - t0)) s)"
-    else
-        broken+=("$id")
-        echo "  FAILED ($((SECONDS - t0)) s)"
-    fi
+    case $ok in
+        1)
+            checked=$((checked + 1))
+            echo "  ok ($((SECONDS - t0)) s)"
+            ;;
+        2)
+            skipped=$((skipped + 1))
+            echo "  skipped: the test says '${skip_reason#skipping: }'"
+            ;;
+        *)
+            broken+=("$id")
+            echo "  FAILED ($((SECONDS - t0)) s)"
+            ;;
+    esac
 done
 
 echo

@@ -87,7 +87,10 @@ fn a_reply_cut_short_is_finished_when_the_client_reads() {
         let mut still: Option<(u64, u64, Instant)> = None;
         let deadline = Instant::now() + Duration::from_secs(10);
         let all_read = loop {
-            assert!(Instant::now() < deadline, "the server's send buffer never filled");
+            assert!(
+                Instant::now() < deadline,
+                "the server's send buffer never filled"
+            );
             let end = diag.server_end(&client.stream).unwrap();
             if end.read == sent && end.written == sent {
                 let room = end.send_buffer.saturating_sub(end.queued) as usize;
@@ -122,14 +125,20 @@ fn a_reply_cut_short_is_finished_when_the_client_reads() {
         let mut chunk = [0u8; 4096];
         while received < sent {
             match client.stream.read(&mut chunk) {
-                Ok(0) => panic!("the server closed the connection after {received} of {sent} bytes"),
+                Ok(0) => {
+                    panic!("the server closed the connection after {received} of {sent} bytes")
+                }
                 Ok(n) => received += n as u64,
                 Err(e) => panic!(
                     "the server had read every frame and filled its send buffer{}; the client \
                      then read {received} of the {sent} bytes of replies and waited 3 s for \
                      the rest ({e}): the server, waiting to write, was never told that it \
                      could (EPOLLOUT)",
-                    if all_read { "" } else { " (some frames still unread)" }
+                    if all_read {
+                        ""
+                    } else {
+                        " (some frames still unread)"
+                    }
                 ),
             }
         }

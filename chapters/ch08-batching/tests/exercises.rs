@@ -39,7 +39,10 @@ fn a_burst_of_pipelined_frames_comes_back_in_a_few_segments() {
     let burst: Vec<u8> = (0..100u8).flat_map(|i| frame(&[i])).collect();
     let before = segments_in(&client);
     client.send(&burst);
-    assert!(client.recv_exact(burst.len()) == burst, "the replies differ");
+    assert!(
+        client.recv_exact(burst.len()) == burst,
+        "the replies differ"
+    );
     let segments = segments_in(&client) - before;
     assert!(
         segments <= 10,

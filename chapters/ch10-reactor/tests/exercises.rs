@@ -19,9 +19,8 @@ fn the_open_connections_are_logged_every_second() {
     first.assert_echo(b"one");
     let mut second = server.connect();
     second.assert_echo(b"two");
-    let logged = |line: &'static str| {
-        move |s: &Server| s.stderr().lines().any(|l| l.ends_with(line))
-    };
+    let logged =
+        |line: &'static str| move |s: &Server| s.stderr().lines().any(|l| l.ends_with(line));
     server.eventually(
         Duration::from_secs(3),
         "with two clients connected, the server logs `2 connections open`",
