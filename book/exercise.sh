@@ -206,6 +206,13 @@ for id in "${ids[@]}"; do
     echo
     echo "$id: $(sed -n '/^diff --git /q; s/^Exercise [^:]*: *//p' "$patch")"
     echo "  test: $test_line"
+    # The copy is the working tree: a reader's own attempt at the exercise
+    # is in it, and changes what the test sees before the patch.
+    mapfile -t touched < <(git apply --numstat "$patch" | awk '{ print $3 }')
+    if ! git -C "$root" diff --quiet HEAD -- "${touched[@]}" 2>/dev/null; then
+        echo "  note: you have changed $(git -C "$root" diff --name-only HEAD -- "${touched[@]}" | paste -sd' '):"
+        echo "  the copy has your version; \`git stash\` first to check the solution against the chapter as it is"
+    fi
     # ok: 1 so far so good, 0 failed, 2 skipped (the test skipped itself).
     ok=1
     if [ "$after_tests" = 1 ] && [ "$expect" = fail ]; then
