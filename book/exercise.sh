@@ -97,7 +97,15 @@ case $1 in
         done
         exit 0
         ;;
-    --all) mapfile -t ids < <(all_ids) ;;
+    --all)
+        # Solutions that patch what every chapter builds on (common/) go
+        # last: taking such a patch out makes cargo rebuild all that uses it.
+        mapfile -t ids < <(for id in $(all_ids); do
+            grep -q '^diff --git a/chapters/' "$solutions/$id.patch" &&
+                ! grep -q '^diff --git a/[^c]\|^diff --git a/c[^h]' "$solutions/$id.patch" &&
+                echo "0 $id" || echo "1 $id"
+        done | sort -s -k1,1n | cut -d' ' -f2)
+        ;;
     -*) usage ;;
     *)
         ids=()
