@@ -97,6 +97,16 @@ check:
 ci:
     bash .ci/run
 
+# Check an exercise's solution on a scratch copy, its test before and after: just exercise ch06-3 (no argument: the list; all: every one)
+[no-exit-message]
+exercise *ids:
+    #!/usr/bin/env bash
+    case "${1:-}" in
+        "") exec bash book/exercise.sh --list ;;
+        all) exec bash book/exercise.sh --all ;;
+        *) exec bash book/exercise.sh "$@" ;;
+    esac
+
 # Build the book into book/book: generate the chapter diffs, check includes, anchors and links, build.
 book:
     bash book/gen-diffs.sh

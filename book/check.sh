@@ -29,6 +29,9 @@
 #      its own, every line of it quoted through anchors. The diffs ignore
 #      indentation alone, and nothing else. Every chapter page has the parts
 #      the introduction promises, in order;
+#   2e. an exercise does not say how to know it is done, or does not link
+#      its answer, or a solution patch (book/solutions/) and the exercise
+#      that names its test do not match (book/check-exercises.py);
 #   3. mdBook reports any error or warning while building;
 #   4. a link or image in the built HTML points at a page, file or #fragment
 #      that does not exist.
@@ -347,6 +350,17 @@ for page in "$src"/ch[0-9][0-9]-*.md; do
     [ -z "$missing" ] ||
         fail "$page: no '## $missing' heading where the introduction's page template puts it (in order: $(printf '%s, ' "${template[@]}" | sed 's/, $//'))"
 done
+
+# --- 2e. exercises that check themselves (issue 21) ---------------------------
+# Every exercise says how to know it is done and links its answer; every
+# solution (book/solutions/chNN-K.patch) belongs to an exercise that names
+# its test. book/check-exercises.py says how; book/exercise.sh runs them.
+
+if exercises=$(python3 book/check-exercises.py); then
+    echo "book check: $exercises"
+else
+    errors=$((errors + 1))
+fi
 
 # --- 3. build, refusing errors and warnings ------------------------------------
 
