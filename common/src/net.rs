@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -108,11 +109,18 @@ pub enum AcceptError {
     /// Out of file descriptors (`EMFILE`, `ENFILE`): the connection stays
     /// in the backlog, and so the listener stays readable.
     NoFds(Errno),
-    /// The kernel is short of memory (`ENOBUFS`, `ENOMEM`): try later.
+    /// The kernel is short of memory (`ENOBUFS`, `ENOMEM`): the client
+    /// stays in the backlog; try again after [`ACCEPT_PAUSE`].
     NoMemory(Errno),
     /// A bug (`EBADF`, `EINVAL`, `ENOTSOCK`...): nothing will fix it by retrying.
     Fatal(Errno),
 }
+
+/// How long to wait before calling `accept` again after
+/// [`AcceptError::NoMemory`]. Not zero: a shortage of memory can last, and
+/// trying at once would be a busy loop that logs every try. Short: the
+/// clients are waiting.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 impl From<Errno> for AcceptError {
     fn from(e: Errno) -> AcceptError {

@@ -11,10 +11,6 @@ fn main() {
             "second_client_waits_for_the_first",
             second_client_waits_for_the_first,
         )])
-        .with_known_defect(
-            "echo::accept_pauses_while_the_kernel_is_short_of_memory",
-            "a blocking accept that fails with ENOBUFS is tried again at once; chapter 9 pauses",
-        )
         .run()
 }
 // ANCHOR_END: suite

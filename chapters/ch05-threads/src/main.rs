@@ -14,7 +14,7 @@ use std::thread;
 
 use anyhow::Result;
 use common::frame::{self, MAX_MSG};
-use common::net::{self, AcceptError};
+use common::net::{self, AcceptError, ACCEPT_PAUSE};
 use common::signals::{self, Stoppable};
 use common::{args::Args, debug, info, warn};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
@@ -61,6 +61,17 @@ fn serve() -> Result<()> {
                 Some(stream) => stream,
                 None => continue,
             },
+            // ANCHOR: no_memory
+            // Identical in chapters 4 and 5 (book/check.sh checks it).
+            // The kernel is short of memory, and the client stays queued:
+            // try again in a moment, not at once in a busy loop. A stop
+            // request waits out the moment, then the loop's check sees it.
+            Err(e @ AcceptError::NoMemory(_)) => {
+                warn!("accept: {e}");
+                thread::sleep(ACCEPT_PAUSE);
+                continue;
+            }
+            // ANCHOR_END: no_memory
             Err(e) => {
                 warn!("accept: {e}");
                 continue;

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use common::args::Args;
 use common::frame::{parse_frame, Parse, MAX_FRAME};
 use common::log::count;
-use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
+use common::net::{self, accept_nonblocking, retry_eintr, AcceptError, ACCEPT_PAUSE};
 use common::signals::stop_signalfd;
 use common::time::time_left;
 use common::{debug, error, info, warn};
@@ -128,15 +128,18 @@ fn serve() -> Result<()> {
     let mut listener = Some(listener);
     let mut conns: Connections = Vec::new();
     let mut ready: Vec<RawFd> = Vec::new();
+    // Set while `accept` pauses (see `accept_new_conn`): when it may go on.
+    let mut accept_paused: Option<Instant> = None;
     // Set when a stop signal arrives: the moment we give up on stragglers.
     let mut deadline: Option<Instant> = None;
     loop {
         // Rebuilt on every iteration, and the kernel walks all of it on every
         // call: poll's cost grows with the number of connections, busy or not.
-        // The signalfd comes first, then the listener (see common::signals
-        // for why a stop request is just another readable descriptor).
+        // The signalfd comes first, then the listener unless accepting is
+        // paused (see common::signals for why a stop request is just
+        // another readable descriptor).
         let mut poll_args = vec![PollFd::new(stop.as_fd(), PollFlags::POLLIN)];
-        if let Some(listener) = &listener {
+        if let Some(listener) = listener.as_ref().filter(|_| accept_paused.is_none()) {
             poll_args.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
         }
         let first_conn = poll_args.len();
@@ -144,7 +147,10 @@ fn serve() -> Result<()> {
             // POLLERR and POLLHUP are reported whether asked for or not.
             poll_args.push(PollFd::new(conn.fd.as_fd(), interest(conn.state)));
         }
-        match poll(&mut poll_args, time_left(deadline)) {
+        // Sleeps until something is ready, or until the stop's deadline or
+        // the pause's end, whichever comes first.
+        let wake_up = deadline.into_iter().chain(accept_paused).min();
+        match poll(&mut poll_args, time_left(wake_up)) {
             Ok(_) => {}
             // With the stop signals blocked this is rare (a debugger, SIGSTOP).
             Err(Errno::EINTR) => continue,
@@ -187,7 +193,11 @@ fn serve() -> Result<()> {
             }
         }
         if let Some(listener) = listener.as_ref().filter(|_| listener_ready) {
-            accept_new_conn(listener, &mut conns, &mut spare_fd);
+            accept_paused = accept_new_conn(listener, &mut conns, &mut spare_fd);
+        }
+        // The pause is over: the next `poll` watches the listener again.
+        if accept_paused.is_some_and(|until| Instant::now() >= until) {
+            accept_paused = None;
         }
         if let Some(deadline) = deadline {
             // Returning drops `conns`, closing every connection still open.
@@ -206,24 +216,29 @@ fn serve() -> Result<()> {
 
 // ANCHOR: accept
 /// Accepts one connection. If more are waiting, the listener is still
-/// readable and the next wait returns at once: level-triggered.
-fn accept_new_conn(listener: &TcpListener, conns: &mut Connections, spare_fd: &mut Option<File>) {
+/// readable and the next wait returns at once: level-triggered. Returns
+/// when to watch the listener again, if accepting must pause.
+fn accept_new_conn(
+    listener: &TcpListener,
+    conns: &mut Connections,
+    spare_fd: &mut Option<File>,
+) -> Option<Instant> {
     let fd = match accept_nonblocking(listener) {
         Ok(fd) => fd,
         // Nobody after all, or one client failed: the next wait tells.
-        Err(AcceptError::Empty | AcceptError::Retry(_)) => return,
-        Err(AcceptError::NoFds(_)) => match accept_with_spare_fd(listener, spare_fd) {
-            Some(fd) => fd,
-            None => return,
-        },
-        // The listener stays readable, so the next wait retries.
+        Err(AcceptError::Empty | AcceptError::Retry(_)) => return None,
+        // The spare descriptor serves the client, or turns it away (`None`).
+        Err(AcceptError::NoFds(_)) => accept_with_spare_fd(listener, spare_fd)?,
+        // The client stays queued and the listener readable: watched, it
+        // would end every wait at once, a busy loop while the shortage
+        // lasts. So the loop leaves it out of `poll` for a moment.
         Err(e @ AcceptError::NoMemory(_)) => {
             warn!("accept: {e}");
-            return;
+            return Some(Instant::now() + ACCEPT_PAUSE);
         }
         Err(e @ AcceptError::Fatal(_)) => {
             error!("accept: {e}");
-            return;
+            return None;
         }
     };
     // We write each reply as soon as it is whole: see chapter 4.
@@ -235,6 +250,7 @@ fn accept_new_conn(listener: &TcpListener, conns: &mut Connections, spare_fd: &m
         conns.resize_with(slot + 1, || None);
     }
     conns[slot] = Some(Conn::new(fd));
+    None
 }
 // ANCHOR_END: accept
 

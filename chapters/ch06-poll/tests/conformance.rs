@@ -5,9 +5,5 @@ fn main() {
         Target::binary(env!("CARGO_BIN_EXE_ch06")),
         &[Level::Echo, Level::Concurrent, Level::EventLoop],
     )
-    .with_known_defect(
-        "echo::accept_pauses_while_the_kernel_is_short_of_memory",
-        "the listener stays readable, and poll returns to it at once; chapter 9 pauses",
-    )
     .run()
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use common::args::Args;
 use common::frame::{parse_frame, Parse, MAX_FRAME};
 use common::log::count;
-use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
+use common::net::{self, accept_nonblocking, retry_eintr, AcceptError, ACCEPT_PAUSE};
 use common::signals::stop_signalfd;
 use common::time::time_left;
 use common::{debug, error, info, warn};
@@ -163,12 +163,17 @@ fn serve() -> Result<()> {
     // ANCHOR: event_loop
     let mut listener = Some(listener);
     let mut conns: Connections = Vec::new();
+    // Set while `accept` pauses (see `accept_new_conn`): when it may go on.
+    let mut accept_paused: Option<Instant> = None;
     // Set when a stop signal arrives: the moment we give up on stragglers.
     let mut deadline: Option<Instant> = None;
     'event_loop: loop {
+        // Sleeps until something is ready, or until the stop's deadline or
+        // the pause's end, whichever comes first.
+        let wake_up = deadline.into_iter().chain(accept_paused).min();
         // Returns only ready descriptors, up to `events.len()` at a time; any
         // others are still ready next time (level-triggered).
-        let n = match epoll.wait(&mut events, time_left(deadline)) {
+        let n = match epoll.wait(&mut events, time_left(wake_up)) {
             Ok(n) => n,
             // With the stop signals blocked this is rare (a debugger, SIGSTOP).
             Err(Errno::EINTR) => continue,
@@ -194,7 +199,8 @@ fn serve() -> Result<()> {
                 }
                 LISTENER => {
                     if let Some(listener) = &listener {
-                        accept_new_conn(&epoll, listener, &mut conns, &mut spare_fd);
+                        accept_paused =
+                            accept_new_conn(&epoll, listener, &mut conns, &mut spare_fd);
                     }
                 }
                 fd => {
@@ -206,6 +212,13 @@ fn serve() -> Result<()> {
                     connection_io(conn);
                     after_io(&epoll, slot, waited_for);
                 }
+            }
+        }
+        // The pause is over: watch the listener again.
+        if accept_paused.is_some_and(|until| Instant::now() >= until) {
+            accept_paused = None;
+            if let Some(listener) = &listener {
+                watch_listener(&epoll, listener, true);
             }
         }
         if let Some(deadline) = deadline {
@@ -240,29 +253,31 @@ fn after_io(epoll: &Epoll, slot: &mut Option<Box<Conn>>, waited_for: State) {
 // ANCHOR: accept
 // Identical in chapters 7 and 8 (book/check.sh checks it).
 /// Accepts one connection. If more are waiting, the listener is still
-/// readable and the next wait returns at once: level-triggered.
+/// readable and the next wait returns at once: level-triggered. Returns
+/// when to watch the listener again, if accepting must pause.
 fn accept_new_conn(
     epoll: &Epoll,
     listener: &TcpListener,
     conns: &mut Connections,
     spare_fd: &mut Option<File>,
-) {
+) -> Option<Instant> {
     let fd = match accept_nonblocking(listener) {
         Ok(fd) => fd,
         // Nobody after all, or one client failed: the next wait tells.
-        Err(AcceptError::Empty | AcceptError::Retry(_)) => return,
-        Err(AcceptError::NoFds(_)) => match accept_with_spare_fd(listener, spare_fd) {
-            Some(fd) => fd,
-            None => return,
-        },
-        // The listener stays readable, so the next wait retries.
+        Err(AcceptError::Empty | AcceptError::Retry(_)) => return None,
+        // The spare descriptor serves the client, or turns it away (`None`).
+        Err(AcceptError::NoFds(_)) => accept_with_spare_fd(listener, spare_fd)?,
+        // The client stays queued and the listener readable: watched, it
+        // would end every wait at once, a busy loop while the shortage
+        // lasts. So we stop watching it for a moment.
         Err(e @ AcceptError::NoMemory(_)) => {
             warn!("accept: {e}");
-            return;
+            watch_listener(epoll, listener, false);
+            return Some(Instant::now() + ACCEPT_PAUSE);
         }
         Err(e @ AcceptError::Fatal(_)) => {
             error!("accept: {e}");
-            return;
+            return None;
         }
     };
     // We write each reply as soon as it is whole: see chapter 4.
@@ -273,13 +288,27 @@ fn accept_new_conn(
     if let Err(e) = epoll.add(&fd, event) {
         // Dropping `fd` closes the connection we cannot watch.
         error!("epoll_ctl: {e}");
-        return;
+        return None;
     }
     let slot = fd.as_raw_fd() as usize;
     if conns.len() <= slot {
         conns.resize_with(slot + 1, || None);
     }
     conns[slot] = Some(Conn::new(fd));
+    None
+}
+
+/// Watches the listener for clients, or stops: the interest list keeps
+/// it, with an empty interest while accepting pauses.
+fn watch_listener(epoll: &Epoll, listener: &TcpListener, watch: bool) {
+    let interest = if watch {
+        EpollFlags::EPOLLIN
+    } else {
+        EpollFlags::empty()
+    };
+    if let Err(e) = epoll.modify(listener, &mut EpollEvent::new(interest, LISTENER)) {
+        error!("epoll_ctl: {e}");
+    }
 }
 // ANCHOR_END: accept
 

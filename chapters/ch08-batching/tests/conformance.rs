@@ -10,9 +10,5 @@ fn main() {
             Level::Scale,
         ],
     )
-    .with_known_defect(
-        "echo::accept_pauses_while_the_kernel_is_short_of_memory",
-        "the listener stays readable, and epoll_wait returns to it at once; chapter 9 pauses",
-    )
     .run()
 }
