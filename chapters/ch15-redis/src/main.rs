@@ -104,7 +104,7 @@ impl Conn {
 }
 
 // ANCHOR: conn_handler
-// Identical in chapters 10 to 11 (book/check.sh checks it).
+// Identical in chapters 10 to 11 and 15 (book/check.sh checks it).
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -229,7 +229,6 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
-// Identical in chapters 10 to 11 (book/check.sh checks it).
 /// Stops the reactor when SIGINT or SIGTERM arrives (see `common::signals`).
 struct StopSignal(SignalFd);
 
@@ -266,7 +265,7 @@ impl Handler<Server> for StopSignal {
 }
 
 // ANCHOR: stop_reading
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 6 to 11, 14 and 15 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -302,7 +301,6 @@ impl Handler<Server> for Conn {
     }
 
     // ANCHOR: conn_stop
-    // Identical in chapters 10 and 11 (book/check.sh checks it).
     fn stop(&mut self, cx: &mut Context<'_, Server>) -> Next {
         stop_reading(self);
         take_turn(self, cx.shared)
@@ -323,7 +321,6 @@ impl Handler<Server> for Conn {
 }
 
 // ANCHOR: take_turn_fn
-// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// Lets a connection do what its readiness allows, and tells the reactor
 /// what next: close it, or give it another turn if it stopped before
 /// running out of input (chapter 9's `unfinished` list, now the reactor's).
@@ -339,7 +336,7 @@ fn take_turn(conn: &mut Conn, server: &mut Server) -> Next {
 
 // ANCHOR: accept
 // ANCHOR: listener
-// Identical in chapters 10 and 11 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
 /// Accepts connections and registers a [`Conn`] handler for each.
 struct Listener {
     listener: TcpListener,
@@ -408,7 +405,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+// Identical in chapters 9 to 12, 14 and 15 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -454,7 +451,6 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
 // ANCHOR_END: emfile
 
 // ANCHOR: state_machine
-// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// How a connection's turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
@@ -513,7 +509,7 @@ fn state_reading(conn: &mut Conn, server: &mut Server) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 6 to 11, 14 and 15 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
@@ -521,7 +517,6 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, server: &mut Server) -> bool {
@@ -712,9 +707,7 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 // ANCHOR_END: write
 
 // ANCHOR: close
-// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
 // ANCHOR: finish_requests
-// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.

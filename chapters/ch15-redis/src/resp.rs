@@ -256,6 +256,11 @@ fn inline(input: &[u8], progress: &mut Progress, args: &mut Args) -> Parse {
         progress.next = input.len();
         return Parse::Incomplete;
     };
+    // Redis reads 16 KiB at a time and gives up on a line once 64 KiB have
+    // come without its end; we may have read more at once, and decide alike.
+    if newline > MAX_INLINE {
+        return Parse::Error(ProtocolError::TooBigInline);
+    }
     let mut line = &input[..newline];
     if let Some(stripped) = line.strip_suffix(b"\r") {
         line = stripped;
@@ -591,6 +596,164 @@ mod tests {
             b"-ERR Protocol error: expected '$', got 'f'\r\n-ERR a  b\r\n"
         );
     }
+
+    // ANCHOR: split_tests
+    /// What a connection makes of a stream that arrives in `chunks`: parse
+    /// after every read, as the server does, carrying `Progress` between
+    /// reads; consume every whole request. The requests' arguments, in
+    /// order, and the protocol error that ended the stream, if one did.
+    fn connection(chunks: &[&[u8]]) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+        let (mut buffer, mut progress, mut args) =
+            (Vec::new(), Progress::default(), Args::default());
+        let mut requests = Vec::new();
+        for chunk in chunks {
+            buffer.extend_from_slice(chunk);
+            // Between two reads, the server parses other connections' requests.
+            parse(
+                b"*1\r\n$5\r\nOTHER\r\n",
+                &mut Progress::default(),
+                &mut args,
+            );
+            loop {
+                match parse(&buffer, &mut progress, &mut args) {
+                    Parse::Incomplete => break,
+                    Parse::Nothing { len } => drop(buffer.drain(..len)),
+                    Parse::Request { len } => {
+                        let request = args.request(&buffer);
+                        requests.push(request.args(0).map(<[u8]>::to_vec).collect());
+                        buffer.drain(..len);
+                    }
+                    Parse::Error(error) => return (requests, Some(error)),
+                }
+            }
+        }
+        (requests, None)
+    }
+
+    fn multibulk(args: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    /// Requests of every kind, in one stream: multibulk with awkward bytes
+    /// in the arguments, an empty argument, inline with quotes, blank lines.
+    fn sample_stream() -> (Vec<u8>, Vec<Vec<Vec<u8>>>) {
+        let set = words(&["SET", "key\r\n*1\r\n$", "", "x"]);
+        let ping = words(&["PING"]);
+        let stream = [
+            multibulk(&set),
+            b"*0\r\n\r\nECHO \"a b\" 'c'\r\n".to_vec(),
+            multibulk(&ping),
+        ]
+        .concat();
+        (stream, vec![set, words(&["ECHO", "a b", "c"]), ping])
+    }
+
+    #[test]
+    fn a_stream_split_at_any_point_gives_the_same_requests() {
+        let (stream, expected) = sample_stream();
+        for split in 0..=stream.len() {
+            let (requests, error) = connection(&[&stream[..split], &stream[split..]]);
+            assert_eq!((&requests, error), (&expected, None), "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(connection(&bytes), (expected, None), "a byte at a time");
+    }
+
+    /// A tiny generator, so the properties below need no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        /// Bytes that mean something to RESP, more often than chance would.
+        fn bytes(&mut self, max: usize) -> Vec<u8> {
+            const ALPHABET: &[u8] = b"*$\r\n 0123-9\"'\\xaZ\0";
+            let len = self.below(max + 1);
+            (0..len)
+                .map(|_| match self.below(4) {
+                    0 => self.below(256) as u8,
+                    _ => ALPHABET[self.below(ALPHABET.len())],
+                })
+                .collect()
+        }
+
+        /// `stream` cut into pieces of random sizes.
+        fn chunks<'a>(&mut self, stream: &'a [u8]) -> Vec<&'a [u8]> {
+            let mut chunks = Vec::new();
+            let mut rest = stream;
+            while !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(1 + self.below(rest.len().min(16)));
+                chunks.push(chunk);
+                rest = tail;
+            }
+            chunks
+        }
+    }
+
+    /// Property: random requests, in random pieces, come out whole and in order.
+    #[test]
+    fn random_requests_in_random_pieces_come_out_whole() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..500 {
+            let expected: Vec<Vec<Vec<u8>>> = (0..1 + rng.below(5))
+                .map(|_| (0..1 + rng.below(4)).map(|_| rng.bytes(20)).collect())
+                .collect();
+            let stream: Vec<u8> = expected.iter().flat_map(|r| multibulk(r)).collect();
+            let chunks = rng.chunks(&stream);
+            assert_eq!(connection(&chunks), (expected, None), "{stream:?}");
+        }
+    }
+
+    /// Property: on any bytes at all, garbage included, how they are cut
+    /// into reads changes nothing: the same requests, the same error. Each
+    /// read resumes where the last one stopped, and must agree with a parse
+    /// of everything at once.
+    #[test]
+    fn any_bytes_parse_the_same_however_they_arrive() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..3000 {
+            let mut stream = rng.bytes(60);
+            if rng.below(2) == 0 {
+                stream.splice(0..0, multibulk(&[rng.bytes(8), rng.bytes(8)]));
+            }
+            let whole = connection(&[&stream]);
+            let chunks = rng.chunks(&stream);
+            assert_eq!(connection(&chunks), whole, "{stream:?} in {chunks:?}");
+        }
+    }
+    /// A request of 20,000 arguments sent a byte at a time: each read
+    /// resumes after the arguments already whole. Parsed from the start on
+    /// every byte, this would take some 10^9 steps (half a minute); it takes
+    /// milliseconds.
+    #[test]
+    fn a_large_request_in_tiny_pieces_is_parsed_once() {
+        let request = multibulk(&vec![b"a".to_vec(); 20_000]);
+        let (mut progress, mut args) = (Progress::default(), Args::default());
+        let start = std::time::Instant::now();
+        for end in 1..request.len() {
+            assert_eq!(
+                parse(&request[..end], &mut progress, &mut args),
+                Parse::Incomplete
+            );
+        }
+        let parsed = parse(&request, &mut progress, &mut args);
+        assert_eq!(parsed, Parse::Request { len: request.len() });
+        assert_eq!(args.request(&request).len(), 20_000);
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+    }
+    // ANCHOR_END: split_tests
 
     #[test]
     fn integers_as_redis_reads_them() {
