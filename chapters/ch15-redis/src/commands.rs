@@ -212,11 +212,14 @@ pub fn execute(
         call.out.error(error.as_bytes());
         return Outcome::Replied;
     }
+    let before = call.out.len();
     match (command, runnable) {
         (None, _) => unknown_command(&call.request, call.out),
         (Some(c), None) => arity_error(c.name, call.out),
         (Some(_), Some(c)) => (c.run)(&mut call),
     }
+    // The bounds are the memory bound: a test build checks every one.
+    debug_assert!(call.out.len() - before <= bound, "a reply beyond its bound");
     Outcome::Replied
 }
 
