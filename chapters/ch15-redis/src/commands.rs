@@ -385,7 +385,7 @@ fn mget(call: &mut Call) {
 }
 
 fn mset(call: &mut Call) {
-    if call.request.len() % 2 == 0 {
+    if call.request.len().is_multiple_of(2) {
         return arity_error("mset", call.out);
     }
     let mut args = call.request.args(1);

@@ -67,7 +67,11 @@ fn exercise_3_max_keys() {
     assert_eq!(redis.call("INCR b"), ":1\r\n");
     assert_eq!(redis.call("SET c 1"), oom);
     assert_eq!(redis.call("MSET a 2 c 3"), oom);
-    assert_eq!(redis.call("MGET a c"), "*2\r\n$1\r\n1\r\n$-1\r\n", "MSET is all or nothing");
+    assert_eq!(
+        redis.call("MGET a c"),
+        "*2\r\n$1\r\n1\r\n$-1\r\n",
+        "MSET is all or nothing"
+    );
     assert_eq!(redis.call("SET a 2"), "+OK\r\n");
     assert_eq!(redis.call("DEL a"), ":1\r\n");
     assert_eq!(redis.call("SET c 1"), "+OK\r\n");
