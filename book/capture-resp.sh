@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 cargo build --quiet --release -p ch15
 work=$(mktemp -d)
 pid=""
-trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$pid" ] && kill -INT "$pid" 2>/dev/null && wait "$pid"; rm -rf "$work"' EXIT
 target/release/ch15 --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
 pid=$!
 until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port" ]; do sleep 0.02; done
@@ -18,10 +18,11 @@ until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port"
 # The client's side: each request as it leaves, each reply as it comes.
 client() {
     echo "\$ redis-cli $*"
-    strace -qq -e trace=sendto,read -s 200 -o "$work/trace" redis-cli -p "$port" "$@" >"$work/said"
-    # Only the socket's traffic (the client's descriptor 3), without the
-    # results' bookkeeping columns.
-    sed -nE 's/^(sendto|read)\(3, ("[^"]*"(\.\.\.)?).*\) = ([0-9]+)$/\1 \4 bytes: \2/p' "$work/trace"
+    strace -qq -e trace=connect,sendto,recvfrom -s 200 -o "$work/trace" \
+        redis-cli -p "$port" --no-raw "$@" >"$work/said"
+    # Only the socket's traffic, from its connect on.
+    sed -n '/^connect(/,$p' "$work/trace" |
+        sed -nE 's/^(sendto|recvfrom)\([0-9]+, ("[^"]*"(\.\.\.)?).*\) = ([0-9]+)$/\1 \4 bytes: \2/p'
     sed 's/^/  prints: /' "$work/said"
     echo
 }

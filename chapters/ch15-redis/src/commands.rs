@@ -578,6 +578,7 @@ fn quit(call: &mut Call) {
 }
 
 // ANCHOR: client_support
+// ANCHOR: command
 /// COMMAND [COUNT | INFO name... | DOCS name...]: what clients ask about
 /// the server's commands. redis-cli asks `COMMAND DOCS` at start for its
 /// hints, and gets none here (an empty map: it copes).
@@ -604,6 +605,7 @@ fn command(call: &mut Call) {
         _ => unknown_subcommand(call),
     }
 }
+// ANCHOR_END: command
 
 /// A command as Redis 7 describes it: name, arity, flags, first key, last
 /// key, step, then ACL categories, tips, key specs and subcommands, which

@@ -654,6 +654,7 @@ mod tests {
         (stream, vec![set, words(&["ECHO", "a b", "c"]), ping])
     }
 
+    // ANCHOR: every_split
     #[test]
     fn a_stream_split_at_any_point_gives_the_same_requests() {
         let (stream, expected) = sample_stream();
@@ -664,6 +665,7 @@ mod tests {
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(connection(&bytes), (expected, None), "a byte at a time");
     }
+    // ANCHOR_END: every_split
 
     /// A tiny generator, so the properties below need no crate.
     struct Rng(u64);
