@@ -151,3 +151,36 @@ fn redis_benchmark_runs_without_an_error() {
     }
 }
 // ANCHOR_END: benchmark
+
+/// `redis-cli` at a terminal asks `COMMAND DOCS` for its hints before the
+/// first prompt, and must get on with an empty answer. `script` gives it a
+/// terminal (a dumb one: no cursor queries), and the session must go on.
+#[test]
+fn interactive_redis_cli_starts_and_serves() {
+    support::redis_tool("redis-cli");
+    let server = start(&[]);
+    let cli = format!("redis-cli -p {}", server.addr.port());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cli, "/dev/null"])
+        .env("TERM", "dumb")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) gives redis-cli a terminal");
+    use std::io::{Read, Write};
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"SET greeting hello\nGET greeting\nQUIT\n")
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    drop(stdin);
+    let _ = child.wait();
+    assert!(out.contains("OK") && out.contains("\"hello\""), "{out}");
+    assert!(!out.contains("(error)") && !out.contains("ERR"), "{out}");
+}
