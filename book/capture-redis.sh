@@ -22,6 +22,7 @@ rounds=${ROUNDS:-5}
 requests=${REQUESTS:-100000} # per test at -P 1; ten times as many at -P 16
 keys=${KEYS:-200000}
 out=${1:-book/src/captures/redis.txt}
+mkdir -p "$(dirname "$out")"
 for tool in redis-server redis-cli redis-benchmark python3 taskset; do
     command -v "$tool" >/dev/null || {
         echo "capture-redis: needs $tool (Debian: apt-get install redis-server redis-tools util-linux python3)" >&2
