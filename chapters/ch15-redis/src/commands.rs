@@ -639,7 +639,6 @@ const CONFIG: &[(&str, &str)] = &[
     ("appendonly", "no"),
     ("databases", "1"),
     ("maxmemory", "0"),
-    ("hz", "10"),
 ];
 
 /// CONFIG GET pattern...: the parameters that match any pattern (`*` and
