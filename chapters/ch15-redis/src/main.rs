@@ -73,7 +73,7 @@ struct Conn {
     /// Replies not yet sent.
     outgoing: Buf,
     /// How many more bytes we will read: no limit while serving; once the
-    /// requests are over (a bad frame, a stop), what had arrived by then.
+    /// requests are over (a protocol error, QUIT, a stop), what had arrived by then.
     read_limit: Option<usize>,
     /// Edges seen and not yet used up: the socket may have input to read, or
     /// room to write. The kernel will not say so again.
@@ -160,7 +160,7 @@ fn serve() -> Result<()> {
     let idle_ms = args.option(
         "idle-timeout-ms",
         "MS",
-        "close a connection that sends no complete frame, or reads no reply, for this long",
+        "close a connection that sends no complete request, or reads no reply, for this long",
         DEFAULT_IDLE_TIMEOUT_MS,
     );
     let grace_ms = args.option(
@@ -517,7 +517,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-/// Reads once into the read buffer and answers every whole frame now in
+/// Reads once into the read buffer and answers every whole request now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, server: &mut Server) -> bool {
     if !conn.readable {
@@ -708,7 +708,7 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
 
 // ANCHOR: close
 // ANCHOR: finish_requests
-/// Once a connection will read no more requests (it sent a bad frame, or
+/// Once a connection will read no more requests (it sent a protocol error or QUIT, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.
 ///
