@@ -55,6 +55,8 @@ free_port() {
 # Starts server $1 (ch15 or redis); sets pid and port.
 start() {
     if [ "$1" = ch15 ]; then
+        # The last run's line must not be read for this one's.
+        rm -f "$work/out"
         "${server_pin[@]}" "$ch15" --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
         pid=$!
         until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port" ]; do sleep 0.02; done

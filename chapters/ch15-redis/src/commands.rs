@@ -356,9 +356,11 @@ fn set(call: &mut Call) {
             },
         },
     };
-    let exists = call.db.contains(key);
-    if (nx && exists) || (xx && !exists) {
-        return call.out.null();
+    if nx || xx {
+        let exists = call.db.contains(key);
+        if (nx && exists) || (xx && !exists) {
+            return call.out.null();
+        }
     }
     call.db.set(key, value.into(), keep_ttl);
     if let Some(at) = deadline {

@@ -102,15 +102,15 @@ impl Db {
 
     // ANCHOR: lookup
     /// The live entry for `key`. An expired one is deleted here, on access:
-    /// the lazy half of expiry. Only a key with a deadline reads the clock.
+    /// the lazy half of expiry. Only a key with a deadline reads the clock,
+    /// and while no key has one, a lookup is a lookup and nothing more.
     fn live(&mut self, key: &[u8]) -> Option<&mut Entry> {
-        let expired = match self.entries.get(key)?.expiry {
-            Some(expiry) => expiry.at < now_ms(),
-            None => false,
-        };
-        if expired {
-            self.delete(key);
-            return None;
+        if !self.expiring.is_empty() {
+            let expiry = self.entries.get(key)?.expiry;
+            if expiry.is_some_and(|expiry| expiry.at < now_ms()) {
+                self.delete(key);
+                return None;
+            }
         }
         self.entries.get_mut(key)
     }
@@ -135,8 +135,8 @@ impl Db {
     pub fn set(&mut self, key: &[u8], value: Box<[u8]>, keep_ttl: bool) {
         if let Some(entry) = self.live(key) {
             entry.value = value;
-            if !keep_ttl {
-                self.persist(key);
+            if let Some(expiry) = entry.expiry.take_if(|_| !keep_ttl) {
+                self.forget_deadline(expiry.slot);
             }
             return;
         }
