@@ -73,7 +73,7 @@ print(f'| ${test^^} | {c / n:,.0f} | {r / n:,.0f} | {c / r:.2f} |')"
     echo "ch15, GET: the functions with the most instructions of their own (callgrind_annotate)"
     callgrind_annotate --inclusive=no "$work/ch15-get.cg" 2>/dev/null |
         grep -E '^ *[0-9,]+ +\( *[0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' | sed -n '1,14p' |
-        sed -E 's#/rustc/[0-9a-f]+/library/#std: #; s#chapters/ch15-redis/##; s/ +$//'
+        sed -E 's#/rustc/[0-9a-f]+/library/#std: #; s#chapters/ch15-redis/##; s/ \[[^]]*\]$//; s/ +$//'
     echo "# ANCHOR_END: ch15_get"
 } >book/src/captures/redis-profile.txt
 cat book/src/captures/redis-profile.txt
