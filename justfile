@@ -129,6 +129,10 @@ capture name *args:
 bench *args:
     cargo run --release -p bench -- "$@"
 
+# Chapter 15 beside redis-server, in alternating rounds (needs Redis's tools, see the README): just bench-redis
+bench-redis:
+    ROUNDS="${ROUNDS:-5}" bash book/capture-redis.sh bench-out/redis.txt
+
 # Copy the last full `just bench` run (bench-out/) into the book's Benchmarks chapter; refuses a --quick run.
 bench-publish:
     bash book/publish-bench.sh
