@@ -12,6 +12,7 @@
 mod buffer; // chapter 8's buffers and pool, the same file
 mod commands;
 mod db;
+mod graceful;
 #[path = "../../ch11-timers/src/idle.rs"]
 mod idle; // chapter 11's idle list, the same file
 mod reactor;
@@ -24,7 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{Context as _, Result};
 use buffer::{Buf, Pool};
 use commands::{Outcome, Session, MAX_REPLIES};
 use common::args::Args;
@@ -32,6 +33,7 @@ use common::log::count;
 use common::net::{self, accept_nonblocking, retry_eintr, AcceptError};
 use common::signals::stop_signalfd;
 use common::{debug, error, info, warn};
+use graceful::{close_gracefully, finish_if_no_more_requests, stop_reading};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
@@ -104,7 +106,7 @@ impl Conn {
 }
 
 // ANCHOR: conn_handler
-// Identical in chapters 10 to 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -157,11 +159,12 @@ fn serve() -> Result<()> {
         "ch15",
         "serves redis-cli and redis-benchmark: RESP2, strings, expiry",
     );
-    let idle_ms = args.option(
+    let idle_ms = args.option_in(
         "idle-timeout-ms",
         "MS",
         "close a connection that sends no complete request, or reads no reply, for this long",
         DEFAULT_IDLE_TIMEOUT_MS,
+        1..,
     );
     let grace_ms = args.option(
         "grace-ms",
@@ -176,7 +179,6 @@ fn serve() -> Result<()> {
         DEFAULT_HZ,
     );
     let addr = args.finish()?;
-    ensure!(idle_ms > 0, "--idle-timeout-ms must be at least 1");
     let idle_timeout = Duration::from_millis(idle_ms);
     net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.
@@ -264,20 +266,6 @@ impl Handler<Server> for StopSignal {
     }
 }
 
-// ANCHOR: stop_reading
-// Identical in chapters 6 to 11, 14 and 15 (book/check.sh checks it).
-/// A stop answers what the client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue. (The
-/// kernel counts those only up to an urgent mark, if there is one: frames
-/// behind a byte of urgent data, a rarity, go unanswered.)
-fn stop_reading(conn: &mut Conn) {
-    let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
-    conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
-    if conn.state == State::Reading {
-        finish_if_no_more_requests(conn);
-    }
-}
-// ANCHOR_END: stop_reading
 // ANCHOR_END: stop
 
 // ANCHOR: take_turn
@@ -335,6 +323,12 @@ fn take_turn(conn: &mut Conn, server: &mut Server) -> Next {
 // ANCHOR_END: take_turn
 
 // ANCHOR: accept
+/// The listener's edge is used up but clients may still be waiting (the
+/// kernel is short of memory, or no descriptor is left even to turn them
+/// away with): how long before `accept` is tried again. Not at once: such a
+/// shortage can last, and trying at once would be a busy loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
 // ANCHOR: listener
 // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
 /// Accepts connections and registers a [`Conn`] handler for each.
@@ -396,12 +390,6 @@ impl Handler<Server> for Listener {
         }
     }
 }
-
-/// The listener's edge is used up but clients may still be waiting (the
-/// kernel is short of memory, or no descriptor is left even to turn them
-/// away with): how long before `accept` is tried again. Not at once: such a
-/// shortage can last, and trying at once would be a busy loop.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
@@ -705,51 +693,6 @@ fn try_flush_buffer(conn: &mut Conn) -> bool {
     false
 }
 // ANCHOR_END: write
-
-// ANCHOR: close
-// ANCHOR: finish_requests
-/// Once a connection will read no more requests (it sent a protocol error or QUIT, or
-/// the server is stopping) and every reply is sent, we shut down our
-/// sending side: the client reads our last reply, then EOF.
-///
-/// Why not close at once: `close` on a socket with unread input makes the
-/// kernel send a reset (RST) instead of a FIN, and throw away whatever we
-/// sent that the client has not received yet. So we wait for the client's
-/// EOF, reading and dropping what it still sends, and only then close. A
-/// client that never hangs up is closed when the stop's grace period ends.
-fn finish_if_no_more_requests(conn: &mut Conn) {
-    if conn.read_limit != Some(0) {
-        return;
-    }
-    if !conn.incoming.is_empty() {
-        debug!("fd {}: dropping part of a request", conn.fd.as_raw_fd());
-        conn.incoming.clear();
-    }
-    conn.state = match net::shutdown_write(&conn.fd) {
-        Ok(()) => State::Closing,
-        Err(_) => State::Done, // the peer is gone already
-    };
-}
-// ANCHOR_END: finish_requests
-
-fn close_gracefully(conn: &mut Conn, pool: &mut Pool) -> Turn {
-    for _ in 0..READS_PER_TURN {
-        if !conn.readable {
-            return Turn::Idle;
-        }
-        match retry_eintr(|| read(&conn.fd, conn.incoming.unfilled(pool))) {
-            // Dropped: we answer no more requests.
-            Ok(1..) => continue,
-            // Not yet: the client has not read everything, or not hung up.
-            Err(Errno::EAGAIN) => conn.readable = false,
-            // EOF (it has all our replies) or an error: close now.
-            Ok(0) | Err(_) => conn.state = State::Done,
-        }
-        return Turn::Idle;
-    }
-    Turn::Unfinished
-}
-// ANCHOR_END: close
 
 #[cfg(test)]
 mod tests {

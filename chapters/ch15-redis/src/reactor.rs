@@ -20,7 +20,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use crate::idle::IdleList;
 
 // ANCHOR: token
-// Identical in chapters 10 to 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
 /// Names a handler in the registry and in the events, as mio's `Token`
 /// does: here, its descriptor number, so the table stays as long as the
 /// number of open descriptors and two live handlers never share a token.
@@ -394,7 +394,13 @@ impl<S> Reactor<S> {
                     return Ok(delaying);
                 }
             }
-            let timeout = self.timeout(deadline);
+            // No sleeping while handlers wait for another turn: no event
+            // would come to wake them.
+            let timeout = if self.again.is_empty() {
+                time_left(self.next_moment(deadline))
+            } else {
+                EpollTimeout::ZERO
+            };
             let n = match self.registry.epoll.wait(&mut self.events, timeout) {
                 Ok(n) => n,
                 // With the stop signals blocked this is rare (a debugger, SIGSTOP).
@@ -419,6 +425,23 @@ impl<S> Reactor<S> {
             self.reap();
         }
     }
+
+    // ANCHOR: timeout
+    /// The first moment something is due: the end of a stop's grace
+    /// period, a handler's `Next::At`, the idle deadline of the handler
+    /// quiet longest, or now a timer's next run. `epoll_wait` sleeps until
+    /// then, rounded *up* to whole milliseconds (`time_left`, in `common`):
+    /// rounded down, it would wake up to a millisecond early, find nothing
+    /// due, and wait 0 ms, a busy loop until the deadline.
+    fn next_moment(&self, deadline: Option<Instant>) -> Option<Instant> {
+        let later = self.later.iter().map(|&(moment, _)| moment);
+        // `None` if the idle deadline is too far to represent: it never comes.
+        let oldest = self.registry.idle.oldest();
+        let idle_deadline = oldest.and_then(|t| t.checked_add(self.idle_timeout));
+        let timers = self.timers.iter().map(|timer| timer.due);
+        later.chain(deadline).chain(idle_deadline).chain(timers).min()
+    }
+    // ANCHOR_END: timeout
 
     // ANCHOR: turns
     // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
@@ -518,29 +541,6 @@ impl<S> Reactor<S> {
     }
     // ANCHOR_END: dispatch
 
-    // ANCHOR: timeout
-    /// How long `epoll_wait` may sleep: until the oldest entry's idle
-    /// deadline, the end of a stop's grace period, a handler's
-    /// `Next::At`, or a timer's next run, whichever is first,
-    /// rounded *up* to whole milliseconds (`time_left`, in `common`).
-    /// Rounded down, it would wake up to a millisecond early, find nothing
-    /// due, and wait 0 ms: a busy loop until the deadline.
-    fn timeout(&self, stop_deadline: Option<Instant>) -> EpollTimeout {
-        // No sleeping while handlers wait for another turn: no event would
-        // come to wake them.
-        if !self.again.is_empty() {
-            return EpollTimeout::ZERO;
-        }
-        let oldest = self.registry.idle.oldest();
-        // `None` too if the deadline is too far to represent: then it never comes.
-        let idle_deadline = oldest.and_then(|t| t.checked_add(self.idle_timeout));
-        let later = self.later.iter().map(|&(moment, _)| moment);
-        let timers = self.timers.iter().map(|timer| timer.due);
-        let deadlines = later.chain(timers).chain(idle_deadline);
-        time_left(deadlines.chain(stop_deadline).min())
-    }
-    // ANCHOR_END: timeout
-
     // ANCHOR: reap
     /// Closes every handler idle for the timeout or longer. They are the
     /// front of the idle list, so this looks at one entry more than it closes.
@@ -594,6 +594,11 @@ mod tests {
                     cx.stop();
                     Next::Remove
                 }
+                // One more turn, 50 ms from now, then stop.
+                Some(b't') if cx.shared.len() < 2 => {
+                    cx.shared.push(b't');
+                    Next::At(Instant::now() + Duration::from_millis(50))
+                }
                 _ => {
                     cx.stop();
                     Next::Wait
@@ -637,6 +642,23 @@ mod tests {
             // The probe is removed by the stop: the run ends at once.
             assert_eq!(reactor.run(Duration::from_secs(5)).unwrap(), 0);
             assert_eq!(reactor.shared, b"aaaa");
+        });
+    }
+
+    #[test]
+    fn at_brings_a_turn_at_its_moment_without_events() {
+        bounded(|| {
+            let mut reactor = Reactor::new(Vec::new(), Duration::MAX).unwrap();
+            let (mut peer, probe) = pair();
+            reactor
+                .registry()
+                .add(Box::new(probe), Interest::READABLE, Idle::Keep)
+                .unwrap();
+            let start = Instant::now();
+            peer.write_all(b"t").unwrap();
+            assert_eq!(reactor.run(Duration::from_secs(5)).unwrap(), 0);
+            assert_eq!(reactor.shared, b"tt");
+            assert!(start.elapsed() >= Duration::from_millis(50));
         });
     }
 

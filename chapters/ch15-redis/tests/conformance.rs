@@ -1,7 +1,7 @@
-//! The suite's cases that do not depend on the protocol, run by name from
-//! its registry (`tests/src/cases.rs`): the command line, the open-file
-//! limit, the listen backlog, a stop on SIGTERM. The cases that speak the
-//! echo protocol have their RESP counterparts in `server.rs`.
+//! The suite's cases that do not depend on the protocol, run by id from its
+//! registry (`tests/src/cases.rs`): the command line, the open-file limit,
+//! the listen backlog, a stop on SIGTERM, a bad idle timeout. The cases
+//! that speak the echo protocol have their RESP counterparts in `server.rs`.
 
 use conformance::harness::Target;
 use conformance::runner::run_case;
@@ -9,12 +9,14 @@ use conformance::CASES;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ch15");
 
-/// Runs the registry's case `name` against this chapter's server.
-fn case(name: &str) {
+/// Runs the registry's case `level::name` against this chapter's server. A
+/// case reported not applicable fails here: each one below was chosen
+/// because it applies.
+fn case(id: &str) {
     let case = CASES
         .iter()
-        .find(|case| case.name == name)
-        .unwrap_or_else(|| panic!("the suite has no case named {name}"));
+        .find(|case| case.id() == id)
+        .unwrap_or_else(|| panic!("the suite has no case {id}"));
     if let Err(reason) = run_case(case, &Target::binary(BIN)) {
         panic!(
             "{reason}\n  checks: {}\n  see {}",
@@ -24,22 +26,23 @@ fn case(name: &str) {
 }
 
 macro_rules! cases {
-    ($($name:ident),+ $(,)?) => {
+    ($($level:ident :: $name:ident),+ $(,)?) => {
         $(
             #[test]
             fn $name() {
-                case(stringify!($name));
+                case(concat!(stringify!($level), "::", stringify!($name)));
             }
         )+
     };
 }
 
 cases!(
-    help_lists_every_option,
-    help_shows_the_grace_period,
-    user_errors_are_one_clear_line,
-    addr_accepts_a_host_name,
-    raises_its_open_file_limit,
-    listens_with_the_largest_backlog,
-    sigterm_exits_zero,
+    echo::help_lists_every_option,
+    echo::user_errors_are_one_clear_line,
+    echo::addr_accepts_a_host_name,
+    echo::raises_its_open_file_limit,
+    echo::listens_with_the_largest_backlog,
+    echo::sigterm_exits_zero,
+    event_loop::help_shows_the_grace_period,
+    idle_timeout::a_bad_idle_timeout_is_a_startup_error,
 );
