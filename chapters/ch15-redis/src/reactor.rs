@@ -662,6 +662,55 @@ mod tests {
         });
     }
 
+    /// What a timer's test shares: the runs so far, and a socket the task
+    /// writes to on its third run, to wake a handler that stops the loop.
+    struct Ticks {
+        runs: u32,
+        wake: UnixStream,
+    }
+
+    /// Stops the loop at the first byte.
+    struct Stopper(UnixStream);
+
+    impl AsFd for Stopper {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+
+    impl Handler<Ticks> for Stopper {
+        fn ready(&mut self, _: Ready, cx: &mut Context<'_, Ticks>) -> Next {
+            cx.stop();
+            Next::Remove
+        }
+    }
+
+    #[test]
+    fn a_timer_runs_with_no_event_to_wake_the_loop() {
+        bounded(|| {
+            let (wake, theirs) = UnixStream::pair().unwrap();
+            let ticks = Ticks { runs: 0, wake };
+            // No idle deadline, no `Next::At`: only the timer's next run
+            // can end a wait that no event ends.
+            let mut reactor = Reactor::new(ticks, Duration::MAX).unwrap();
+            reactor
+                .registry()
+                .add(Box::new(Stopper(theirs)), Interest::READABLE, Idle::Keep)
+                .unwrap();
+            reactor.every(Duration::from_millis(10), |ticks: &mut Ticks| {
+                ticks.runs += 1;
+                if ticks.runs == 3 {
+                    ticks.wake.write_all(b"s").unwrap();
+                }
+            });
+            let start = Instant::now();
+            assert_eq!(reactor.run(Duration::from_secs(5)).unwrap(), 0);
+            assert!(reactor.shared.runs >= 3);
+            // A period after each run, not all at once.
+            assert!(start.elapsed() >= Duration::from_millis(30));
+        });
+    }
+
     #[test]
     fn a_removed_handler_is_closed_and_a_handed_back_one_deregistered() {
         bounded(|| {
