@@ -117,7 +117,7 @@ book-check:
     bash book/gen-diffs.sh
     bash book/check.sh
 
-# Re-record every capture the book quotes (about an hour; needs strace, perf, valgrind, root): just captures
+# Re-record every capture the book quotes (about an hour; needs strace, perf, valgrind, root, Redis's tools): just captures
 captures:
     bash book/capture/all.sh
 
@@ -131,7 +131,7 @@ bench *args:
 
 # Chapter 15 beside redis-server, in alternating rounds (needs Redis's tools, see the README): just bench-redis
 bench-redis:
-    ROUNDS="${ROUNDS:-5}" bash book/capture-redis.sh bench-out/redis.txt
+    ROUNDS="${ROUNDS:-5}" bash book/capture/redis.sh bench-out/redis.txt
 
 # Copy the last full `just bench` run (bench-out/) into the book's Benchmarks chapter; refuses a --quick run.
 bench-publish:

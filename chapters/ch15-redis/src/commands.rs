@@ -1,3 +1,4 @@
+// ANCHOR: module
 //! The commands: a table of names, argument counts and functions, in the
 //! shape of Redis's own (`commands.def`), and each command's code.
 //!
@@ -784,6 +785,7 @@ fn set_name(session: &mut Session, name: &[u8]) -> Result<(), &'static [u8]> {
     Ok(())
 }
 // ANCHOR_END: client_support
+// ANCHOR_END: module
 
 #[cfg(test)]
 mod tests {

@@ -1,3 +1,4 @@
+// ANCHOR: module
 //! The keyspace: keys and values are byte strings, and a key may have a
 //! deadline, after which it is gone.
 //!
@@ -263,6 +264,7 @@ impl Db {
         (((x >> 32) * n as u64) >> 32) as usize
     }
 }
+// ANCHOR_END: module
 
 #[cfg(test)]
 mod tests {

@@ -1,3 +1,4 @@
+// ANCHOR: module
 //! RESP, the Redis serialization protocol, version 2: requests in, replies out.
 //!
 //! A request is an array of bulk strings, the *multibulk* form every client
@@ -503,6 +504,7 @@ impl ProtocolError {
         out.error(&text);
     }
 }
+// ANCHOR_END: module
 
 #[cfg(test)]
 mod tests {

@@ -4,9 +4,10 @@
 # pipelined batch from redis-benchmark (strace on the server: one read of
 # 16 requests, one send of 16 replies). Writes book/src/captures/resp-wire.txt.
 #
-# Usage: bash book/capture-resp.sh   (needs strace, redis-cli, redis-benchmark)
+# Usage: bash book/capture/resp.sh   (needs strace, redis-cli, redis-benchmark)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 cargo build --quiet --release -p ch15
 work=$(mktemp -d)
 pid=""
@@ -28,7 +29,8 @@ client() {
 }
 
 {
-    echo "# bash book/capture-resp.sh ($(redis-cli --version))"
+    header bash book/capture/resp.sh
+    echo "# $(redis-cli --version)"
     echo "# ANCHOR: client"
     client SET greeting hello EX 100
     client GET greeting
@@ -53,5 +55,5 @@ client() {
     grep -E 'GET|\$-1' "$work/server" | grep -v CONFIG |
         sed -E 's/^[0-9]+ +//; s/, MSG_NOSIGNAL, NULL, 0//'
     echo "# ANCHOR_END: server"
-} >book/src/captures/resp-wire.txt
-cat book/src/captures/resp-wire.txt
+} >"$captures/resp-wire.txt"
+cat "$captures/resp-wire.txt"

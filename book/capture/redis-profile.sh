@@ -9,9 +9,10 @@
 # valgrind, how many read system calls each server makes per request.
 # Writes book/src/captures/redis-profile.txt.
 #
-# Usage: REQUESTS=20000 bash book/capture-redis-profile.sh
+# Usage: REQUESTS=20000 bash book/capture/redis-profile.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 requests=${REQUESTS:-20000}
 cargo build --quiet --release -p ch15
 ch15=${CARGO_TARGET_DIR:-target}/release/ch15
@@ -80,7 +81,8 @@ reads() {
 }
 
 {
-    echo "# REQUESTS=$requests bash book/capture-redis-profile.sh ($(valgrind --version), $(redis-server --version | cut -d' ' -f3))"
+    header REQUESTS="$requests" bash book/capture/redis-profile.sh
+    echo "# $(valgrind --version), redis-server $(redis-server --version | cut -d' ' -f3)"
     echo "# callgrind, user space only; redis-benchmark -c 50 -P 16"
     echo "# ANCHOR: per_request"
     echo "| test | ch15 instructions per request | redis-server instructions per request | ratio |"
@@ -113,5 +115,5 @@ print(f'| ${test^^} | {c / n:,.0f} | {r / n:,.0f} | {c / r:.2f} |')"
         grep -E '^ *[0-9,]+ +\( *[0-9.]+%\) ' | grep -v 'PROGRAM TOTALS' | sed -n '1,14p' |
         sed -E 's#/rustc/[0-9a-f]+/library/#std: #; s#chapters/ch15-redis/##; s/ \[[^]]*\]$//; s/ +$//'
     echo "# ANCHOR_END: ch15_get"
-} >book/src/captures/redis-profile.txt
-cat book/src/captures/redis-profile.txt
+} >"$captures/redis-profile.txt"
+cat "$captures/redis-profile.txt"

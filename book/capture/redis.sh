@@ -14,18 +14,20 @@
 # redis-server runs with persistence off and one I/O thread, as the
 # issue's comparison asks: `--save "" --appendonly no --io-threads 1`.
 #
-# Usage: ROUNDS=5 REQUESTS=100000 KEYS=200000 bash book/capture-redis.sh [OUT]
-#        (defaults; OUT is book/src/captures/redis.txt)
+# Usage: ROUNDS=5 REQUESTS=100000 KEYS=200000 bash book/capture/redis.sh [OUT]
+#        (defaults; OUT is book/src/captures/redis.txt; `just bench-redis`
+#        writes bench-out/redis.txt)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 rounds=${ROUNDS:-5}
 requests=${REQUESTS:-100000} # per test at -P 1; ten times as many at -P 16
 keys=${KEYS:-200000}
-out=${1:-book/src/captures/redis.txt}
+out=${1:-$captures/redis.txt}
 mkdir -p "$(dirname "$out")"
 for tool in redis-server redis-cli redis-benchmark python3 taskset; do
     command -v "$tool" >/dev/null || {
-        echo "capture-redis: needs $tool (Debian: apt-get install redis-server redis-tools util-linux python3)" >&2
+        echo "capture/redis.sh: needs $tool (Debian: apt-get install redis-server redis-tools util-linux python3)" >&2
         exit 1
     }
 done
@@ -103,7 +105,7 @@ for round in $(seq "$rounds"); do
         done
         stop
     done
-    echo "capture-redis: round $round of $rounds done" >&2
+    echo "capture/redis.sh: round $round of $rounds done" >&2
 done
 
 # 10,000 connections that each said PING and went quiet.
@@ -151,8 +153,7 @@ for server in ch15 redis; do
 done
 
 {
-    echo "# ROUNDS=$rounds REQUESTS=$requests KEYS=$keys bash book/capture-redis.sh"
-    echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $cores cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)); Linux $(uname -r)"
+    header ROUNDS="$rounds" REQUESTS="$requests" KEYS="$keys" bash book/capture/redis.sh
     echo "# $(redis-server --version | cut -d' ' -f1-3); servers pinned with: ${server_pin[*]:-nothing (1 core)}; redis-benchmark: ${client_pin[*]:-unpinned}"
     python3 - "$raw" "$rounds" "$keys" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys

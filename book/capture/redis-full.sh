@@ -5,9 +5,10 @@
 # keep CI quick; this shows the full one goes through without an error.
 # Writes book/src/captures/redis-benchmark-full.txt.
 #
-# Usage: bash book/capture-redis-full.sh
+# Usage: bash book/capture/redis-full.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+source book/capture/lib.sh
 cargo build --quiet --release -p ch15
 work=$(mktemp -d)
 target/release/ch15 --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
@@ -15,11 +16,12 @@ pid=$!
 trap 'kill -INT "$pid" 2>/dev/null; wait "$pid"; rm -rf "$work"' EXIT
 until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port" ]; do sleep 0.02; done
 {
-    echo "# bash book/capture-redis-full.sh ($(redis-benchmark --version 2>/dev/null || echo redis-benchmark)); $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores; Linux $(uname -r)"
+    header bash book/capture/redis-full.sh
+    echo "# $(redis-benchmark --version 2>/dev/null || echo redis-benchmark)"
     for pipeline in 1 16; do
         echo "\$ redis-benchmark -p PORT -t ping,set,get,incr,mset -n 100000 -c 50 -P $pipeline --csv"
         redis-benchmark -p "$port" -t ping,set,get,incr,mset -n 100000 -c 50 -P "$pipeline" --csv 2>&1
         echo "exit status $?"
     done
-} >book/src/captures/redis-benchmark-full.txt
-cat book/src/captures/redis-benchmark-full.txt
+} >"$captures/redis-benchmark-full.txt"
+cat "$captures/redis-benchmark-full.txt"
