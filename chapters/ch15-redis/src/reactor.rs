@@ -439,7 +439,11 @@ impl<S> Reactor<S> {
         let oldest = self.registry.idle.oldest();
         let idle_deadline = oldest.and_then(|t| t.checked_add(self.idle_timeout));
         let timers = self.timers.iter().map(|timer| timer.due);
-        later.chain(deadline).chain(idle_deadline).chain(timers).min()
+        later
+            .chain(deadline)
+            .chain(idle_deadline)
+            .chain(timers)
+            .min()
     }
     // ANCHOR_END: timeout
 
