@@ -177,6 +177,8 @@ tests = list(dict.fromkeys(k[3] for k in rps))
 def ratio(table, depth, test):
     per_round = [table[(r, "ch15", depth, test)] / table[(r, "redis", depth, test)]
                  for r in range(1, rounds + 1) if table[(r, "redis", depth, test)] > 0]
+    if not per_round:  # a run too short for one clock tick of CPU: nan, "not resolved"
+        return (float("nan"),) * 3
     return statistics.median(per_round), min(per_round), max(per_round)
 
 def verdict(lo, hi, target, higher_is_better):
