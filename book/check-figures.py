@@ -93,7 +93,7 @@ def normalize(figure):
     return re.sub(r"[, \u00a0\u202f]", "", figure)
 
 
-HEADER_COMMAND = re.compile(r"^# \$ (?:\S+=\S+ )*bash (book/capture/[\w.-]+\.sh)\b")
+HEADER_COMMAND = re.compile(r"^# \$ (?:\S+=(?:'[^']*'|\"[^\"]*\"|\S+) )*bash (book/capture/[\w.-]+\.sh)\b")
 HEADER_MACHINE = re.compile(r"^# recorded \d{4}-\d{2}-\d{2} on \d+ cores? .*, Linux \S+")
 
 

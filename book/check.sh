@@ -19,7 +19,8 @@
 #      (51,067<!--from captures/thread-cost.txt-->), a measured-looking
 #      figure has no marker, or a capture does not start with the command
 #      that re-records it, the date and the machine (book/check-figures.py
-#      says how, and what it exempts);
+#      says how, and what it exempts); or a timeline (src/timelines/*.svg)
+#      is not what book/capture/timeline.py draws from its captures;
 #   2d. every step reads as a diff: each chapter's page shows the diff from
 #      the chapter before (or the one book/predecessors.sh names), whole or
 #      file by file (generated/chAA-chNN/FILE.diff), each printed diff folded
@@ -207,6 +208,15 @@ if figures=$(python3 book/check-figures.py "$src"); then
     echo "book check: $figures"
 else
     errors=$((errors + 1))
+fi
+# A timeline is a picture of a capture: redrawn from it, it must not change.
+timelines=("$src"/timelines/*.svg)
+if [ -e "${timelines[0]}" ]; then
+    if drawn=$(python3 book/capture/timeline.py check "${timelines[@]}"); then
+        echo "book check: $drawn"
+    else
+        errors=$((errors + 1))
+    fi
 fi
 # --- 2d. steps a reader can diff (issue 21) ------------------------------------
 # A step shows one idea: its page prints the diff from the chapter before,

@@ -13,6 +13,8 @@
 #
 # Usage: bash book/capture/ch13-measure.sh [ROUNDS [OUTPUT]]
 #        (default 3 rounds, SECS=3 per window, OUTPUT book/src/captures/ch13-measure.txt)
+# LOADS="C D S;..." picks the loads (connections, depth, frame size);
+# PIN=1 pins the servers to CPU 1 and the load generator to CPU 0.
 # Prints (and writes to OUTPUT) one line per window, then, for each load, the ratios to ch09 of
 # the same round: their median, mean and range (min..max). Short windows
 # and many rounds resolve more than long windows and few: a neighbour's
@@ -23,7 +25,11 @@ source book/capture/lib.sh
 rounds=${1:-3}
 out=${2:-$captures/ch13-measure.txt}
 secs=${SECS:-3}
-loads=("100 16 64" "100 1 64")
+IFS=';' read -ra loads <<<"${LOADS:-100 16 64;100 1 64}"
+pin_server=() pin_loadgen=()
+if [ "${PIN:-0}" = 1 ]; then
+    pin_server=(taskset -c 1) pin_loadgen=(taskset -c 0)
+fi
 names=(ch09 ch13 ch13-no-defer tokio-ct)
 declare -A command=(
     [ch09]="target/release/ch09"
@@ -48,7 +54,7 @@ start() {
     if [ -f "$tmp/$name.pid" ] && kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null; then
         return
     fi
-    ${command[$name]} --addr 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    "${pin_server[@]}" ${command[$name]} --addr 127.0.0.1:0 >"$tmp/$name.out" 2>"$tmp/$name.err" &
     echo $! >"$tmp/$name.pid"
     for _ in $(seq 100); do
         grep -q '^listening on' "$tmp/$name.out" 2>/dev/null && break
@@ -59,7 +65,7 @@ start() {
 }
 
 {
-header SECS="$secs" bash book/capture/ch13-measure.sh "$rounds"
+header SECS="$secs" LOADS="'${LOADS:-}'" PIN="${PIN:-0}" bash book/capture/ch13-measure.sh "$rounds"
 echo "# round load server frames/s server-ns/frame"
 for round in $(seq "$rounds"); do
     for load in "${loads[@]}"; do
@@ -67,7 +73,7 @@ for round in $(seq "$rounds"); do
         for i in "${!names[@]}"; do
             name=${names[$(((i + round) % ${#names[@]}))]}
             start "$name"
-            if ! json=$(target/release/loadgen --addr "$(cat "$tmp/$name.addr")" \
+            if ! json=$("${pin_loadgen[@]}" target/release/loadgen --addr "$(cat "$tmp/$name.addr")" \
                 --conns "$conns" --depth "$depth" --size "$size" --secs "$secs" \
                 --warmup 0.3 --drain 0.3 --json --server-pid "$(cat "$tmp/$name.pid")"); then
                 why=$(python3 -c 'import json, sys
@@ -87,6 +93,7 @@ print(sys.argv[2], load, sys.argv[3], round(r["frames_per_sec"]), round(ns))
     done
 done | tee "$tmp/runs.txt"
 
+echo "# ANCHOR: ratios"
 python3 - "$tmp/runs.txt" <<'EOF'
 import collections, sys
 runs = collections.defaultdict(dict)
@@ -96,7 +103,7 @@ for line in open(sys.argv[1]):
     round_, load, server, fps, ns = line.split()
     runs[(load, round_)][server] = (float(fps), float(ns))
 print("# ratios to ch09 in the same round: CPU per frame (lower is better), throughput (higher is better)")
-loads = sorted({load for load, _ in runs}, key=lambda l: -int(l.split("x")[1]))
+loads = sorted({load for load, _ in runs}, key=lambda l: (int(l.split("x")[2]), -int(l.split("x")[1])))
 def spread(xs):
     xs = sorted(xs)
     median = (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
@@ -111,4 +118,5 @@ for load in loads:
         print(f"{load} {server}/ch09 over {len(pairs)} rounds: CPU per frame {spread(cpu)}; "
               f"throughput {spread(fps)}")
 EOF
+echo "# ANCHOR_END: ratios"
 } | tee "$out"

@@ -39,10 +39,10 @@ events+=,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm
 
 {
 header bash book/capture/ch13-profile.sh
-echo "# per load and server, three runs of loadgen --conns C --depth D --size 64 --secs 3:"
+echo "# per load and server, three runs of loadgen --conns C --depth D --size S --secs 3:"
 echo "# unobserved (--server-pid); under perf stat -e <events>; under perf record -e cpu-clock -g"
-for load in "100 16" "100 1"; do
-    read -r conns depth <<<"$load"
+for load in "100 16 64" "100 1 64" "10 16 4096"; do
+    read -r conns depth size <<<"$load"
     for name in ch09 ch13; do
         target/release/$name --addr 127.0.0.1:0 >"$tmp/out" 2>/dev/null &
         server=$!
@@ -51,7 +51,7 @@ for load in "100 16" "100 1"; do
             sleep 0.05
         done
         addr=$(sed -n 's/^listening on //p' "$tmp/out")
-        run=(--addr "$addr" --conns "$conns" --depth "$depth" --size 64 --secs 3 --json)
+        run=(--addr "$addr" --conns "$conns" --depth "$depth" --size "$size" --secs 3 --json)
         # 1. Unobserved: frames per second, and the server's CPU per frame.
         target/release/loadgen "${run[@]}" --server-pid "$server" >"$tmp/load.json"
         # 2. System calls, counted from the first connection to the last
@@ -66,7 +66,7 @@ for load in "100 16" "100 1"; do
         wait "$server" || true
         server=""
         perf script -i "$tmp/perf.data" -F ip,sym,dso 2>/dev/null >"$tmp/stacks.txt"
-        python3 - "$name" "$conns $depth" "$tmp/load.json" "$tmp/stat.json" "$tmp/stat.csv" "$tmp/stacks.txt" <<'EOF'
+        python3 - "$name" "$conns $depth $size" "$tmp/load.json" "$tmp/stat.json" "$tmp/stat.csv" "$tmp/stacks.txt" <<'EOF'
 import collections, json, sys
 
 name, load, load_json, stat_json, stat_csv, stacks = sys.argv[1:]
@@ -82,9 +82,9 @@ for line in open(stat_csv):
             counts[fields[2]] = float(fields[0])
         except ValueError:
             pass
-conns, depth = load.split()
+conns, depth, size = load.split()
 print()
-print(f"## {name}, {conns} connections x {depth} in flight x 64 B: "
+print(f"## {name}, {conns} connections x {depth} in flight x {size} B: "
       f"{fps:,.0f} frames/s, {ns_per_frame:,.0f} ns of server CPU per frame")
 def per_frame(event):
     return counts.get(event, 0) / frames
@@ -114,14 +114,19 @@ def bucket(chain):
         return "other system call work (entry, exit, fd lookup...)"
     return "other kernel (scheduler, interrupts, timers)"
 
+# Copying the bytes between our memory and the socket's, wherever it is done.
+COPY = ("_copy_to_iter", "_copy_from_iter", "copy_user_", "rep_movs_alternative", "__memmove", "__memcpy")
 samples = collections.Counter()
 top = collections.defaultdict(collections.Counter)
+copying = 0
 chain = []
 def flush():
+    global copying
     if chain:
         b = bucket(chain)
         samples[b] += 1
         top[b][chain[0][0]] += 1
+        copying += chain[0][0].startswith(COPY)
 for line in open(stacks):
     line = line.strip()
     if not line:
@@ -140,6 +145,8 @@ print(f"CPU split ({total} samples), and what it makes of the CPU per frame:")
 for b, n in samples.most_common():
     leaves = ", ".join(s for s, _ in top[b].most_common(4))
     print(f"  {100 * n / total:5.1f}%  {ns_per_frame * n / total:6,.0f} ns  {b}  [{leaves}]")
+print(f"  of all this, copying bytes (in the kernel or ours): {100 * copying / total:.1f}%, "
+      f"{ns_per_frame * copying / total:,.0f} ns")
 EOF
     done
 done

@@ -154,10 +154,14 @@ impl AsFd for TcpStream {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::io::{Read, Write};
     use std::net::TcpStream as StdStream;
+    use std::pin::Pin;
+    use std::task::ready;
 
     use super::*;
+    use crate::executor::tests::bounded;
     use crate::executor::{spawn, Runtime};
 
     // ANCHOR: simplest_echo
@@ -175,12 +179,93 @@ mod tests {
     }
     // ANCHOR_END: simplest_echo
 
-    #[test]
-    fn the_simplest_echo_serves_clients_at_once() {
+    // ANCHOR: echo_by_hand
+    /// `echo_bytes` written by hand, as the compiler writes it for us: what
+    /// is alive at every `.await` (the stream, the buffer) in the struct,
+    /// what only one `.await` needs in that point's variant, and a `poll`
+    /// that goes on from the point where the last one returned `Pending`.
+    struct EchoBytes {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        state: State,
+    }
+
+    enum State {
+        /// At `stream.read(&mut buf).await`.
+        Reading,
+        /// At `stream.write_all(&buf[..n]).await`, `sent` bytes of `n` sent.
+        Writing { n: usize, sent: usize },
+        /// Returned `Ready`.
+        Done,
+    }
+
+    impl EchoBytes {
+        /// What calling `echo_bytes(stream)` does: nothing yet but build
+        /// the future, at its start.
+        fn new(stream: TcpStream) -> EchoBytes {
+            EchoBytes {
+                stream,
+                buf: vec![0; 4096],
+                state: State::Reading,
+            }
+        }
+    }
+
+    impl Future for EchoBytes {
+        type Output = io::Result<()>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            // No field points into another (`Writing` keeps a count, not
+            // the slice `&buf[..n]`), so `EchoBytes` is `Unpin`, and
+            // getting `&mut` out of the `Pin` needs no `unsafe`.
+            let EchoBytes { stream, buf, state } = self.get_mut();
+            loop {
+                match state {
+                    State::Reading => {
+                        // `Pending` here has stored the waker with the reactor.
+                        ready!(stream.poll_ready(Interest::Read, cx));
+                        match stream.try_read(buf) {
+                            Ok(0) => {
+                                *state = State::Done;
+                                return Poll::Ready(Ok(()));
+                            }
+                            Ok(n) => *state = State::Writing { n, sent: 0 },
+                            // EAGAIN: the readiness is used up; wait again.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => {
+                                *state = State::Done;
+                                return Poll::Ready(Err(e));
+                            }
+                        }
+                    }
+                    State::Writing { n, sent } if sent == n => *state = State::Reading,
+                    State::Writing { n, sent } => {
+                        ready!(stream.poll_ready(Interest::Write, cx));
+                        match stream.try_write(&buf[*sent..*n]) {
+                            Ok(k) => *sent += k,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => {
+                                *state = State::Done;
+                                return Poll::Ready(Err(e));
+                            }
+                        }
+                    }
+                    State::Done => panic!("EchoBytes polled after it returned Ready"),
+                }
+            }
+        }
+    }
+    // ANCHOR_END: echo_by_hand
+
+    /// Three clients, all connected before any is answered, each served by
+    /// a task of `echo`.
+    fn serve_three_clients<F>(echo: fn(TcpStream) -> F)
+    where
+        F: Future<Output = io::Result<()>> + 'static,
+    {
         let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         common::net::set_nonblocking(&listener).unwrap();
         let addr = listener.local_addr().unwrap();
-        // Three clients, all connected before any is answered.
         let clients = std::thread::spawn(move || {
             let mut clients: Vec<StdStream> =
                 (0..3).map(|_| StdStream::connect(addr).unwrap()).collect();
@@ -194,17 +279,80 @@ mod tests {
             }
             // Dropping them ends the server's tasks with EOF.
         });
-        Runtime::new().unwrap().block_on(async {
-            let listener = TcpListener::new(listener).unwrap();
-            let mut tasks = Vec::new();
-            for _ in 0..3 {
-                let stream = listener.accept().await.unwrap();
-                tasks.push(spawn(echo_bytes(stream)));
-            }
-            for task in tasks {
-                task.await.unwrap();
-            }
+        bounded(move || {
+            Runtime::new().unwrap().block_on(async {
+                let listener = TcpListener::new(listener).unwrap();
+                let mut tasks = Vec::new();
+                for _ in 0..3 {
+                    let stream = listener.accept().await.unwrap();
+                    tasks.push(spawn(echo(stream)));
+                }
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            })
         });
         clients.join().unwrap();
+    }
+
+    #[test]
+    fn the_simplest_echo_serves_clients_at_once() {
+        serve_three_clients(echo_bytes);
+    }
+
+    #[test]
+    fn the_echo_written_by_hand_serves_them_the_same() {
+        serve_three_clients(EchoBytes::new);
+    }
+
+    /// The hand-written future, polled by hand: `Pending` while there is
+    /// nothing to read, having stored the waker that the reactor's next
+    /// edge wakes; polled again, it goes on where it stopped.
+    #[test]
+    fn the_echo_written_by_hand_waits_for_the_wake() {
+        use std::os::unix::net::UnixStream;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::task::{Wake, Waker};
+
+        use crate::executor::yield_now;
+
+        #[derive(Default)]
+        struct CountWakes(AtomicUsize);
+        impl Wake for CountWakes {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        impl CountWakes {
+            /// Lets the reactor take turns until it has woken us `n` times.
+            async fn woken(&self, n: usize) {
+                while self.0.load(Ordering::SeqCst) < n {
+                    yield_now().await;
+                }
+            }
+        }
+
+        bounded(|| {
+            Runtime::new().unwrap().block_on(async {
+                let (ours, mut peer) = UnixStream::pair().unwrap();
+                ours.set_nonblocking(true).unwrap();
+                let mut echo = EchoBytes::new(TcpStream::new(ours.into()).unwrap());
+                let wakes = Arc::new(CountWakes::default());
+                let waker = Waker::from(wakes.clone());
+                let mut poll = || Pin::new(&mut echo).poll(&mut Context::from_waker(&waker));
+
+                assert!(poll().is_pending(), "nothing to read yet");
+                peer.write_all(b"hi").unwrap();
+                wakes.woken(1).await;
+                assert!(poll().is_pending(), "echoed, and waiting again");
+                let mut reply = [0; 2];
+                peer.read_exact(&mut reply).unwrap();
+                assert_eq!(&reply, b"hi");
+                drop(peer);
+                wakes.woken(2).await;
+                assert!(matches!(poll(), Poll::Ready(Ok(()))), "EOF ends it");
+            })
+        });
     }
 }

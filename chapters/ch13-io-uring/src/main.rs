@@ -18,6 +18,8 @@ mod bufring;
 mod buffer; // chapter 8's buffers and pool, the same file
 
 use std::fs::File;
+use std::io;
+use std::mem;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -25,10 +27,10 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use buffer::{Buf, Pool, MIN_CAPACITY};
-use bufring::BufRing;
+use buffer::{Buf, Pool, MAX_CAPACITY};
+use bufring::{BufRing, Filled};
 use common::args::Args;
-use common::frame::{parse_frame, Parse};
+use common::frame::{parse_frame, Parse, MAX_FRAME};
 use common::log::count;
 use common::net::{self, accept_nonblocking, AcceptError};
 use common::signals::stop_signalfd;
@@ -62,19 +64,24 @@ enum Op {
     Send,
 }
 
-/// Memory per connection: this struct plus, while bytes are in them, a read
-/// and a write buffer of 16 to 256 KiB each (see `buffer.rs`), as in
-/// chapter 9. A receive takes one of the ring's buffers (`bufring.rs`) only
-/// when bytes arrive, so a quiet connection holds none, though a receive
-/// always waits for it.
+/// Memory per connection: this struct plus, while bytes are in it, a read
+/// buffer (see `buffer.rs`). A receive takes one of the ring's buffers
+/// (`bufring.rs`) only when bytes arrive, so a quiet connection holds none,
+/// though a receive always waits for it.
 struct Conn {
     fd: OwnedFd,
     state: State,
-    /// Received bytes not yet answered.
+    /// Received bytes not yet answered (at most part of a frame while
+    /// `Reading`).
     incoming: Buf,
-    /// Replies not yet sent. While a send is in flight the kernel reads
+    /// The ring's buffer that a receive filled, kept while the whole frames
+    /// at its front are sent straight back from it; else they are sent from
+    /// the front of `incoming`. While a send is in flight the kernel reads
     /// them: nothing may change or move them until its completion.
-    outgoing: Buf,
+    held: Option<Filled>,
+    /// How many bytes of replies are not yet sent: whole frames, the reply
+    /// to a frame being the frame itself.
+    unsent: usize,
     /// How many more bytes we will answer: no limit while serving; once
     /// the requests are over (a bad frame, a stop), what had arrived by then.
     read_limit: Option<usize>,
@@ -84,12 +91,22 @@ struct Conn {
 // ANCHOR_END: conn
 
 impl Conn {
+    /// The replies not yet sent.
+    fn unsent<'a>(&'a self, bufring: &'a BufRing) -> &'a [u8] {
+        let front = match &self.held {
+            Some(filled) => bufring.bytes(filled),
+            None => self.incoming.data(),
+        };
+        &front[..self.unsent]
+    }
+
     fn new(fd: OwnedFd) -> Conn {
         Conn {
             fd,
             state: State::Reading,
             incoming: Buf::default(),
-            outgoing: Buf::default(),
+            held: None,
+            unsent: 0,
             read_limit: None,
             in_flight: None,
         }
@@ -106,6 +123,8 @@ enum Token {
     Accept,
     /// A poll of the listener, while out of file descriptors (see `accepted`).
     Listener,
+    /// A pause before accepting again, while the kernel is short of memory.
+    AcceptPause,
     /// A poll of the signalfd.
     Stop,
     /// A cancellation's own completion: nothing to do.
@@ -125,6 +144,7 @@ impl From<Token> for u64 {
             Token::Cancel => (3, None),
             Token::Conn(Op::Recv, key) => (4, Some(key)),
             Token::Conn(Op::Send, key) => (5, Some(key)),
+            Token::AcceptPause => (6, None),
         };
         kind << Key::BITS | key.map_or(0, Key::to_u64)
     }
@@ -140,6 +160,7 @@ impl Token {
             3 => Token::Cancel,
             4 => Token::Conn(Op::Recv, key),
             5 => Token::Conn(Op::Send, key),
+            6 => Token::AcceptPause,
             _ => return None,
         })
     }
@@ -172,10 +193,19 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries: completions waiting for us to read them. The
 /// kernel keeps any overflow aside rather than lose it, at a cost.
 const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
-/// Receive buffers lent to the kernel, shared by every connection, unless
-/// `--recv-buffers` says: only the receives that complete in one turn hold
-/// one, until the turn ends. 256 of 16 KiB: 4 MiB, touched only as used.
-const DEFAULT_RECV_BUFFERS: u16 = 256;
+/// Receive buffers for the kernel, shared by every connection, unless
+/// `--recv-buffers` says: 32 lent at first, more when a receive finds none
+/// (see `bufring.rs`). The receives that complete in one turn take one each
+/// (with 100 clients, up to 100); a connection keeps its buffer while it
+/// sends from it.
+const DEFAULT_RECV_BUFFERS: u16 = 128;
+/// Their size: a receive takes what the socket holds, up to this. At
+/// 4 KiB frames, 16 in flight from a client are 64 KiB and more: the
+/// larger the buffer, the fewer receives and sends move them. 128 of
+/// 128 KiB: 16 MiB of address space, in memory only where written.
+const RECV_BUFFER_SIZE: u32 = 128 << 10;
+// A receive's worth always fits in a read buffer that holds part of a frame.
+const _: () = assert!(RECV_BUFFER_SIZE as usize + MAX_FRAME <= MAX_CAPACITY);
 /// The buffer group they form, named in each receive.
 const RECV_GROUP: u16 = 0;
 // ANCHOR_END: sizes
@@ -223,7 +253,7 @@ fn serve() -> Result<()> {
     let recv_buffers = args.option(
         "recv-buffers",
         "N",
-        "receive buffers of 16 KiB lent to the kernel, shared by all connections (a power of 2)",
+        "receive buffers of 128 KiB lent to the kernel, shared by all connections (a power of 2)",
         DEFAULT_RECV_BUFFERS,
     );
     let no_defer_taskrun = args.flag(
@@ -239,8 +269,12 @@ fn serve() -> Result<()> {
     net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.
     let stop = stop_signalfd().context("signalfd")?;
-    let mut ring = new_ring(!no_defer_taskrun)?;
-    let mut bufring = BufRing::new(&ring, RECV_GROUP, recv_buffers, MIN_CAPACITY as u32)
+    let mut uring = Uring {
+        ring: new_ring(!no_defer_taskrun)?,
+        conns: Connections::default(),
+    };
+    let Uring { ring, conns } = &mut uring;
+    let mut bufring = BufRing::new(ring, RECV_GROUP, recv_buffers, RECV_BUFFER_SIZE)
         .context("registering the receive buffers")?;
     let listener = net::listen(addr)?;
     // Only for `accept_waiting`, when the multishot accept cannot help.
@@ -253,7 +287,6 @@ fn serve() -> Result<()> {
     queue.push(accept_all(&listener));
     queue.push(wait_for_signal(&stop));
     let mut listener = Some(listener);
-    let mut conns = Connections::default();
     let mut pool = Pool::default();
     let mut completions: Vec<cqueue::Entry> = Vec::with_capacity(CQ_ENTRIES as usize);
     // Set when a stop signal arrives: the moment we give up on stragglers.
@@ -261,7 +294,7 @@ fn serve() -> Result<()> {
     let outcome = 'event_loop: loop {
         // The one system call of the turn: every operation queued since the
         // last one goes in, and we wait for at least one completion.
-        if let Err(e) = queue.submit_and_wait(&mut ring, deadline) {
+        if let Err(e) = queue.submit_and_wait(ring, deadline) {
             break Err(e);
         }
         completions.extend(ring.completion());
@@ -277,20 +310,26 @@ fn serve() -> Result<()> {
                     };
                     conn.in_flight = None;
                     match op {
-                        Op::Recv => bufring.read(result, cqe.flags(), |received| {
-                            on_recv(conn, received, &mut pool)
-                        }),
-                        Op::Send => on_send(conn, result, &mut pool),
+                        Op::Recv => {
+                            let received = bufring.take(result, cqe.flags());
+                            on_recv(conn, received, &mut bufring, &mut pool);
+                        }
+                        Op::Send => on_send(conn, result, &mut bufring, &mut pool),
                     }
-                    resume(&mut queue, &mut conns, key);
+                    resume(&mut queue, conns, key, &mut bufring);
                 }
                 Some(Token::Accept) => {
                     let more = cqueue::more(cqe.flags());
-                    accepted(result, more, &mut queue, &mut conns, listener.as_ref());
+                    accepted(result, more, &mut queue, conns, listener.as_ref());
                 }
                 Some(Token::Listener) => {
                     if let Some(listener) = &listener {
-                        accept_waiting(listener, &mut queue, &mut conns, &mut spare_fd);
+                        accept_waiting(listener, &mut queue, conns, &mut spare_fd);
+                    }
+                }
+                Some(Token::AcceptPause) => {
+                    if let Some(listener) = &listener {
+                        queue.push(accept_all(listener));
                     }
                 }
                 Some(Token::Stop) => match stop.read_signal() {
@@ -309,7 +348,7 @@ fn serve() -> Result<()> {
             deadline = Some(Instant::now() + Duration::from_millis(grace_ms));
             queue.push(wait_for_signal(&stop));
             stop_accepting(&mut queue, listener.take());
-            stop_reading(&mut queue, &mut conns);
+            stop_reading(&mut queue, conns);
         }
         if let Some(deadline) = deadline {
             if conns.is_empty() || Instant::now() >= deadline {
@@ -324,10 +363,34 @@ fn serve() -> Result<()> {
             count(conns.len(), "connection")
         );
     }
-    // Whatever ended the loop, an error included.
-    cancel_everything(&ring, conns);
+    // Dropping `uring` cancels what is in flight, then frees the buffers.
     outcome
 }
+
+// ANCHOR: owner
+/// The ring, and the connections whose write buffers its sends read: owned
+/// together, so that they go in the one safe order however `serve` ends,
+/// by returning, with an error, or unwinding from a panic.
+struct Uring {
+    ring: IoUring,
+    conns: Connections,
+}
+
+impl Drop for Uring {
+    /// Runs before the fields are dropped: first the kernel lets go of our
+    /// memory, then the buffers are freed. The other order is the danger:
+    /// a send that waits for room, freed under it and completed later,
+    /// would copy freed memory to a client (without DEFER_TASKRUN the
+    /// kernel finishes it in our thread, on its way out of any system call).
+    fn drop(&mut self) {
+        if !cancel_everything(&self.ring) {
+            // Freeing memory the kernel may still read is worse than
+            // leaking it as we exit.
+            mem::forget(mem::take(&mut self.conns));
+        }
+    }
+}
+// ANCHOR_END: owner
 
 // ANCHOR: queue
 /// An operation ready to submit. Only the functions below build one, and
@@ -349,15 +412,22 @@ impl Queue {
     /// Submits every queued operation and waits for at least one
     /// completion, or until the deadline.
     fn submit_and_wait(&mut self, ring: &mut IoUring, deadline: Option<Instant>) -> Result<()> {
-        for Submission(entry) in self.pending.drain(..) {
+        let mut pushed = 0;
+        'push: for Submission(entry) in &self.pending {
             // SAFETY: the entry points to memory that stays valid until its
             // completion, as the function that built it requires (`send`).
-            while unsafe { ring.submission().push(&entry) }.is_err() {
+            while unsafe { ring.submission().push(entry) }.is_err() {
                 // The ring's submission queue is full: let the kernel take
                 // what is there, and go on.
-                ring.submit().context("io_uring_enter")?;
+                if entered(ring.submit())? == Entered::Busy {
+                    // It wants its completions read first: the rest waits
+                    // in our queue for the next turn.
+                    break 'push;
+                }
             }
+            pushed += 1;
         }
+        self.pending.drain(..pushed);
         let result = match deadline {
             None => ring.submit_and_wait(1),
             Some(deadline) => {
@@ -368,12 +438,28 @@ impl Queue {
                     .submit_with_args(1, &SubmitArgs::new().timespec(&left))
             }
         };
-        match result.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0))) {
-            // ETIME: the deadline passed; EINTR: a debugger, SIGSTOP;
-            // EBUSY: completions overflowed, and we must read some first.
-            Ok(_) | Err(Errno::ETIME | Errno::EINTR | Errno::EBUSY) => Ok(()),
-            Err(e) => Err(e).context("io_uring_enter"),
-        }
+        entered(result).map(drop)
+    }
+}
+
+/// What an `io_uring_enter` that did not fail outright means for the loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Entered {
+    /// The kernel took the submissions; or the wait ended: completions,
+    /// the deadline (ETIME), or a signal for a debugger or SIGSTOP (EINTR).
+    Done,
+    /// The completion queue overflowed (EBUSY), or the kernel is short of
+    /// memory for requests (EAGAIN): read completions, then try again.
+    Busy,
+}
+
+/// Sorts an `io_uring_enter`'s result: only an error that no retry can
+/// fix (EBADF, EFAULT, ...) ends the loop.
+fn entered(result: io::Result<usize>) -> Result<Entered> {
+    match result.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0))) {
+        Ok(_) | Err(Errno::ETIME | Errno::EINTR) => Ok(Entered::Done),
+        Err(Errno::EBUSY | Errno::EAGAIN) => Ok(Entered::Busy),
+        Err(e) => Err(e).context("io_uring_enter"),
     }
 }
 // ANCHOR_END: queue
@@ -403,11 +489,11 @@ fn recv(key: Key, conn: &mut Conn) -> Submission {
 ///
 /// # Safety
 ///
-/// The kernel reads `conn.outgoing` until the completion: until then its
-/// bytes must stay where they are, unchanged.
-unsafe fn send(key: Key, conn: &mut Conn) -> Submission {
+/// The kernel reads the replies, in `conn.held` or `conn.incoming`, until
+/// the completion: until then they must stay where they are, unchanged.
+unsafe fn send(key: Key, conn: &mut Conn, bufring: &BufRing) -> Submission {
     conn.in_flight = Some(Op::Send);
-    let unsent = conn.outgoing.data();
+    let unsent = conn.unsent(bufring);
     // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
     // instead of raising SIGPIPE.
     let entry = opcode::Send::new(
@@ -442,6 +528,15 @@ fn wait_for_client(listener: &TcpListener) -> Submission {
     Submission(entry.user_data(Token::Listener.into()))
 }
 
+/// "Tell me when `ACCEPT_PAUSE` has passed": a timer, as one operation. The
+/// kernel reads the duration when it takes the submission, from memory
+/// that lives as long as the program.
+fn pause_accepting() -> Submission {
+    static PAUSE: Timespec = Timespec::new().nsec(ACCEPT_PAUSE.subsec_nanos());
+    let entry = opcode::Timeout::new(&PAUSE).build();
+    Submission(entry.user_data(Token::AcceptPause.into()))
+}
+
 /// "Stop that operation": it completes with ECANCELED, unless it completed first.
 fn cancel(token: Token) -> Submission {
     let entry = opcode::AsyncCancel::new(token.into()).build();
@@ -451,34 +546,51 @@ fn cancel(token: Token) -> Submission {
 
 // ANCHOR: resume
 /// After a completion: the connection's next operation, or its end.
-fn resume(queue: &mut Queue, conns: &mut Connections, key: Key) {
+fn resume(queue: &mut Queue, conns: &mut Connections, key: Key, bufring: &mut BufRing) {
     let Some(conn) = conns.get_mut(key) else {
         return;
     };
     match conn.state {
         State::Reading | State::Closing => queue.push(recv(key, conn)),
-        // SAFETY: nothing changes or frees `conn.outgoing` before the send
-        // completes. Its bytes live in heap memory that stays put when the
-        // `Conn` moves; only a completion for this connection touches its
-        // buffers (`in_flight` says one is due); a buffer with bytes keeps
-        // its memory (`Buf::release`); a connection is removed only with
-        // nothing in flight, or after every operation is cancelled
-        // (`cancel_everything`).
-        State::Writing => queue.push(unsafe { send(key, conn) }),
+        // SAFETY: nothing changes or frees the replies before the send
+        // completes. The ring's buffers live for ever, and one we hold is
+        // given back only once its replies are sent or the connection is
+        // done. The bytes of `conn.incoming` live in heap memory that stays
+        // put when the `Conn` moves; only a completion for this connection
+        // touches its buffers (`in_flight` says one is due), and only a
+        // receive appends to them, while no receive is in flight in
+        // `Writing`; a buffer with bytes keeps its memory (`Buf::release`);
+        // a connection is removed only with nothing in flight; and the
+        // table itself is freed only after every operation is cancelled and
+        // done (`Uring`'s `drop`), even when a panic unwinds.
+        State::Writing => queue.push(unsafe { send(key, conn, bufring) }),
         // Nothing in flight: the kernel holds nothing of it.
-        State::Done => remove(conns, key),
+        State::Done => {
+            if let Some(filled) = conn.held.take() {
+                bufring.give_back(filled);
+            }
+            remove(conns, key);
+        }
     }
 }
 // ANCHOR_END: resume
 
 // ANCHOR: recv
-/// A receive completed: with bytes, with EOF (no bytes), or with an error.
-fn on_recv(conn: &mut Conn, received: Result<&[u8], Errno>, pool: &mut Pool) {
+/// A receive completed: with bytes, in a buffer of the ring, with EOF (no
+/// bytes), or with an error.
+fn on_recv(
+    conn: &mut Conn,
+    received: Result<Option<Filled>, Errno>,
+    bufring: &mut BufRing,
+    pool: &mut Pool,
+) {
     let fd = conn.fd.as_raw_fd();
     match (conn.state, received) {
-        // Our cancellation lost the race: the bytes are not wanted.
+        // Our cancellation lost the race, or we answer no more requests:
+        // the bytes are not wanted.
+        (State::Done | State::Closing, Ok(Some(filled))) => bufring.give_back(filled),
         (State::Done, _) => {}
-        (_, Ok([])) => {
+        (_, Ok(None)) => {
             // EOF. Nothing is lost by closing now: we only receive in
             // `Reading`, when every frame received so far has been answered
             // and sent, or in `Closing`, waiting for exactly this.
@@ -487,30 +599,25 @@ fn on_recv(conn: &mut Conn, received: Result<&[u8], Errno>, pool: &mut Pool) {
             }
             conn.state = State::Done;
         }
-        // Dropped: we answer no more requests.
-        (State::Closing, Ok(_)) => {}
-        (_, Ok(bytes)) => {
+        (_, Ok(Some(mut filled))) => {
             // A stop answers what had arrived when it came, and no more.
-            let bytes = match &mut conn.read_limit {
-                Some(limit) => {
-                    let n = bytes.len().min(*limit);
-                    *limit -= n;
-                    &bytes[..n]
-                }
-                None => bytes,
-            };
-            // While `Reading` the buffer holds at most part of one frame, so
-            // a receive's worth always fits.
-            if conn.incoming.append(bytes, pool) {
-                answer_requests(conn, pool);
-            } else {
-                error!("fd {fd}: no room for {} bytes received", bytes.len());
-                conn.state = State::Done;
+            if let Some(limit) = &mut conn.read_limit {
+                filled.truncate(*limit);
+                *limit -= filled.len();
             }
+            answer_requests(conn, filled, bufring, pool);
         }
         // Every buffer was taken when the bytes came. They wait in the
-        // socket; the turn gives buffers back before the receive goes again.
-        (_, Err(Errno::ENOBUFS)) => debug!("fd {fd}: no receive buffer free: receiving again"),
+        // socket; the turn gives buffers back before the receive goes
+        // again, and the ring lends more, while it has more.
+        (_, Err(Errno::ENOBUFS)) => {
+            let more = if bufring.grow() {
+                ", with more buffers"
+            } else {
+                ""
+            };
+            debug!("fd {fd}: no receive buffer free: receiving again{more}");
+        }
         (_, Err(Errno::EAGAIN | Errno::EINTR)) => {}
         (_, Err(e)) => {
             // ECONNRESET, say: the peer is gone, which is its right.
@@ -519,22 +626,28 @@ fn on_recv(conn: &mut Conn, received: Result<&[u8], Errno>, pool: &mut Pool) {
         }
     }
     conn.incoming.release(pool);
-    conn.outgoing.release(pool);
 }
 // ANCHOR_END: recv
 
 // ANCHOR: send
 /// A send completed: all of the replies went out, part of them, or none.
-fn on_send(conn: &mut Conn, sent: Result<u32, Errno>, pool: &mut Pool) {
+fn on_send(conn: &mut Conn, sent: Result<u32, Errno>, bufring: &mut BufRing, pool: &mut Pool) {
     match (conn.state, sent) {
         (State::Done, _) => {}
         (_, Ok(n)) => {
-            conn.outgoing.consume(n as usize);
-            // A short send leaves us `Writing`: the rest goes next.
-            if conn.outgoing.is_empty() {
+            match &mut conn.held {
+                Some(filled) => filled.consume(n as usize),
+                None => conn.incoming.consume(n as usize),
+            }
+            conn.unsent -= n as usize;
+            // A short send leaves us `Writing`: the rest goes next. Once all
+            // are out, what is left is at most part of a frame: receive more.
+            if conn.unsent == 0 {
+                if let Some(filled) = conn.held.take() {
+                    bufring.give_back(filled);
+                }
                 conn.state = State::Reading;
-                // The frames that waited for room in the write buffer.
-                answer_requests(conn, pool);
+                finish_if_no_more_requests(conn);
             }
         }
         (_, Err(Errno::EAGAIN | Errno::EINTR)) => {}
@@ -545,41 +658,64 @@ fn on_send(conn: &mut Conn, sent: Result<u32, Errno>, pool: &mut Pool) {
         }
     }
     conn.incoming.release(pool);
-    conn.outgoing.release(pool);
 }
 // ANCHOR_END: send
 
 // ANCHOR: parse
-/// Appends the reply to every whole frame in the read buffer to the write
-/// buffer, while it has room: many replies, to go out in one send.
-fn try_requests(conn: &mut Conn, pool: &mut Pool) {
+/// The length of the whole frames at the front of `data`, and how much of
+/// `data` to keep: all of it, unless a frame announces too much. That ends
+/// the requests: the frames before it are answered; it, and whatever
+/// follows it, are dropped.
+fn whole_frames(data: &[u8], read_limit: &mut Option<usize>) -> (usize, usize) {
+    let mut whole = 0;
     loop {
-        let len = match parse_frame(conn.incoming.data()) {
-            Parse::Incomplete => return,
+        match parse_frame(&data[whole..]) {
+            Parse::Frame { len } => whole += len,
+            Parse::Incomplete => return (whole, data.len()),
             Parse::TooLong { announced } => {
-                let fd = conn.fd.as_raw_fd();
-                debug!("fd {fd}: frame of {announced} bytes is too long: closing");
-                // Every frame before it is answered; nothing after it can be.
-                conn.incoming.clear();
-                conn.read_limit = Some(0);
-                return;
+                debug!("frame of {announced} bytes is too long: closing");
+                *read_limit = Some(0);
+                return (whole, whole);
             }
-            Parse::Frame { len } => len,
-        };
-        // The echo reply is the request frame itself.
-        if !conn.outgoing.append(&conn.incoming.data()[..len], pool) {
-            // Full: the rest waits until the replies drain (backpressure).
-            return;
         }
-        conn.incoming.consume(len);
     }
 }
 
-/// Answers the whole frames in the read buffer. Ends `Writing` with replies
-/// to send, or still `Reading`, or `Closing` if no more requests will come.
-fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
-    try_requests(conn, pool);
-    if !conn.outgoing.is_empty() {
+/// Answers every whole frame received, all with one send. The reply to a
+/// frame is the frame itself, so the replies go out straight from the
+/// buffer the kernel received them into, when it starts with a frame (it
+/// usually does); only the start of a frame after them is copied, to the
+/// read buffer, to wait for the rest. Ends `Writing` with replies to send,
+/// or still `Reading`, or `Closing` if no more requests will come.
+fn answer_requests(conn: &mut Conn, filled: Filled, bufring: &mut BufRing, pool: &mut Pool) {
+    let received = bufring.bytes(&filled);
+    if conn.incoming.is_empty() && bufring.can_keep() {
+        let (whole, keep) = whole_frames(received, &mut conn.read_limit);
+        if whole > 0 {
+            let rest = &received[whole..keep];
+            if !rest.is_empty() {
+                let fits = conn.incoming.append(rest, pool);
+                debug_assert!(fits, "less than a frame always fits");
+            }
+            conn.unsent = whole;
+            conn.held = Some(filled);
+            conn.state = State::Writing;
+            return;
+        }
+    }
+    // While `Reading` the read buffer holds at most part of one frame, so
+    // a receive's worth always fits.
+    let appended = conn.incoming.append(received, pool);
+    bufring.give_back(filled);
+    if !appended {
+        error!("fd {}: no room for the bytes received", conn.fd.as_raw_fd());
+        conn.state = State::Done;
+        return;
+    }
+    let (whole, keep) = whole_frames(conn.incoming.data(), &mut conn.read_limit);
+    conn.incoming.truncate(keep);
+    conn.unsent = whole;
+    if whole > 0 {
         conn.state = State::Writing;
     } else {
         finish_if_no_more_requests(conn);
@@ -608,6 +744,11 @@ fn finish_if_no_more_requests(conn: &mut Conn) {
 // ANCHOR_END: close
 
 // ANCHOR: accept
+/// Out of memory, or out of descriptors with none to spare for turning a
+/// client away, accepting again at once would fail again at once: how long
+/// to pause first. Chapter 14's pause, as an operation of the ring.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
 /// A completion of the multishot accept: a new connection, or why none;
 /// `more` if the accept stays armed.
 fn accepted(
@@ -624,29 +765,35 @@ fn accepted(
         // Stopping: a connection that beat the cancellation is closed.
         return;
     };
-    match result.map_err(AcceptError::from) {
-        Ok(fd) => add_conn(fd, queue, conns),
-        // One client failed, or a signal came: on to the next.
-        Err(AcceptError::Empty | AcceptError::Retry(_)) => {}
+    let error = match result.map_err(AcceptError::from) {
+        Ok(fd) => {
+            add_conn(fd, queue, conns);
+            None
+        }
+        Err(e) => Some(e),
+    };
+    if more {
+        // Still armed: the next client comes by itself.
+        return;
+    }
+    // Any error ends a multishot accept; so may a full completion queue.
+    match error {
+        // One client failed, or a signal came: on to the next, at once.
+        None | Some(AcceptError::Empty | AcceptError::Retry(_)) => queue.push(accept_all(listener)),
         // Out of descriptors, the multishot accept fails at once, before it
         // even looks for a client: submitted again, it would fail again, at
         // once, for ever. So we go back to readiness: a poll tells us when
         // someone waits, and `accept_waiting` serves or turns them away.
-        Err(AcceptError::NoFds(_)) => {
-            queue.push(wait_for_client(listener));
-            return;
+        Some(AcceptError::NoFds(_)) => queue.push(wait_for_client(listener)),
+        // The others wait in the backlog while the kernel recovers.
+        Some(e @ AcceptError::NoMemory(_)) => {
+            warn!("accept: {e}");
+            queue.push(pause_accepting());
         }
-        // The others wait: the accept is submitted again with this turn.
-        Err(e @ AcceptError::NoMemory(_)) => warn!("accept: {e}"),
-        Err(e @ AcceptError::Fatal(_)) => {
+        Some(e @ AcceptError::Fatal(_)) => {
             error!("accept: {e}");
             queue.push(wait_for_client(listener));
-            return;
         }
-    }
-    // Any error ends a multishot accept; so may a full completion queue.
-    if !more {
-        queue.push(accept_all(listener));
     }
 }
 
@@ -662,7 +809,8 @@ fn add_conn(fd: OwnedFd, queue: &mut Queue, conns: &mut Connections) {
 }
 
 /// The listener is readable and we may be out of descriptors: chapter 9's
-/// `accept` loop, with its spare descriptor, then the multishot accept again.
+/// `accept` loop, with its spare descriptor, then the multishot accept
+/// again, at once or after a pause.
 fn accept_waiting(
     listener: &TcpListener,
     queue: &mut Queue,
@@ -673,15 +821,20 @@ fn accept_waiting(
         match accept_nonblocking(listener) {
             Ok(fd) => add_conn(fd, queue, conns),
             Err(AcceptError::Empty) => break,
+            // One client failed: on to the next.
             Err(AcceptError::Retry(_)) => continue,
-            Err(AcceptError::NoFds(_)) => {
-                if !turn_away_one(listener, spare_fd) {
-                    break;
+            Err(AcceptError::NoFds(_)) => match turn_away_one(listener, spare_fd) {
+                TurnAway::Done => continue,
+                TurnAway::NobodyWaiting => break,
+                TurnAway::Later => {
+                    queue.push(pause_accepting());
+                    return;
                 }
-            }
+            },
             Err(e @ AcceptError::NoMemory(_)) => {
                 warn!("accept: {e}");
-                break;
+                queue.push(pause_accepting());
+                return;
             }
             Err(e @ AcceptError::Fatal(_)) => {
                 // Nothing will fix the listener: stop accepting.
@@ -693,28 +846,56 @@ fn accept_waiting(
     queue.push(accept_all(listener));
 }
 
-/// Chapter 9's spare descriptor: give it up, accept the connection, close
-/// it at once (the client sees a clean close instead of waiting forever),
-/// take the spare back. Returns true if it turned a connection away.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> bool {
-    drop(spare_fd.take());
-    let turned_away = accept_nonblocking(listener).is_ok();
-    if turned_away {
-        warn!("out of file descriptors: turned a connection away");
-    }
+/// What came of trying to turn a connection away.
+enum TurnAway {
+    /// One client was accepted and closed at once (or failed by itself): go on.
+    Done,
+    /// The backlog was empty after all.
+    NobodyWaiting,
+    /// Not even one descriptor to do it with: try again later.
+    Later,
+}
+
+/// Chapter 9's spare descriptor: give it up, accept the connection into the
+/// number it frees, close it at once (the client sees a clean close instead
+/// of waiting forever), take the spare back.
+fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> TurnAway {
+    // A spare we could not take back last time (another process took the
+    // number: the system-wide limit, ENFILE) may be free again.
+    let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
+        return TurnAway::Later;
+    };
+    drop(spare);
+    let outcome = match accept_nonblocking(listener) {
+        Ok(_closed_at_once) => {
+            warn!("out of file descriptors: turned a connection away");
+            TurnAway::Done
+        }
+        Err(AcceptError::Empty) => TurnAway::NobodyWaiting,
+        Err(AcceptError::Retry(_)) => TurnAway::Done,
+        Err(_) => TurnAway::Later,
+    };
     *spare_fd = File::open("/dev/null").ok();
-    turned_away
+    outcome
 }
 // ANCHOR_END: accept
 
 // ANCHOR: stop
-/// Stops accepting: cancels the accept (or the poll that stands in for it)
-/// and closes the listener. The kernel keeps its own reference to the
-/// socket while an operation uses it: closing our descriptor alone would
-/// leave the accept running, and the port open.
+/// Stops accepting: cancels the accept (or the poll or the pause that
+/// stands in for it) and closes the listener. The kernel keeps its own
+/// reference to the socket while an operation uses it: closing our
+/// descriptor alone would leave the accept running, and the port open.
+/// An accept this turn queued but did not submit yet is dropped: submitted
+/// after the `close`, it would name a descriptor number that is free, or
+/// by then another file's.
 fn stop_accepting(queue: &mut Queue, listener: Option<TcpListener>) {
-    queue.push(cancel(Token::Accept));
-    queue.push(cancel(Token::Listener));
+    let accepting = [Token::Accept, Token::Listener, Token::AcceptPause];
+    queue
+        .pending
+        .retain(|s| !accepting.map(u64::from).contains(&s.0.get_user_data()));
+    for token in accepting {
+        queue.push(cancel(token));
+    }
     drop(listener);
 }
 
@@ -746,29 +927,230 @@ fn stop_reading(queue: &mut Queue, conns: &mut Connections) {
 }
 
 /// Cancels every operation still in flight and waits until the kernel has
-/// let go of them, before the buffers they point into are freed with `conns`.
-fn cancel_everything(ring: &IoUring, conns: Connections) {
+/// let go of them. False if it could not say that it has.
+fn cancel_everything(ring: &IoUring) -> bool {
     let wait = Timespec::new().sec(1);
     match ring
         .submitter()
         .register_sync_cancel(Some(wait), CancelBuilder::any())
     {
-        Ok(()) => {}
+        Ok(()) => true,
         // Nothing was in flight.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
         Err(e) => {
-            // Never seen; but freeing memory the kernel may still write
-            // into is worse than leaking it as we exit.
             error!("cancelling the operations in flight: {e}");
-            std::mem::forget(conns);
+            false
         }
     }
 }
 // ANCHOR_END: stop
 
 #[cfg(test)]
+#[path = "../tests/uring/mod.rs"]
+mod uring;
+
+#[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::panic::{self, AssertUnwindSafe};
+
     use super::*;
+
+    /// Operations the kernel is still waiting on (armed polls), and
+    /// completions posted, in the ring with this descriptor.
+    fn ring_state(ring_fd: &OwnedFd) -> (usize, u32) {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ring_fd.as_raw_fd()))
+            .expect("the ring's fdinfo");
+        let waiting = info
+            .lines()
+            .skip_while(|l| !l.starts_with("PollList:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  op="))
+            .count();
+        let cq_tail = info
+            .lines()
+            .find_map(|l| l.strip_prefix("CqTail:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("CqTail in the ring's fdinfo");
+        (waiting, cq_tail)
+    }
+
+    /// A connection with a send in flight that waits for room: its peer
+    /// reads nothing, and its socket's send buffer is already full.
+    fn a_send_waiting_for_room(uring: &mut Uring, pool: &mut Pool) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        while socket.write(&[1; 1 << 16]).is_ok() {}
+        let key = uring.conns.insert(Conn::new(socket.into()));
+        let conn = uring.conns.get_mut(key).unwrap();
+        let mut request = Vec::new();
+        common::frame::encode_frame(&[2; 4092], &mut request);
+        assert!(conn.incoming.append(&request, pool));
+        conn.unsent = request.len();
+        conn.state = State::Writing;
+        let bufring = BufRing::new(&uring.ring, RECV_GROUP, 1, 4096).unwrap();
+        // SAFETY: `incoming` stays as it is until the owner is dropped; the
+        // point of the test is what that drop does.
+        let Submission(entry) = unsafe { send(key, conn, &bufring) };
+        // SAFETY: as above.
+        unsafe { uring.ring.submission().push(&entry) }.unwrap();
+        uring.ring.submit().unwrap();
+        peer
+    }
+
+    #[test]
+    fn a_panic_cancels_what_the_kernel_holds_before_freeing_it() {
+        if uring::unavailable() {
+            return;
+        }
+        let mut pool = Pool::default();
+        // Without DEFER_TASKRUN: where a send freed under it could run.
+        let mut uring = Uring {
+            ring: new_ring(false).unwrap(),
+            conns: Connections::default(),
+        };
+        let _peer = a_send_waiting_for_room(&mut uring, &mut pool);
+        // A second descriptor keeps the ring alive after `uring` is dropped,
+        // so we can look at what it still holds.
+        // SAFETY: dup takes a descriptor we own, and returns a new one (or
+        // -1), which nothing else owns.
+        let ring_fd = unsafe { libc::dup(uring.ring.as_raw_fd()) };
+        assert!(ring_fd >= 0, "dup: {}", io::Error::last_os_error());
+        // SAFETY: as above.
+        let ring_fd = unsafe { OwnedFd::from_raw_fd(ring_fd) };
+        assert_eq!(ring_state(&ring_fd), (1, 0), "the send waits for room");
+        let unwound = panic::catch_unwind(AssertUnwindSafe(move || {
+            let _owner = uring;
+            panic!("a bug in the loop, say");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(
+            ring_state(&ring_fd),
+            (0, 1),
+            "the buffers were freed with the send still in flight, not cancelled"
+        );
+    }
+
+    fn tokens(queue: &Queue) -> Vec<Token> {
+        let data = queue.pending.iter().map(|s| s.0.get_user_data());
+        data.map(|d| Token::from_user_data(d).unwrap()).collect()
+    }
+
+    #[test]
+    fn accept_errors_keep_accepting_and_pause_when_short_of_memory() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut conns = Connections::default();
+        let mut after = |error: Errno, more: bool| {
+            let mut queue = Queue::default();
+            accepted(Err(error), more, &mut queue, &mut conns, Some(&listener));
+            tokens(&queue)
+        };
+        // One client's failure: the next client is accepted at once.
+        assert_eq!(after(Errno::ECONNABORTED, false), [Token::Accept]);
+        assert_eq!(after(Errno::EINTR, false), [Token::Accept]);
+        // Out of descriptors: readiness tells when someone waits.
+        assert_eq!(after(Errno::EMFILE, false), [Token::Listener]);
+        // Short of memory: accepting again at once would fail at once.
+        assert_eq!(after(Errno::ENOBUFS, false), [Token::AcceptPause]);
+        assert_eq!(after(Errno::ENOMEM, false), [Token::AcceptPause]);
+        // Still armed: nothing to submit.
+        assert_eq!(after(Errno::ECONNABORTED, true), []);
+    }
+
+    #[test]
+    fn stopping_drops_the_accepts_not_yet_submitted() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut queue = Queue::default();
+        // This turn's completions re-armed the accept, then the stop came.
+        queue.push(accept_all(&listener));
+        queue.push(wait_for_client(&listener));
+        queue.push(pause_accepting());
+        let other = opcode::Nop::new().build().user_data(Token::Stop.into());
+        queue.push(Submission(other));
+        stop_accepting(&mut queue, Some(listener));
+        // Submitted after the close, they would name a free descriptor
+        // number, or another file's.
+        assert_eq!(
+            tokens(&queue),
+            [Token::Stop, Token::Cancel, Token::Cancel, Token::Cancel]
+        );
+    }
+
+    #[test]
+    fn a_full_submission_queue_loses_no_operation() {
+        if uring::unavailable() {
+            return;
+        }
+        // Room for 4 submissions, and 100 to submit: most go in through
+        // the full queue's path.
+        let mut ring = IoUring::builder().build(4).unwrap();
+        let mut queue = Queue::default();
+        for _ in 0..100 {
+            queue.push(Submission(
+                opcode::Nop::new().build().user_data(Token::Cancel.into()),
+            ));
+        }
+        let mut completed = 0;
+        for _ in 0..100 {
+            queue.submit_and_wait(&mut ring, None).unwrap();
+            completed += ring.completion().count();
+            if completed == 100 {
+                break;
+            }
+        }
+        assert_eq!((completed, queue.pending.len()), (100, 0));
+    }
+
+    #[test]
+    fn a_connection_that_fails_gives_back_the_buffer_it_sends_from() {
+        if uring::unavailable() {
+            return;
+        }
+        let ring = new_ring(true).unwrap();
+        // Two buffers: one may be kept while the other receives.
+        let mut bufring = BufRing::new(&ring, RECV_GROUP, 2, 4096).unwrap();
+        let (mut pool, mut queue) = (Pool::default(), Queue::default());
+        let mut conns = Connections::default();
+        let key = conns.insert(Conn::new(File::open("/dev/null").unwrap().into()));
+        let conn = conns.get_mut(key).unwrap();
+        // A receive brought two empty frames (8 zero bytes) into buffer 1,
+        // as its completion's flags say: the replies go out from it.
+        let buffer_1 = cqueue_flags_naming(1);
+        let received = bufring.take(Ok(8), buffer_1);
+        on_recv(conn, received, &mut bufring, &mut pool);
+        assert_eq!((conn.state, conn.unsent), (State::Writing, 8));
+        assert!(
+            conn.held.is_some(),
+            "the replies go out from the ring's buffer"
+        );
+        // The client resets the connection while the send waits for room.
+        on_send(conn, Err(Errno::ECONNRESET), &mut bufring, &mut pool);
+        resume(&mut queue, &mut conns, key, &mut bufring);
+        assert!(conns.get_mut(key).is_none(), "the connection is gone");
+        // Had buffer 1 not gone back, taking buffer 0 would hold both.
+        let _buffer_0 = bufring.take(Ok(1), cqueue_flags_naming(0)).unwrap();
+        assert!(bufring.can_keep(), "a buffer was lost to the ring");
+    }
+
+    /// A receive's completion flags, naming the buffer it filled:
+    /// IORING_CQE_F_BUFFER, and the buffer's id from bit 16 on.
+    fn cqueue_flags_naming(id: u16) -> u32 {
+        1 | u32::from(id) << 16
+    }
+
+    #[test]
+    fn only_errors_no_retry_can_fix_end_the_loop() {
+        let err = |e: i32| Err(io::Error::from_raw_os_error(e));
+        assert_eq!(entered(Ok(3)).unwrap(), Entered::Done);
+        assert_eq!(entered(err(libc::ETIME)).unwrap(), Entered::Done);
+        assert_eq!(entered(err(libc::EINTR)).unwrap(), Entered::Done);
+        assert_eq!(entered(err(libc::EBUSY)).unwrap(), Entered::Busy);
+        assert_eq!(entered(err(libc::EAGAIN)).unwrap(), Entered::Busy);
+        assert!(entered(err(libc::EBADF)).is_err());
+    }
 
     #[test]
     fn tokens_survive_the_round_trip() {
@@ -779,6 +1161,7 @@ mod tests {
             Token::Listener,
             Token::Stop,
             Token::Cancel,
+            Token::AcceptPause,
             Token::Conn(Op::Recv, key),
             Token::Conn(Op::Send, Key::RESERVED),
         ] {
