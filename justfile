@@ -127,7 +127,7 @@ book-check:
     bash book/gen-diffs.sh
     bash book/check.sh
 
-# Re-record every capture the book quotes (about an hour; needs strace, perf, valgrind, root): just captures
+# Re-record every capture the book quotes (about an hour; needs strace, perf, valgrind, root, Redis's tools): just captures
 captures:
     bash book/capture/all.sh
 
@@ -138,6 +138,10 @@ capture name *args:
 # Benchmark every server against tokio: matrix, targets, open-loop latency (18–26 min on 2 cores; --quick: seconds)
 bench *args:
     cargo run --release -p bench -- "$@"
+
+# Chapter 15 beside redis-server, in alternating rounds (needs Redis's tools, see the README): just bench-redis
+bench-redis:
+    ROUNDS="${ROUNDS:-5}" bash book/capture/redis.sh bench-out/redis.txt
 
 # Copy the last full `just bench` run (bench-out/) into the book's Benchmarks chapter; refuses a --quick run.
 bench-publish:

@@ -5,6 +5,7 @@
 declare -A PREDECESSOR=(
     [ch13]=ch09 # io_uring: a new event loop, in place of the edge-triggered one
     [ch14]=ch09 # many cores: the edge-triggered loop, once per core
+    [ch15]=ch11 # a real protocol: the reactor with timers speaks RESP
 )
 
 # Prints the chapter number a chapter's page is diffed against, or nothing.

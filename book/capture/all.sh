@@ -4,16 +4,18 @@
 # command that re-records it alone (`just capture NAME [ARGS]` runs
 # book/capture/NAME.sh). Takes about an hour on 2 cores, most of it in the
 # measurements (ch13-measure, targets, ch12's bench, multicore, herd);
-# needs strace, perf, valgrind, python3, a C compiler and root (perf's
-# tracepoints). After it: `just book`, and make the prose follow whatever
-# book/check.sh finds changed.
+# needs strace, perf, valgrind, python3, a C compiler, root (perf's
+# tracepoints) and, for chapter 15's, redis-server and redis-tools. After
+# it: `just book`, and make the prose follow whatever book/check.sh finds
+# changed.
 #
 # Usage: bash book/capture/all.sh [NAME...]   (default: every script)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts=("$@")
 [ ${#scripts[@]} -gt 0 ] || scripts=(strace emfile nagle sigint-ignored backlog conform threads copy ch12 ch13-trace
-    ch13-profile ch13-measure ch13-stress herd multicore targets counts cpu-methods timeline)
+    ch13-profile ch13-measure ch13-stress herd multicore targets counts cpu-methods timeline resp redis-full
+    redis redis-profile)
 for name in "${scripts[@]}"; do
     echo "=== book/capture/$name.sh ($SECONDS s)" >&2
     case $name in

@@ -87,7 +87,7 @@ impl Conn {
 }
 
 // ANCHOR: conn_handler
-// Identical in chapters 10 to 11 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -238,7 +238,7 @@ fn take_turn(conn: &mut Conn, pool: &mut Pool) -> Next {
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 // ANCHOR: listener
-// Identical in chapters 10 and 11 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
 /// Accepts connections and registers a [`Conn`] handler for each.
 struct Listener {
     listener: TcpListener,
@@ -299,7 +299,7 @@ impl Handler<Pool> for Listener {
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+// Identical in chapters 9 to 12, 14 and 15 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -400,7 +400,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 6 to 11, 14 and 15 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }

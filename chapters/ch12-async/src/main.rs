@@ -219,7 +219,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+// Identical in chapters 9 to 12, 14 and 15 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.

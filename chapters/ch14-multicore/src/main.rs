@@ -548,7 +548,7 @@ fn accept_with_spare_fd_alone(listener: &TcpListener, spare_fd: &mut Option<File
 // ANCHOR_END: emfile_lock
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 12 and 14 (book/check.sh checks it).
+// Identical in chapters 9 to 12, 14 and 15 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -649,7 +649,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 6 to 11, 14 and 15 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }

@@ -89,14 +89,20 @@ fn the_group_is_still_open_to_a_process_of_the_same_user() {
     let intruder = listen_reuseport(server.addr);
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let _ = tx.send(intruder.accept().map(|_| ()));
+        let accepted = intruder.accept().map(|_| ());
+        // The listener goes back with the news, closed only once every
+        // client has connected: closed now, it would reset the clients the
+        // hash still sends it, and their connect would fail.
+        let _ = tx.send((accepted, intruder));
     });
     // Three listeners in the group: the odds that the hash sends none of
     // 64 clients to the intruder are (2/3)^64, about 5 in 10^12.
     let clients: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(server.addr).unwrap())
         .collect();
-    let stolen = rx.recv_timeout(Duration::from_secs(10));
+    let stolen = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map(|(accepted, _intruder)| accepted);
     assert!(
         matches!(stolen, Ok(Ok(()))),
         "the intruder got no client: {stolen:?}"
