@@ -1,7 +1,7 @@
 //! The tests of the chapter's exercises (book: "15. A real protocol",
 //! Exercises). Each fails on the chapter as it is, and is ignored so that
 //! `cargo test` stays green; its solution, `book/solutions/ch15-K.patch`,
-//! makes it pass and takes the `#[ignore]` away. To try one yourself:
+//! makes it pass (`just exercise ch15-K` checks it). To try one yourself:
 //! `cargo test -p ch15 --test exercises -- --ignored exercise_1`.
 
 mod support;
@@ -11,7 +11,7 @@ use support::{start, Redis};
 // ANCHOR: exercise_1
 /// Exercise 1: TYPE key answers `+string` for a key, `+none` for no key.
 #[test]
-#[ignore = "exercise 1: TYPE"]
+#[ignore = "exercise ch15-1: TYPE"]
 fn exercise_1_type() {
     let server = start(&[]);
     let mut redis = Redis::connect(server.addr);
@@ -32,7 +32,7 @@ fn exercise_1_type() {
 /// Exercise 2: SET's GET option replies with the old value (or null), and
 /// a reply that big must be allowed for before the command runs.
 #[test]
-#[ignore = "exercise 2: SET ... GET"]
+#[ignore = "exercise ch15-2: SET ... GET"]
 fn exercise_2_set_get() {
     let server = start(&[]);
     let mut redis = Redis::connect(server.addr);
@@ -58,7 +58,7 @@ fn exercise_2_set_get() {
 /// add a key beyond N gets Redis's out-of-memory error; changing or
 /// deleting existing keys still works.
 #[test]
-#[ignore = "exercise 3: --max-keys"]
+#[ignore = "exercise ch15-3: --max-keys"]
 fn exercise_3_max_keys() {
     let server = start(&["--max-keys", "2"]);
     let mut redis = Redis::connect(server.addr);
