@@ -168,7 +168,19 @@ fn every_case_fails_on_a_server_with_the_defect_it_is_for() {
                 let Some(run) = queue.lock().unwrap().pop_front() else {
                     return;
                 };
-                if let Some(problem) = check(&run) {
+                // A case that judges by time (a greedy client's turn, a
+                // spin's CPU) can miss its defect on a loaded machine, where
+                // the defect's effect needs the server to have a CPU at
+                // the right moment. It is a detector if it catches the
+                // defect in one of three runs; a case that never fails
+                // still fails here.
+                let tries = if matches!(run.expect, Expect::Fails(_)) {
+                    3
+                } else {
+                    1
+                };
+                let problem = (0..tries).map_while(|_| check(&run)).nth(tries - 1);
+                if let Some(problem) = problem {
                     problems.lock().unwrap().push(problem);
                 }
             });
