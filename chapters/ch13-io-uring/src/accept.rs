@@ -20,7 +20,7 @@ use crate::{Conn, Connections};
 // ANCHOR: accept
 /// Out of memory, or out of descriptors with none to spare for turning a
 /// client away, accepting again at once would fail again at once: how long
-/// to pause first. Chapter 14's pause, as an operation of the ring.
+/// to pause first. Chapter 9's pause, as an operation of the ring.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 /// A completion of the multishot accept: a new connection, or why none;
