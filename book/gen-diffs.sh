@@ -93,6 +93,10 @@ cut_in_parts() { # file.diff new-source parts-dir
         }' "$2" "$1"
 }
 
+changes() { # diff files: their changed lines, headers left out
+    awk 'FNR == 1 { hunk = 0 } /^@@/ { hunk = 1; next } hunk && /^[-+]/' "$@"
+}
+
 prev=""
 for dir in chapters/ch[0-9][0-9]-*/; do
     [ -d "${dir}src" ] || continue
@@ -128,6 +132,13 @@ for dir in chapters/ch[0-9][0-9]-*/; do
             if [ -f "$source" ] && grep -q '^[[:space:]]*// DIFF PART: ' "$source" &&
                 ! grep -q '^new file mode' "$part"; then
                 cut_in_parts "$part" "$source" "$out/$from-$num/$path"
+                # The parts, in the file's order, must hold every changed
+                # line of the whole, in its order: nothing lost or moved.
+                mapfile -t pieces < <(sed -n "s|^[[:space:]]*// DIFF PART: *\(.*\)|$out/$from-$num/$path/\1.diff|p" "$source")
+                if ! cmp -s <(changes "$part") <(changes "${pieces[@]}"); then
+                    echo "gen-diffs: the parts of $path's diff ($from to $num) lose or reorder lines" >&2
+                    exit 1
+                fi
                 rm "$part"
             fi
         done
