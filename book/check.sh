@@ -23,7 +23,8 @@
 #      is not what book/capture/timeline.py draws from its captures;
 #   2d. every step reads as a diff: each chapter's page shows the diff from
 #      the chapter before (or the one book/predecessors.sh names), whole or
-#      file by file (generated/chAA-chNN/FILE.diff), each printed diff folded
+#      file by file (generated/chAA-chNN/FILE.diff, or FILE/NAME.diff for
+#      the parts a file marks with `// DIFF PART: NAME`), each printed diff folded
 #      in <details> under a <summary> that says what it carries, and none
 #      with more than 600 changed lines; a new module may instead be shown on
 #      its own, every line of it quoted through anchors. The diffs ignore
@@ -145,8 +146,8 @@ if [ -n "$folding" ]; then
     sed 's/^/book check: /' <<<"$folding" >&2
     errors=$((errors + 1))
 fi
-if grep -rl -E '^[-+ ][[:space:]]*// ANCHOR(_END)?: ' "$src"/generated --include='*.diff' >/dev/null 2>&1; then
-    fail "a generated diff shows // ANCHOR: lines: run book/gen-diffs.sh (it strips them)"
+if grep -rl -E '^[-+ ][[:space:]]*// (ANCHOR(_END)?|DIFF PART): ' "$src"/generated --include='*.diff' >/dev/null 2>&1; then
+    fail "a generated diff shows // ANCHOR: or // DIFF PART: lines: run book/gen-diffs.sh (it strips them)"
 fi
 
 # --- 2b. copies that must stay identical -----------------------------------------
@@ -223,7 +224,8 @@ if [ -e "${timelines[0]}" ]; then
 fi
 # --- 2d. steps a reader can diff (issue 21) ------------------------------------
 # A step shows one idea: its page prints the diff from the chapter before,
-# whole or in parts (one per file, generated/chAA-chNN/FILE.diff), each part
+# whole or in parts (one per file, generated/chAA-chNN/FILE.diff, or per
+# part of a file that marks them, FILE/NAME.diff: see gen-diffs.sh), each part
 # folded under a <summary> that says what it carries, and no printed diff
 # longer than a reader can take in. A new module may be shown on its own
 # instead, through anchors that quote every line of it but its tests.
@@ -233,7 +235,6 @@ MAX_CHANGED_LINES=600
 # their size, instead of failing. Delete a line when its step is cut.
 declare -A OVER_LIMIT_FOR_NOW=(
     [ch11-ch12]="chapter 12 is to be split into steps (issue 21)"
-    [ch09-ch13]="chapter 13's code and page are being rewritten (issue 21)"
 )
 
 changed_lines() { # diff file: its + and - lines, headers not counted
@@ -300,7 +301,7 @@ for crate in chapters/ch[0-9][0-9]-*/; do
     while IFS=$'\t' read -r line diff summary; do
         shown[$diff]=1
         if [ ! -f "$src/$diff" ]; then
-            fail "$page:$line: {{#include $diff}}: no such generated diff (book/gen-diffs.sh writes generated/$step.diff and generated/$step/FILE.diff)"
+            fail "$page:$line: {{#include $diff}}: no such generated diff (book/gen-diffs.sh writes generated/$step.diff, generated/$step/FILE.diff, and generated/$step/FILE/NAME.diff for a file that marks its parts)"
             continue
         fi
         case $diff in
@@ -314,7 +315,7 @@ for crate in chapters/ch[0-9][0-9]-*/; do
             if [ -n "${OVER_LIMIT_FOR_NOW[$step]:-}" ]; then
                 echo "book check: note: $page:$line: $diff has $n changed lines, over $MAX_CHANGED_LINES for now: ${OVER_LIMIT_FOR_NOW[$step]}"
             else
-                fail "$page:$line: $diff has $n changed lines, more than $MAX_CHANGED_LINES: show the step in parts, one per file ({{#include generated/$step/FILE.diff}}), each under its own <summary>; a new module may be quoted through anchors instead"
+                fail "$page:$line: $diff has $n changed lines, more than $MAX_CHANGED_LINES: show the step in parts, one per file ({{#include generated/$step/FILE.diff}}) or per part a long file marks with // DIFF PART: NAME (generated/$step/FILE/NAME.diff), each under its own <summary>; a new module may be quoted through anchors instead"
             fi
         fi
     done < <(printed_diffs "$page")

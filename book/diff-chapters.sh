@@ -4,8 +4,10 @@
 # where the lesson is. Left out, because they are not the lesson:
 #
 #   - the book's bookkeeping comments: the `// ANCHOR:` markers it quotes
-#     code by, and the `// Identical in chapters ...` notes book/check.sh
-#     reads (they change whenever a copy is made, not when code does);
+#     code by, the `// Identical in chapters ...` notes book/check.sh
+#     reads (they change whenever a copy is made, not when code does), and
+#     the `// DIFF PART:` markers where book/gen-diffs.sh cuts a long
+#     file's diff in parts;
 #   - changes of indentation alone (`git diff -w`): a block that moves into
 #     a loop or a function shows as the same lines, not as all of them
 #     deleted and added again. book/check.sh checks that this hides no
@@ -62,6 +64,7 @@ for dir in "$from" "$to"; do
         { file = "" }' "$dir/src/main.rs")
     find "$tmp/$dir" -name '*.rs' -exec sed -i -E \
         -e '/^[[:space:]]*\/\/ ANCHOR(_END)?: /d' \
+        -e '/^[[:space:]]*\/\/ DIFF PART: /d' \
         -e '/^[[:space:]]*\/\/ Identical in chapters [0-9].*\(book\/check\.sh checks it\)\.$/d' {} +
 done
 printf '*/main.rs\n*\n' >"$tmp/order"

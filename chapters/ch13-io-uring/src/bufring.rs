@@ -1,3 +1,4 @@
+// ANCHOR: bufring_head
 //! A provided-buffer ring: receive buffers lent to the kernel in advance,
 //! which it takes one at a time, only when data arrives.
 //!
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{cqueue, IoUring};
 use nix::errno::Errno;
+// ANCHOR_END: bufring_head
 
 // ANCHOR: bufring
 /// A descriptor of the ring, as the kernel reads it (`struct io_uring_buf`).

@@ -9,38 +9,43 @@
 //! turn, for every connection, and waits; the kernel does each operation
 //! when it can, and reports its result in a second queue. Our loop reads
 //! results, decides the next operations, and goes round.
+//!
+//! This file is the loop, and what each completion means for a connection.
+//! `ring.rs` builds the operations and owns the ring, `bufring.rs` lends
+//! the kernel our receive buffers, `accept.rs` accepts, `graceful.rs` stops.
 
+mod accept;
 mod bufring;
 // Chapter 9's file, unchanged. Receiving into the ring's buffers, this
 // chapter only appends to a `Buf`, never reads into one.
 #[allow(dead_code)]
 #[path = "../../ch08-batching/src/buffer.rs"]
 mod buffer; // chapter 8's buffers and pool, the same file
+mod graceful;
+mod ring;
 
 use std::fs::File;
-use std::io;
-use std::mem;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::ptr;
 use std::time::{Duration, Instant};
 
+use accept::{accept_waiting, accepted};
 use anyhow::{Context, Result};
 use buffer::{Buf, Pool, MAX_CAPACITY};
 use bufring::{BufRing, Filled};
 use common::args::Args;
 use common::frame::{parse_frame, Parse, MAX_FRAME};
 use common::log::count;
-use common::net::{self, accept_nonblocking, AcceptError};
+use common::net;
 use common::signals::stop_signalfd;
 use common::slab::{Key, Slab};
-use common::{debug, error, info, warn};
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
-use io_uring::{cqueue, opcode, squeue, IoUring};
+use common::{debug, error, info};
+use graceful::{finish_if_no_more_requests, stop_accepting, stop_reading};
+use io_uring::cqueue;
 use nix::errno::Errno;
-use nix::sys::signalfd::SignalFd;
+use ring::{accept_all, recv, send, wait_for_signal, Queue, Token, Uring, CQ_ENTRIES};
 
+// DIFF PART: connection
 // ANCHOR: conn
 /// What a connection is doing, as in chapter 9. What changes is who does
 /// it: in each state the kernel is doing one operation for the connection.
@@ -113,60 +118,6 @@ impl Conn {
     }
 }
 
-// ANCHOR: token
-/// What a completion is about. A completion carries the 64 bits of
-/// `user_data` we put in the submission, untouched, and nothing else to say
-/// where it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Token {
-    /// The multishot accept on the listener.
-    Accept,
-    /// A poll of the listener, while out of file descriptors (see `accepted`).
-    Listener,
-    /// A pause before accepting again, while the kernel is short of memory.
-    AcceptPause,
-    /// A poll of the signalfd.
-    Stop,
-    /// A cancellation's own completion: nothing to do.
-    Cancel,
-    /// A connection's operation.
-    Conn(Op, Key),
-}
-
-impl From<Token> for u64 {
-    /// Packs a token: kind in bits 56 to 63, a connection's key below (see
-    /// `Connections`).
-    fn from(token: Token) -> u64 {
-        let (kind, key) = match token {
-            Token::Accept => (0, None),
-            Token::Listener => (1, None),
-            Token::Stop => (2, None),
-            Token::Cancel => (3, None),
-            Token::Conn(Op::Recv, key) => (4, Some(key)),
-            Token::Conn(Op::Send, key) => (5, Some(key)),
-            Token::AcceptPause => (6, None),
-        };
-        kind << Key::BITS | key.map_or(0, Key::to_u64)
-    }
-}
-
-impl Token {
-    fn from_user_data(data: u64) -> Option<Token> {
-        let key = Key::from_u64(data);
-        Some(match data >> Key::BITS {
-            0 => Token::Accept,
-            1 => Token::Listener,
-            2 => Token::Stop,
-            3 => Token::Cancel,
-            4 => Token::Conn(Op::Recv, key),
-            5 => Token::Conn(Op::Send, key),
-            6 => Token::AcceptPause,
-            _ => return None,
-        })
-    }
-}
-// ANCHOR_END: token
-
 // ANCHOR: table
 /// The connections, in a slab (chapter 12's, in `common`): a key names a
 /// slot, and which of the slot's occupants. Not the connection's file
@@ -183,16 +134,11 @@ fn remove(conns: &mut Connections, key: Key) {
 }
 // ANCHOR_END: table
 
+// DIFF PART: loop
 /// How long a stop waits for connections to finish, unless `--grace-ms` says.
 const DEFAULT_GRACE_MS: u64 = 1000;
 
 // ANCHOR: sizes
-/// Submission queue entries: operations queued before an `io_uring_enter`
-/// must pass them on. More are fine: a full queue is submitted early.
-const SQ_ENTRIES: u32 = 1024;
-/// Completion queue entries: completions waiting for us to read them. The
-/// kernel keeps any overflow aside rather than lose it, at a cost.
-const CQ_ENTRIES: u32 = 8 * SQ_ENTRIES;
 /// Receive buffers for the kernel, shared by every connection, unless
 /// `--recv-buffers` says: 32 lent at first, more when a receive finds none
 /// (see `bufring.rs`). The receives that complete in one turn take one each
@@ -213,31 +159,6 @@ const RECV_GROUP: u16 = 0;
 fn main() -> ExitCode {
     common::args::run(serve)
 }
-
-// ANCHOR: setup
-/// Creates the ring, or explains in one line why this system will not.
-fn new_ring(defer_taskrun: bool) -> Result<IoUring> {
-    let mut builder = IoUring::builder();
-    if defer_taskrun {
-        // Only this thread submits, and the kernel finishes an operation
-        // (copies the bytes a receive waited for, say) only when we next
-        // enter it, all of them in one batch, in our thread: instead of
-        // interrupting whatever we are doing as each packet arrives.
-        builder.setup_single_issuer().setup_defer_taskrun();
-    }
-    builder
-        .setup_cqsize(CQ_ENTRIES)
-        .build(SQ_ENTRIES)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSYS | libc::EPERM | libc::EINVAL) => anyhow::anyhow!(
-                "io_uring is unavailable: {e}; it needs Linux 6.1 or later with \
-                 `sysctl kernel.io_uring_disabled` at 0, and no seccomp filter \
-                 (a container's default profile, say) blocking io_uring_setup"
-            ),
-            _ => anyhow::Error::new(e).context("io_uring_setup"),
-        })
-}
-// ANCHOR_END: setup
 
 fn serve() -> Result<()> {
     let mut args = Args::from_env(
@@ -269,11 +190,8 @@ fn serve() -> Result<()> {
     net::raise_fd_limit()?;
     // First, before any thread exists: this blocks SIGINT and SIGTERM.
     let stop = stop_signalfd().context("signalfd")?;
-    let mut uring = Uring {
-        ring: new_ring(!no_defer_taskrun)?,
-        conns: Connections::default(),
-    };
-    let Uring { ring, conns } = &mut uring;
+    let mut uring = Uring::new(!no_defer_taskrun)?;
+    let (ring, conns) = uring.parts();
     let mut bufring = BufRing::new(ring, RECV_GROUP, recv_buffers, RECV_BUFFER_SIZE)
         .context("registering the receive buffers")?;
     let listener = net::listen(addr)?;
@@ -367,182 +285,11 @@ fn serve() -> Result<()> {
     outcome
 }
 
-// ANCHOR: owner
-/// The ring, and the connections whose write buffers its sends read: owned
-/// together, so that they go in the one safe order however `serve` ends,
-/// by returning, with an error, or unwinding from a panic.
-struct Uring {
-    ring: IoUring,
-    conns: Connections,
-}
-
-impl Drop for Uring {
-    /// Runs before the fields are dropped: first the kernel lets go of our
-    /// memory, then the buffers are freed. The other order is the danger:
-    /// a send that waits for room, freed under it and completed later,
-    /// would copy freed memory to a client (without DEFER_TASKRUN the
-    /// kernel finishes it in our thread, on its way out of any system call).
-    fn drop(&mut self) {
-        if !cancel_everything(&self.ring) {
-            // Freeing memory the kernel may still read is worse than
-            // leaking it as we exit.
-            mem::forget(mem::take(&mut self.conns));
-        }
-    }
-}
-// ANCHOR_END: owner
-
-// ANCHOR: queue
-/// An operation ready to submit. Only the functions below build one, and
-/// each says what memory of ours, if any, the kernel will use until the
-/// operation completes.
-struct Submission(squeue::Entry);
-
-/// Operations waiting for the turn's `io_uring_enter`.
-#[derive(Default)]
-struct Queue {
-    pending: Vec<Submission>,
-}
-
-impl Queue {
-    fn push(&mut self, submission: Submission) {
-        self.pending.push(submission);
-    }
-
-    /// Submits every queued operation and waits for at least one
-    /// completion, or until the deadline.
-    fn submit_and_wait(&mut self, ring: &mut IoUring, deadline: Option<Instant>) -> Result<()> {
-        let mut pushed = 0;
-        'push: for Submission(entry) in &self.pending {
-            // SAFETY: the entry points to memory that stays valid until its
-            // completion, as the function that built it requires (`send`).
-            while unsafe { ring.submission().push(entry) }.is_err() {
-                // The ring's submission queue is full: let the kernel take
-                // what is there, and go on.
-                if entered(ring.submit())? == Entered::Busy {
-                    // It wants its completions read first: the rest waits
-                    // in our queue for the next turn.
-                    break 'push;
-                }
-            }
-            pushed += 1;
-        }
-        self.pending.drain(..pushed);
-        let result = match deadline {
-            None => ring.submit_and_wait(1),
-            Some(deadline) => {
-                // Rounded up: waking a little early would only make us wait again.
-                let left = deadline.saturating_duration_since(Instant::now());
-                let left = Timespec::from(left + Duration::from_micros(999));
-                ring.submitter()
-                    .submit_with_args(1, &SubmitArgs::new().timespec(&left))
-            }
-        };
-        entered(result).map(drop)
-    }
-}
-
-/// What an `io_uring_enter` that did not fail outright means for the loop.
-#[derive(Debug, PartialEq, Eq)]
-enum Entered {
-    /// The kernel took the submissions; or the wait ended: completions,
-    /// the deadline (ETIME), or a signal for a debugger or SIGSTOP (EINTR).
-    Done,
-    /// The completion queue overflowed (EBUSY), or the kernel is short of
-    /// memory for requests (EAGAIN): read completions, then try again.
-    Busy,
-}
-
-/// Sorts an `io_uring_enter`'s result: only an error that no retry can
-/// fix (EBADF, EFAULT, ...) ends the loop.
-fn entered(result: io::Result<usize>) -> Result<Entered> {
-    match result.map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0))) {
-        Ok(_) | Err(Errno::ETIME | Errno::EINTR) => Ok(Entered::Done),
-        Err(Errno::EBUSY | Errno::EAGAIN) => Ok(Entered::Busy),
-        Err(e) => Err(e).context("io_uring_enter"),
-    }
-}
-// ANCHOR_END: queue
-
+// DIFF PART: completions
 /// A completion's result: a count or a descriptor, or minus an errno.
 fn errno_or(result: i32) -> Result<u32, Errno> {
     u32::try_from(result).map_err(|_| Errno::from_raw(-result))
 }
-
-// ANCHOR: ops
-/// "Receive on this socket, into a buffer of the group, when data comes":
-/// `recv(2)`, without waiting for readiness first.
-fn recv(key: Key, conn: &mut Conn) -> Submission {
-    conn.in_flight = Some(Op::Recv);
-    // No buffer and no length of ours: with BUFFER_SELECT the kernel takes
-    // a buffer of the group when bytes arrive, and fills what it can of it.
-    // So this points to no memory of ours (the buffers are the ring's).
-    let entry = opcode::Recv::new(Fd(conn.fd.as_raw_fd()), ptr::null_mut(), 0)
-        .buf_group(RECV_GROUP)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT);
-    Submission(entry.user_data(Token::Conn(Op::Recv, key).into()))
-}
-
-/// "Send these replies": `send(2)`, and if the socket's buffer is full,
-/// the waiting for room too.
-///
-/// # Safety
-///
-/// The kernel reads the replies, in `conn.held` or `conn.incoming`, until
-/// the completion: until then they must stay where they are, unchanged.
-unsafe fn send(key: Key, conn: &mut Conn, bufring: &BufRing) -> Submission {
-    conn.in_flight = Some(Op::Send);
-    let unsent = conn.unsent(bufring);
-    // MSG_NOSIGNAL: a peer that has gone away makes this fail with EPIPE
-    // instead of raising SIGPIPE.
-    let entry = opcode::Send::new(
-        Fd(conn.fd.as_raw_fd()),
-        unsent.as_ptr(),
-        unsent.len() as u32,
-    )
-    .flags(libc::MSG_NOSIGNAL)
-    .build();
-    Submission(entry.user_data(Token::Conn(Op::Send, key).into()))
-}
-
-/// "Tell me each time a client connects, until I say stop": `accept4(2)`
-/// with `SOCK_CLOEXEC`, once per client. A multishot accept has no room
-/// for the client's address, so it points to no memory.
-fn accept_all(listener: &TcpListener) -> Submission {
-    let entry = opcode::AcceptMulti::new(Fd(listener.as_raw_fd()))
-        .flags(libc::SOCK_CLOEXEC)
-        .build();
-    Submission(entry.user_data(Token::Accept.into()))
-}
-
-/// "Tell me when a stop signal is pending": readiness, as one operation.
-fn wait_for_signal(stop: &SignalFd) -> Submission {
-    let entry = opcode::PollAdd::new(Fd(stop.as_raw_fd()), libc::POLLIN as u32).build();
-    Submission(entry.user_data(Token::Stop.into()))
-}
-
-/// "Tell me when a client waits on the listener": see `accepted`.
-fn wait_for_client(listener: &TcpListener) -> Submission {
-    let entry = opcode::PollAdd::new(Fd(listener.as_raw_fd()), libc::POLLIN as u32).build();
-    Submission(entry.user_data(Token::Listener.into()))
-}
-
-/// "Tell me when `ACCEPT_PAUSE` has passed": a timer, as one operation. The
-/// kernel reads the duration when it takes the submission, from memory
-/// that lives as long as the program.
-fn pause_accepting() -> Submission {
-    static PAUSE: Timespec = Timespec::new().nsec(ACCEPT_PAUSE.subsec_nanos());
-    let entry = opcode::Timeout::new(&PAUSE).build();
-    Submission(entry.user_data(Token::AcceptPause.into()))
-}
-
-/// "Stop that operation": it completes with ECANCELED, unless it completed first.
-fn cancel(token: Token) -> Submission {
-    let entry = opcode::AsyncCancel::new(token.into()).build();
-    Submission(entry.user_data(Token::Cancel.into()))
-}
-// ANCHOR_END: ops
 
 // ANCHOR: resume
 /// After a completion: the connection's next operation, or its end.
@@ -723,386 +470,14 @@ fn answer_requests(conn: &mut Conn, filled: Filled, bufring: &mut BufRing, pool:
 }
 // ANCHOR_END: parse
 
-// ANCHOR: close
-/// Once a connection will read no more requests (it sent a bad frame, or
-/// the server is stopping) and every reply is sent, we shut down our
-/// sending side and wait for the client's EOF, as in chapter 9: `close`
-/// with unread input would send a reset and lose the replies in flight.
-fn finish_if_no_more_requests(conn: &mut Conn) {
-    if conn.read_limit != Some(0) || conn.state != State::Reading {
-        return;
-    }
-    if !conn.incoming.is_empty() {
-        debug!("fd {}: dropping half a frame", conn.fd.as_raw_fd());
-        conn.incoming.clear();
-    }
-    conn.state = match net::shutdown_write(&conn.fd) {
-        Ok(()) => State::Closing,
-        Err(_) => State::Done, // the peer is gone already
-    };
-}
-// ANCHOR_END: close
-
-// ANCHOR: accept
-/// Out of memory, or out of descriptors with none to spare for turning a
-/// client away, accepting again at once would fail again at once: how long
-/// to pause first. Chapter 14's pause, as an operation of the ring.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
-
-/// A completion of the multishot accept: a new connection, or why none;
-/// `more` if the accept stays armed.
-fn accepted(
-    result: Result<u32, Errno>,
-    more: bool,
-    queue: &mut Queue,
-    conns: &mut Connections,
-    listener: Option<&TcpListener>,
-) {
-    // SAFETY: the kernel just installed this descriptor for us, as accept4
-    // would have; nothing else owns it.
-    let result = result.map(|fd| unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    let Some(listener) = listener else {
-        // Stopping: a connection that beat the cancellation is closed.
-        return;
-    };
-    let error = match result.map_err(AcceptError::from) {
-        Ok(fd) => {
-            add_conn(fd, queue, conns);
-            None
-        }
-        Err(e) => Some(e),
-    };
-    if more {
-        // Still armed: the next client comes by itself.
-        return;
-    }
-    // Any error ends a multishot accept; so may a full completion queue.
-    match error {
-        // One client failed, or a signal came: on to the next, at once.
-        None | Some(AcceptError::Empty | AcceptError::Retry(_)) => queue.push(accept_all(listener)),
-        // Out of descriptors, the multishot accept fails at once, before it
-        // even looks for a client: submitted again, it would fail again, at
-        // once, for ever. So we go back to readiness: a poll tells us when
-        // someone waits, and `accept_waiting` serves or turns them away.
-        Some(AcceptError::NoFds(_)) => queue.push(wait_for_client(listener)),
-        // The others wait in the backlog while the kernel recovers.
-        Some(e @ AcceptError::NoMemory(_)) => {
-            warn!("accept: {e}");
-            queue.push(pause_accepting());
-        }
-        Some(e @ AcceptError::Fatal(_)) => {
-            error!("accept: {e}");
-            queue.push(wait_for_client(listener));
-        }
-    }
-}
-
-/// Sets up a new connection and submits its first receive.
-fn add_conn(fd: OwnedFd, queue: &mut Queue, conns: &mut Connections) {
-    // We send each batch of replies as soon as it is ready: see chapter 4.
-    if let Err(e) = net::set_nodelay(&fd) {
-        error!("setsockopt(TCP_NODELAY): {e}");
-    }
-    let key = conns.insert(Conn::new(fd));
-    let conn = conns.get_mut(key).expect("just inserted");
-    queue.push(recv(key, conn));
-}
-
-/// The listener is readable and we may be out of descriptors: chapter 9's
-/// `accept` loop, with its spare descriptor, then the multishot accept
-/// again, at once or after a pause.
-fn accept_waiting(
-    listener: &TcpListener,
-    queue: &mut Queue,
-    conns: &mut Connections,
-    spare_fd: &mut Option<File>,
-) {
-    loop {
-        match accept_nonblocking(listener) {
-            Ok(fd) => add_conn(fd, queue, conns),
-            Err(AcceptError::Empty) => break,
-            // One client failed: on to the next.
-            Err(AcceptError::Retry(_)) => continue,
-            Err(AcceptError::NoFds(_)) => match turn_away_one(listener, spare_fd) {
-                TurnAway::Done => continue,
-                TurnAway::NobodyWaiting => break,
-                TurnAway::Later => {
-                    queue.push(pause_accepting());
-                    return;
-                }
-            },
-            Err(e @ AcceptError::NoMemory(_)) => {
-                warn!("accept: {e}");
-                queue.push(pause_accepting());
-                return;
-            }
-            Err(e @ AcceptError::Fatal(_)) => {
-                // Nothing will fix the listener: stop accepting.
-                error!("accept: {e}");
-                return;
-            }
-        }
-    }
-    queue.push(accept_all(listener));
-}
-
-/// What came of trying to turn a connection away.
-enum TurnAway {
-    /// One client was accepted and closed at once (or failed by itself): go on.
-    Done,
-    /// The backlog was empty after all.
-    NobodyWaiting,
-    /// Not even one descriptor to do it with: try again later.
-    Later,
-}
-
-/// Chapter 9's spare descriptor: give it up, accept the connection into the
-/// number it frees, close it at once (the client sees a clean close instead
-/// of waiting forever), take the spare back.
-fn turn_away_one(listener: &TcpListener, spare_fd: &mut Option<File>) -> TurnAway {
-    // A spare we could not take back last time (another process took the
-    // number: the system-wide limit, ENFILE) may be free again.
-    let Some(spare) = spare_fd.take().or_else(|| File::open("/dev/null").ok()) else {
-        return TurnAway::Later;
-    };
-    drop(spare);
-    let outcome = match accept_nonblocking(listener) {
-        Ok(_closed_at_once) => {
-            warn!("out of file descriptors: turned a connection away");
-            TurnAway::Done
-        }
-        Err(AcceptError::Empty) => TurnAway::NobodyWaiting,
-        Err(AcceptError::Retry(_)) => TurnAway::Done,
-        Err(_) => TurnAway::Later,
-    };
-    *spare_fd = File::open("/dev/null").ok();
-    outcome
-}
-// ANCHOR_END: accept
-
-// ANCHOR: stop
-/// Stops accepting: cancels the accept (or the poll or the pause that
-/// stands in for it) and closes the listener. The kernel keeps its own
-/// reference to the socket while an operation uses it: closing our
-/// descriptor alone would leave the accept running, and the port open.
-/// An accept this turn queued but did not submit yet is dropped: submitted
-/// after the `close`, it would name a descriptor number that is free, or
-/// by then another file's.
-fn stop_accepting(queue: &mut Queue, listener: Option<TcpListener>) {
-    let accepting = [Token::Accept, Token::Listener, Token::AcceptPause];
-    queue
-        .pending
-        .retain(|s| !accepting.map(u64::from).contains(&s.0.get_user_data()));
-    for token in accepting {
-        queue.push(cancel(token));
-    }
-    drop(listener);
-}
-
-/// A stop answers what each client had sent when the signal came, and no
-/// more: the bytes in our buffer and in the socket's receive queue. (The
-/// kernel counts those only up to an urgent mark, if there is one: frames
-/// behind a byte of urgent data, a rarity, go unanswered.) No receive
-/// completes while we count: with DEFER_TASKRUN they complete only
-/// inside our `io_uring_enter`, and this turn's completions are all handled.
-fn stop_reading(queue: &mut Queue, conns: &mut Connections) {
-    info!(
-        "stopping: letting {} finish",
-        count(conns.len(), "connection")
-    );
-    for key in conns.keys() {
-        let conn = conns.get_mut(key).expect("a key just listed");
-        let unread = net::unread_bytes(&conn.fd).unwrap_or(0);
-        conn.read_limit = Some(conn.read_limit.map_or(unread, |limit| limit.min(unread)));
-        finish_if_no_more_requests(conn);
-        // A finished connection is removed once nothing of it is in flight.
-        // (Every connection has an operation in flight, see `resume`.)
-        if conn.state == State::Done {
-            match conn.in_flight {
-                Some(op) => queue.push(cancel(Token::Conn(op, key))),
-                None => remove(conns, key),
-            }
-        }
-    }
-}
-
-/// Cancels every operation still in flight and waits until the kernel has
-/// let go of them. False if it could not say that it has.
-fn cancel_everything(ring: &IoUring) -> bool {
-    let wait = Timespec::new().sec(1);
-    match ring
-        .submitter()
-        .register_sync_cancel(Some(wait), CancelBuilder::any())
-    {
-        Ok(()) => true,
-        // Nothing was in flight.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
-        Err(e) => {
-            error!("cancelling the operations in flight: {e}");
-            false
-        }
-    }
-}
-// ANCHOR_END: stop
-
 #[cfg(test)]
 #[path = "../tests/uring/mod.rs"]
 mod uring;
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::net::TcpStream;
-    use std::panic::{self, AssertUnwindSafe};
-
     use super::*;
-
-    /// Operations the kernel is still waiting on (armed polls), and
-    /// completions posted, in the ring with this descriptor.
-    fn ring_state(ring_fd: &OwnedFd) -> (usize, u32) {
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", ring_fd.as_raw_fd()))
-            .expect("the ring's fdinfo");
-        let waiting = info
-            .lines()
-            .skip_while(|l| !l.starts_with("PollList:"))
-            .skip(1)
-            .take_while(|l| l.starts_with("  op="))
-            .count();
-        let cq_tail = info
-            .lines()
-            .find_map(|l| l.strip_prefix("CqTail:"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("CqTail in the ring's fdinfo");
-        (waiting, cq_tail)
-    }
-
-    /// A connection with a send in flight that waits for room: its peer
-    /// reads nothing, and its socket's send buffer is already full.
-    fn a_send_waiting_for_room(uring: &mut Uring, pool: &mut Pool) -> TcpStream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut socket, _) = listener.accept().unwrap();
-        socket.set_nonblocking(true).unwrap();
-        while socket.write(&[1; 1 << 16]).is_ok() {}
-        let key = uring.conns.insert(Conn::new(socket.into()));
-        let conn = uring.conns.get_mut(key).unwrap();
-        let mut request = Vec::new();
-        common::frame::encode_frame(&[2; 4092], &mut request);
-        assert!(conn.incoming.append(&request, pool));
-        conn.unsent = request.len();
-        conn.state = State::Writing;
-        let bufring = BufRing::new(&uring.ring, RECV_GROUP, 1, 4096).unwrap();
-        // SAFETY: `incoming` stays as it is until the owner is dropped; the
-        // point of the test is what that drop does.
-        let Submission(entry) = unsafe { send(key, conn, &bufring) };
-        // SAFETY: as above.
-        unsafe { uring.ring.submission().push(&entry) }.unwrap();
-        uring.ring.submit().unwrap();
-        peer
-    }
-
-    #[test]
-    fn a_panic_cancels_what_the_kernel_holds_before_freeing_it() {
-        if uring::unavailable() {
-            return;
-        }
-        let mut pool = Pool::default();
-        // Without DEFER_TASKRUN: where a send freed under it could run.
-        let mut uring = Uring {
-            ring: new_ring(false).unwrap(),
-            conns: Connections::default(),
-        };
-        let _peer = a_send_waiting_for_room(&mut uring, &mut pool);
-        // A second descriptor keeps the ring alive after `uring` is dropped,
-        // so we can look at what it still holds.
-        // SAFETY: dup takes a descriptor we own, and returns a new one (or
-        // -1), which nothing else owns.
-        let ring_fd = unsafe { libc::dup(uring.ring.as_raw_fd()) };
-        assert!(ring_fd >= 0, "dup: {}", io::Error::last_os_error());
-        // SAFETY: as above.
-        let ring_fd = unsafe { OwnedFd::from_raw_fd(ring_fd) };
-        assert_eq!(ring_state(&ring_fd), (1, 0), "the send waits for room");
-        let unwound = panic::catch_unwind(AssertUnwindSafe(move || {
-            let _owner = uring;
-            panic!("a bug in the loop, say");
-        }));
-        assert!(unwound.is_err());
-        assert_eq!(
-            ring_state(&ring_fd),
-            (0, 1),
-            "the buffers were freed with the send still in flight, not cancelled"
-        );
-    }
-
-    fn tokens(queue: &Queue) -> Vec<Token> {
-        let data = queue.pending.iter().map(|s| s.0.get_user_data());
-        data.map(|d| Token::from_user_data(d).unwrap()).collect()
-    }
-
-    #[test]
-    fn accept_errors_keep_accepting_and_pause_when_short_of_memory() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut conns = Connections::default();
-        let mut after = |error: Errno, more: bool| {
-            let mut queue = Queue::default();
-            accepted(Err(error), more, &mut queue, &mut conns, Some(&listener));
-            tokens(&queue)
-        };
-        // One client's failure: the next client is accepted at once.
-        assert_eq!(after(Errno::ECONNABORTED, false), [Token::Accept]);
-        assert_eq!(after(Errno::EINTR, false), [Token::Accept]);
-        // Out of descriptors: readiness tells when someone waits.
-        assert_eq!(after(Errno::EMFILE, false), [Token::Listener]);
-        // Short of memory: accepting again at once would fail at once.
-        assert_eq!(after(Errno::ENOBUFS, false), [Token::AcceptPause]);
-        assert_eq!(after(Errno::ENOMEM, false), [Token::AcceptPause]);
-        // Still armed: nothing to submit.
-        assert_eq!(after(Errno::ECONNABORTED, true), []);
-    }
-
-    #[test]
-    fn stopping_drops_the_accepts_not_yet_submitted() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut queue = Queue::default();
-        // This turn's completions re-armed the accept, then the stop came.
-        queue.push(accept_all(&listener));
-        queue.push(wait_for_client(&listener));
-        queue.push(pause_accepting());
-        let other = opcode::Nop::new().build().user_data(Token::Stop.into());
-        queue.push(Submission(other));
-        stop_accepting(&mut queue, Some(listener));
-        // Submitted after the close, they would name a free descriptor
-        // number, or another file's.
-        assert_eq!(
-            tokens(&queue),
-            [Token::Stop, Token::Cancel, Token::Cancel, Token::Cancel]
-        );
-    }
-
-    #[test]
-    fn a_full_submission_queue_loses_no_operation() {
-        if uring::unavailable() {
-            return;
-        }
-        // Room for 4 submissions, and 100 to submit: most go in through
-        // the full queue's path.
-        let mut ring = IoUring::builder().build(4).unwrap();
-        let mut queue = Queue::default();
-        for _ in 0..100 {
-            queue.push(Submission(
-                opcode::Nop::new().build().user_data(Token::Cancel.into()),
-            ));
-        }
-        let mut completed = 0;
-        for _ in 0..100 {
-            queue.submit_and_wait(&mut ring, None).unwrap();
-            completed += ring.completion().count();
-            if completed == 100 {
-                break;
-            }
-        }
-        assert_eq!((completed, queue.pending.len()), (100, 0));
-    }
+    use ring::new_ring;
 
     #[test]
     fn a_connection_that_fails_gives_back_the_buffer_it_sends_from() {
@@ -1139,35 +514,6 @@ mod tests {
     /// IORING_CQE_F_BUFFER, and the buffer's id from bit 16 on.
     fn cqueue_flags_naming(id: u16) -> u32 {
         1 | u32::from(id) << 16
-    }
-
-    #[test]
-    fn only_errors_no_retry_can_fix_end_the_loop() {
-        let err = |e: i32| Err(io::Error::from_raw_os_error(e));
-        assert_eq!(entered(Ok(3)).unwrap(), Entered::Done);
-        assert_eq!(entered(err(libc::ETIME)).unwrap(), Entered::Done);
-        assert_eq!(entered(err(libc::EINTR)).unwrap(), Entered::Done);
-        assert_eq!(entered(err(libc::EBUSY)).unwrap(), Entered::Busy);
-        assert_eq!(entered(err(libc::EAGAIN)).unwrap(), Entered::Busy);
-        assert!(entered(err(libc::EBADF)).is_err());
-    }
-
-    #[test]
-    fn tokens_survive_the_round_trip() {
-        let mut slab = Slab::default();
-        let key = slab.insert(());
-        for token in [
-            Token::Accept,
-            Token::Listener,
-            Token::Stop,
-            Token::Cancel,
-            Token::AcceptPause,
-            Token::Conn(Op::Recv, key),
-            Token::Conn(Op::Send, Key::RESERVED),
-        ] {
-            assert_eq!(Token::from_user_data(token.into()), Some(token));
-        }
-        assert_eq!(Token::from_user_data(u64::MAX), None);
     }
 
     #[test]
