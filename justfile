@@ -53,7 +53,7 @@ client *args:
 test:
     cargo test --workspace
 
-# Show what a step changed, as the book does (indentation-only changes ignored): just diff ch06 ch07, or just diff ch14 (from the chapter its page compares with)
+# Show what a step changed, as the book does (indentation-only changes ignored): just diff ch06 ch07, or just diff ch16 (from the chapter its page compares with)
 [no-exit-message]
 diff from to="":
     @{{ _crate }} from=$(crate "$1") && to=${2:+$(crate "$2")} && bash book/diff-chapters.sh "$from" $to --color=auto --color-moved=dimmed-zebra --color-moved-ws=allow-indentation-change
@@ -139,7 +139,7 @@ capture name *args:
 bench *args:
     cargo run --release -p bench -- "$@"
 
-# Chapter 15 beside redis-server, in alternating rounds (needs Redis's tools, see the README): just bench-redis
+# Chapter 17 beside redis-server, in alternating rounds (needs Redis's tools, see the README): just bench-redis
 bench-redis:
     ROUNDS="${ROUNDS:-5}" bash book/capture/redis.sh bench-out/redis.txt
 

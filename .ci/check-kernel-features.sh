@@ -31,27 +31,27 @@ expect() {
 }
 
 # The event loops' stop signals arrive through a signalfd (Linux 2.6.27).
-for chapter in ch06 ch07 ch08 ch09 ch10 ch11 ch12 ch13 ch14 ch15; do
+for chapter in ch06 ch07 ch08 ch09 ch10 ch11 ch14 ch15 ch16 ch17; do
     expect signalfd4:error=ENOSYS 'signalfd: .*Function not implemented' "$chapter"
 done
 # epoll (epoll_create1: Linux 2.6.27).
-for chapter in ch07 ch08 ch09 ch10 ch11 ch12 ch14 ch15; do
+for chapter in ch07 ch08 ch09 ch10 ch11 ch14 ch16 ch17; do
     expect epoll_create1:error=ENOSYS 'epoll_create1: .*Function not implemented' "$chapter"
 done
 # eventfd, to wake a loop from another thread.
-expect eventfd2:error=ENOSYS '.*Function not implemented' ch12
-expect eventfd2:error=ENOSYS 'eventfd: .*Function not implemented' ch14
+expect eventfd2:error=ENOSYS '.*Function not implemented' ch14
+expect eventfd2:error=ENOSYS 'eventfd: .*Function not implemented' ch16
 # io_uring: absent (ENOSYS), disabled or filtered (EPERM), or without
 # DEFER_TASKRUN before Linux 6.1 (EINVAL).
 for errno in ENOSYS EPERM EINVAL; do
-    expect io_uring_setup:error=$errno 'io_uring is unavailable: .*Linux 6.1 or later' ch13
+    expect io_uring_setup:error=$errno 'io_uring is unavailable: .*Linux 6.1 or later' ch15
 done
 # SO_REUSEPORT (Linux 3.9), set after SO_REUSEADDR: the second setsockopt.
 expect setsockopt:error=ENOPROTOOPT:when=2 'cannot listen on 127.0.0.1:0: Protocol not available' \
-    ch14 --share reuseport
+    ch16 --share reuseport
 # EPOLLEXCLUSIVE (Linux 4.5): one loop registers its stop signal, then the
 # listener (the second epoll_ctl).
-expect epoll_ctl:error=EINVAL:when=2 'epoll_ctl: .*Invalid argument' ch14 --share exclusive --threads 1
+expect epoll_ctl:error=EINVAL:when=2 'epoll_ctl: .*Invalid argument' ch16 --share exclusive --threads 1
 
 [ "$errors" -eq 0 ] || exit 1
 echo "kernel features: ok (signalfd, epoll, eventfd, io_uring, SO_REUSEPORT, EPOLLEXCLUSIVE missing: one line, status 1)"

@@ -15,7 +15,7 @@
 #
 # Usage: bash book/diff-chapters.sh [FROM] TO [git diff options]
 #   e.g. ch06 ch07 --color. Without FROM, TO is compared with the chapter its
-#   page compares itself with (book/predecessors.sh): `ch14` is ch09 ch14.
+#   page compares itself with (book/predecessors.sh): `ch16` is ch09 ch16.
 #
 # With DIFF_CHECK_INDENT_ONLY=1 in the environment it prints no diff, and
 # fails if `-w` hides anything but indentation in this step (a change of

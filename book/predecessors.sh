@@ -3,9 +3,9 @@
 # it; a chapter that starts again from an earlier design names that one here.
 # shellcheck disable=SC2034
 declare -A PREDECESSOR=(
-    [ch13]=ch09 # io_uring: a new event loop, in place of the edge-triggered one
-    [ch14]=ch09 # many cores: the edge-triggered loop, once per core
-    [ch15]=ch11 # a real protocol: the reactor with timers speaks RESP
+    [ch15]=ch09 # io_uring: a new event loop, in place of the edge-triggered one
+    [ch16]=ch09 # many cores: the edge-triggered loop, once per core
+    [ch17]=ch11 # a real protocol: the reactor with timers speaks RESP
 )
 
 # Prints the chapter number a chapter's page is diffed against, or nothing.
@@ -14,7 +14,7 @@ predecessor_of() { # this_number previous_number
 }
 
 # The same, finding the previous chapter itself: `predecessor_of_chapter
-# ch14` prints ch09, `predecessor_of_chapter ch07` ch06, and the first
+# ch16` prints ch09, `predecessor_of_chapter ch07` ch06, and the first
 # chapter nothing. Run from the repository's root.
 predecessor_of_chapter() { # number
     local dir num prev=""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Figures without timing noise, beside the CPU-time ratios of the targets:
-# for ch09, ch12, ch13 and tokio-ct at the targets' two 64 B loads
+# for ch09, ch14, ch15 and tokio-ct at the targets' two 64 B loads
 # (100 connections, 1 or 16 frames in flight, from tools/loadgen),
 #   - user-space instructions per echoed frame, counted by callgrind: two
 #     runs under valgrind, of 0.5 s and of 3 s of load, and the difference
@@ -25,12 +25,12 @@ source book/capture/lib.sh
 for tool in valgrind perf python3; do
     command -v "$tool" >/dev/null || { echo "capture-counts: this needs $tool" >&2; exit 1; }
 done
-cargo build --quiet --release -p ch09 -p ch12 -p ch13 -p tokio-echo -p loadgen
+cargo build --quiet --release -p ch09 -p ch14 -p ch15 -p tokio-echo -p loadgen
 T=${CARGO_TARGET_DIR:-target}/release
 servers=(
     "ch09=$T/ch09"
-    "ch12=$T/ch12"
-    "ch13=$T/ch13"
+    "ch14=$T/ch14"
+    "ch15=$T/ch15"
     "tokio-ct=$T/tokio-echo --runtime current-thread --variant idiomatic"
 )
 loads=("100 1 64" "100 16 64")

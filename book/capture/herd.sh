@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures chapter 14's accept herd and connection imbalance, and writes
+# Measures chapter 16's accept herd and connection imbalance, and writes
 # book/src/captures/herd.txt. Rerun it on your machine: the counts depend
 # on its cores and on how busy it is.
 #
@@ -18,8 +18,8 @@ cd "$(dirname "$0")/../.."
 source book/capture/lib.sh
 out=${1:-$captures/herd.txt}
 
-cargo build --quiet --release -p ch14 --bin ch14 --example herd
-bin=${CARGO_TARGET_DIR:-target}/release/ch14
+cargo build --quiet --release -p ch16 --bin ch16 --example herd
+bin=${CARGO_TARGET_DIR:-target}/release/ch16
 herd=${CARGO_TARGET_DIR:-target}/release/examples/herd
 
 tmp=$(mktemp -d)
@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts ch14 with the given flags; sets pid and port. Its stdout is a fifo,
+# Starts ch16 with the given flags; sets pid and port. Its stdout is a fifo,
 # so we wait for its `listening on` line instead of sleeping.
 start() {
     rm -f "$tmp/out"
@@ -86,7 +86,7 @@ stop() { # label
     for burst in 1 100; do
         for share in reuseport exclusive naive; do
             echo
-            echo "--- ch14 --threads 4 --share $share; connections in bursts of $burst"
+            echo "--- ch16 --threads 4 --share $share; connections in bursts of $burst"
             start --threads 4 --share "$share"
             "$herd" herd --addr "127.0.0.1:$port" --connections 2000 --burst "$burst"
             stop "--share $share, bursts of $burst"
@@ -96,7 +96,7 @@ stop() { # label
     echo "## 2. The imbalance: 2 loops, one kept busy by a greedy client, 1,000 new clients"
     for share in reuseport exclusive; do
         echo
-        echo "--- ch14 --threads 2 --share $share; one greedy client first"
+        echo "--- ch16 --threads 2 --share $share; one greedy client first"
         start --threads 2 --share "$share"
         "$herd" latency --addr "127.0.0.1:$port" --busy 1 --probes 1000
         loop_cpu

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What can be measured of chapter 14 on a small machine, until the benchmark
+# What can be measured of chapter 16 on a small machine, until the benchmark
 # (`just bench`) runs it: throughput and server CPU per echoed frame of
-# ch09, ch14 with 1 and 2 loops, and tokio's multi-thread runtime with 2
+# ch09, ch16 with 1 and 2 loops, and tokio's multi-thread runtime with 2
 # workers (tools/tokio-echo, idiomatic and tuned), under the same loads from
 # loadgen (one loadgen thread). Each
 # load runs on every server in turn, three times over; every run is printed.
@@ -14,7 +14,7 @@ source book/capture/lib.sh
 out=${1:-$captures/multicore.txt}
 secs=${2:-3}
 
-cargo build --quiet --release -p ch09 -p ch14 -p tokio-echo -p loadgen
+cargo build --quiet --release -p ch09 -p ch16 -p tokio-echo -p loadgen
 dir=${CARGO_TARGET_DIR:-target}/release
 
 tmp=$(mktemp -d)
@@ -27,12 +27,12 @@ trap cleanup EXIT
 
 declare -A servers=(
     ["ch09"]="$dir/ch09"
-    ["ch14 --threads 1"]="$dir/ch14 --threads 1"
-    ["ch14 --threads 2"]="$dir/ch14 --threads 2"
+    ["ch16 --threads 1"]="$dir/ch16 --threads 1"
+    ["ch16 --threads 2"]="$dir/ch16 --threads 2"
     ["tokio-mt, 2 workers"]="$dir/tokio-echo --runtime multi-thread --variant idiomatic"
     ["tokio-mt-tuned, 2"]="$dir/tokio-echo --runtime multi-thread --variant tuned"
 )
-order=("ch09" "ch14 --threads 1" "ch14 --threads 2" "tokio-mt, 2 workers" "tokio-mt-tuned, 2")
+order=("ch09" "ch16 --threads 1" "ch16 --threads 2" "tokio-mt, 2 workers" "tokio-mt-tuned, 2")
 
 run() { # server-name conns depth size
     rm -f "$tmp/out"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# redis-benchmark's full run against ch15, as the issue states it:
+# redis-benchmark's full run against ch17, as the issue states it:
 # -t ping,set,get,incr,mset -n 100000 -c 50, at -P 1 and at -P 16. The
-# test (chapters/ch15-redis/tests/redis_tools.rs) runs a shorter -P 1 to
+# test (chapters/ch17-redis/tests/redis_tools.rs) runs a shorter -P 1 to
 # keep CI quick; this shows the full one goes through without an error.
 # Writes book/src/captures/redis-benchmark-full.txt.
 #
@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source book/capture/lib.sh
-cargo build --quiet --release -p ch15
+cargo build --quiet --release -p ch17
 work=$(mktemp -d)
-target/release/ch15 --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
+target/release/ch17 --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
 pid=$!
 trap 'kill -INT "$pid" 2>/dev/null; wait "$pid"; rm -rf "$work"' EXIT
 until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port" ]; do sleep 0.02; done

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Chapter 15 beside redis-server, in the same run. Both servers run on the
+# Chapter 17 beside redis-server, in the same run. Both servers run on the
 # same core (taskset), one at a time, in alternating order from round to
 # round; redis-benchmark (50 clients) runs on the other cores and drives
 # PING_INLINE, PING_MBULK, SET, GET and INCR, without pipelining (-P 1) and
 # with 16 requests in flight per client (-P 16). For each round, test and
 # depth it records each server's requests/s and its CPU time (utime+stime
 # from /proc) per request; the report gives, per test, the median of the
-# per-round ratios ch15 / redis-server with their min-max and the number
+# per-round ratios ch17 / redis-server with their min-max and the number
 # of rounds, against the targets. Then two memory figures: 10,000 idle
 # connections (each said PING once), and memory per key after loading
 # KEYS keys, beside Redis's own `INFO memory` count.
@@ -31,8 +31,8 @@ for tool in redis-server redis-cli redis-benchmark python3 taskset; do
         exit 1
     }
 done
-cargo build --quiet --release -p ch15
-ch15=${CARGO_TARGET_DIR:-target}/release/ch15
+cargo build --quiet --release -p ch17
+ch17=${CARGO_TARGET_DIR:-target}/release/ch17
 
 cores=$(nproc)
 server_pin=() client_pin=()
@@ -54,12 +54,12 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Starts server $1 (ch15 or redis); sets pid and port.
+# Starts server $1 (ch17 or redis); sets pid and port.
 start() {
-    if [ "$1" = ch15 ]; then
+    if [ "$1" = ch17 ]; then
         # The last run's line must not be read for this one's.
         rm -f "$work/out"
-        "${server_pin[@]}" "$ch15" --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
+        "${server_pin[@]}" "$ch17" --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
         pid=$!
         until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port" ]; do sleep 0.02; done
     else
@@ -87,8 +87,8 @@ rss_kib() {
 }
 
 for round in $(seq "$rounds"); do
-    order=(ch15 redis)
-    [ $((round % 2)) -eq 0 ] && order=(redis ch15)
+    order=(ch17 redis)
+    [ $((round % 2)) -eq 0 ] && order=(redis ch17)
     for server in "${order[@]}"; do
         start "$server"
         for depth in 1 16; do
@@ -143,7 +143,7 @@ for i in range($keys):
     echo "$(($(rss_kib) - before)) $((used_after - used_before))"
 }
 
-for server in ch15 redis; do
+for server in ch17 redis; do
     start "$server"
     echo "idle $server $(idle_kib)" >>"$raw"
     stop
@@ -175,7 +175,7 @@ for line in open(raw):
 tests = list(dict.fromkeys(k[3] for k in rps))
 
 def ratio(table, depth, test):
-    per_round = [table[(r, "ch15", depth, test)] / table[(r, "redis", depth, test)]
+    per_round = [table[(r, "ch17", depth, test)] / table[(r, "redis", depth, test)]
                  for r in range(1, rounds + 1) if table[(r, "redis", depth, test)] > 0]
     if not per_round:  # a run too short for one clock tick of CPU: nan, "not resolved"
         return (float("nan"),) * 3
@@ -187,7 +187,7 @@ def verdict(lo, hi, target, higher_is_better):
     return "met" if hi <= target else "missed" if lo > target else "not resolved"
 
 print()
-print("## ch15 / redis-server, median of per-round ratios [min-max], %d rounds" % rounds)
+print("## ch17 / redis-server, median of per-round ratios [min-max], %d rounds" % rounds)
 # Two tables, each narrow enough for the book's column: the ratios, then
 # the medians they come from.
 print("# ANCHOR: ratios")
@@ -204,13 +204,13 @@ print("# ANCHOR_END: ratios")
 print()
 print("## Medians over the rounds")
 print("# ANCHOR: medians")
-print("| test | depth | ch15 req/s | redis req/s | ch15 ns/req | redis ns/req |")
+print("| test | depth | ch17 req/s | redis req/s | ch17 ns/req | redis ns/req |")
 print("|---|---|---|---|---|---|")
 for depth in (1, 16):
     for test in tests:
         med = lambda table, s: statistics.median(table[(r, s, depth, test)] for r in range(1, rounds + 1))
-        print(f"| {test.upper()} | -P {depth} | {med(rps, 'ch15'):,.0f} | {med(rps, 'redis'):,.0f} "
-              f"| {med(cpu, 'ch15'):,.0f} | {med(cpu, 'redis'):,.0f} |")
+        print(f"| {test.upper()} | -P {depth} | {med(rps, 'ch17'):,.0f} | {med(rps, 'redis'):,.0f} "
+              f"| {med(cpu, 'ch17'):,.0f} | {med(cpu, 'redis'):,.0f} |")
 print("# ANCHOR_END: medians")
 print()
 print("## Targets: requests/s >= 1.0x at -P 16 and >= 0.9x at -P 1; CPU per request <= 1.1x")
@@ -226,10 +226,10 @@ print("# ANCHOR_END: targets")
 print()
 print("## Memory")
 print("# ANCHOR: memory")
-print("| | ch15 | redis-server |")
+print("| | ch17 | redis-server |")
 print("|---|---|---|")
-print(f"| 10,000 idle connections, RSS growth | {idle['ch15'] / 1024:.1f} MiB | {idle['redis'] / 1024:.1f} MiB |")
-print(f"| per key ({keys:,} keys), RSS growth | {per_key['ch15'][0]:.0f} bytes | {per_key['redis'][0]:.0f} bytes |")
+print(f"| 10,000 idle connections, RSS growth | {idle['ch17'] / 1024:.1f} MiB | {idle['redis'] / 1024:.1f} MiB |")
+print(f"| per key ({keys:,} keys), RSS growth | {per_key['ch17'][0]:.0f} bytes | {per_key['redis'][0]:.0f} bytes |")
 print(f"| per key, Redis's INFO memory (used_memory) | | {per_key['redis'][1]:.0f} bytes |")
 print("# ANCHOR_END: memory")
 PY

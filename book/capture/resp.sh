@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# RESP on the wire, for chapter 15's page: what redis-cli sends to ch15 and
-# what it gets back (strace on the client), and what ch15 does with a
+# RESP on the wire, for chapter 17's page: what redis-cli sends to ch17 and
+# what it gets back (strace on the client), and what ch17 does with a
 # pipelined batch from redis-benchmark (strace on the server: one read of
 # 16 requests, one send of 16 replies). Writes book/src/captures/resp-wire.txt.
 #
@@ -8,11 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source book/capture/lib.sh
-cargo build --quiet --release -p ch15
+cargo build --quiet --release -p ch17
 work=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill -INT "$pid" 2>/dev/null && wait "$pid"; rm -rf "$work"' EXIT
-target/release/ch15 --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
+target/release/ch17 --addr 127.0.0.1:0 >"$work/out" 2>/dev/null &
 pid=$!
 until port=$(sed -n 's/^listening on 127.0.0.1://p' "$work/out") && [ -n "$port" ]; do sleep 0.02; done
 
@@ -49,7 +49,7 @@ client() {
     kill -INT "$tracer"
     wait "$tracer" 2>/dev/null || true
     echo "# ANCHOR: server"
-    echo "\$ strace -e read,sendto -p \$(pidof ch15)   # while: redis-benchmark -c 1 -n 32 -P 16 -t get"
+    echo "\$ strace -e read,sendto -p \$(pidof ch17)   # while: redis-benchmark -c 1 -n 32 -P 16 -t get"
     # The benchmark's GETs (its first connection asks CONFIG GET, then
     # leaves): each read brings 16 requests, each sendto takes 16 replies.
     grep -E 'GET|\$-1' "$work/server" | grep -v CONFIG |

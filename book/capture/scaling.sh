@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Chapter 14's hypothesis, for a machine with cores to spare: with the same
-# number of server threads N, one loop per core (ch14 --threads N) moves at
+# Chapter 16's hypothesis, for a machine with cores to spare: with the same
+# number of server threads N, one loop per core (ch16 --threads N) moves at
 # least 1.2 times the frames of tokio's work-stealing runtime
 # (tokio-echo --runtime multi-thread, N workers) at 1,000 connections x 16
 # frames in flight x 64 B, for no more CPU per frame. For N = 1, 2, 4, 8,
@@ -9,7 +9,7 @@
 # CPUs. Writes book/src/captures/scaling.txt.
 #
 # Not run by all.sh: on fewer than 2 x 8 + 4 CPUs it measures the load
-# generator and the neighbours, not the servers (chapter 14 says why).
+# generator and the neighbours, not the servers (chapter 16 says why).
 # Usage: bash book/capture/scaling.sh   (FORCE=1 to run on a small machine)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +20,7 @@ if [ "$cpus" -lt 20 ] && [ -z "${FORCE:-}" ]; then
     echo "scaling: FORCE=1 runs it anyway, but the numbers then say nothing about scaling." >&2
     exit 1
 fi
-cargo build --quiet --release -p ch14 -p tokio-echo -p loadgen
+cargo build --quiet --release -p ch16 -p tokio-echo -p loadgen
 bin=${CARGO_TARGET_DIR:-target}/release
 tmp=$(mktemp -d)
 pid=""
@@ -56,7 +56,7 @@ run() { # label threads command...
         echo
         echo "## $n server threads, on CPUs 0-$((n - 1))"
         for round in 1 2 3; do
-            run "ch14 --threads $n" "$n" "$bin/ch14" --threads "$n"
+            run "ch16 --threads $n" "$n" "$bin/ch16" --threads "$n"
             run "tokio-mt-tuned, $n workers" "$n" "$bin/tokio-echo" --runtime multi-thread --variant tuned
         done
     done

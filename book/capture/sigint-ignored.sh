@@ -5,7 +5,7 @@
 # signalfd, and the kernel never discards a signal that a thread blocks
 # (sig_ignored in kernel/signal.c): it stays pending until read. So the
 # answer should be yes, once the server has blocked the signal, which it
-# does before it prints `listening on`. For ch09 and ch14 (2 loops): the
+# does before it prints `listening on`. For ch09 and ch16 (2 loops): the
 # signal masks from /proc/PID/status, then SIGINT, then the exit status.
 # Writes book/src/captures/sigint-ignored.txt.
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source book/capture/lib.sh
-cargo build --quiet --release -p ch09 -p ch14
+cargo build --quiet --release -p ch09 -p ch16
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -37,6 +37,6 @@ try() { # server flags...
     header bash book/capture/sigint-ignored.sh
     echo "# each server started by this script in the background, then sent SIGINT once it listens"
     try ch09
-    try ch14 --threads 2
+    try ch16 --threads 2
 } >"$captures/sigint-ignored.txt"
 echo "capture: $captures/sigint-ignored.txt"

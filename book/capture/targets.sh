@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The targets alone: the benchmark's targets phase (ch09, ch12, ch13 and
+# The targets alone: the benchmark's targets phase (ch09, ch14, ch15 and
 # tokio's current-thread variants at the four loads the targets name,
 # servers alternating in each round, rounds added until every interval is
 # within ±3% or the cap; see tools/bench/README.md), then published into

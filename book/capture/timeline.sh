@@ -17,9 +17,9 @@
 #   lt-et     ch08 (level-triggered) and ch09 (edge-triggered), a client that
 #             writes 2,000 frames of 4 KiB and reads slower than it writes:
 #             from a send the full socket cuts short to the next read;
-#   uring     ch09 and ch13, four connections that each send a frame, read
+#   uring     ch09 and ch15, four connections that each send a frame, read
 #             its reply, twice, and close: all of it once they are accepted;
-#   herd      ch14 with four loops, --share naive and --share exclusive, one
+#   herd      ch16 with four loops, --share naive and --share exclusive, one
 #             client connecting while every loop sleeps: the wake.
 #
 # The only editing: lines before the server's first socket or signalfd (the
@@ -213,33 +213,33 @@ lt_et() {
 }
 
 uring() {
-    cargo build --quiet --release -p ch09 -p ch13
+    cargo build --quiet --release -p ch09 -p ch15
     local ch
-    for ch in ch09 ch13; do
+    for ch in ch09 ch15; do
         session "uring-$ch" "$ch" "four connections; twice a frame on each, then the four replies; then all close" four_connections
     done
     # From the end of the fourth connection's setsockopt (all accepted) to the fourth close.
     finish uring-ch09 "ch09: epoll_wait, then a read, a sendto and a read that says EAGAIN per connection" fd \
         --start-after '^setsockopt\(\d+, SOL_TCP@4' --end '^close\(@4'
-    finish uring-ch13 "ch13: one io_uring_enter a turn, for every connection" fd \
+    finish uring-ch15 "ch15: one io_uring_enter a turn, for every connection" fd \
         --start-after '^setsockopt\(\d+, SOL_TCP@4' --end '^close\(@4'
-    draw uring uring-ch09.txt uring-ch13.txt
+    draw uring uring-ch09.txt uring-ch15.txt
 }
 
 herd() {
-    cargo build --quiet --release -p ch14 -p client
+    cargo build --quiet --release -p ch16 -p client
     local share
     for share in naive exclusive; do
-        THREADS=4 session "herd-$share" "ch14" "one client connects, sends a frame, reads the reply and closes, once all four loops sleep in epoll_wait" \
+        THREADS=4 session "herd-$share" "ch16" "one client connects, sends a frame, reads the reply and closes, once all four loops sleep in epoll_wait" \
             one_client --threads 4 --share "$share"
     done
     # From just before the first epoll_wait to return the listener's event
-    # (ch14 registers the listener under the key u64 2^64 - 2) to just after
+    # (ch16 registers the listener under the key u64 2^64 - 2) to just after
     # the accepted connection is registered.
     local wake='^epoll_wait\(\d+, \[\{events=EPOLLIN, data=\{u32=\d+, u64=18446744073709551614\}\}'
-    finish herd-naive "ch14 --share naive: every loop wakes, one accepts" thread \
+    finish herd-naive "ch16 --share naive: every loop wakes, one accepts" thread \
         --start-after "$wake" --lead 60 --end '^epoll_ctl\(\d+, EPOLL_CTL_ADD' --lag 200
-    finish herd-exclusive "ch14 --share exclusive: one loop wakes and accepts" thread \
+    finish herd-exclusive "ch16 --share exclusive: one loop wakes and accepts" thread \
         --start-after "$wake" --lead 60 --end '^epoll_ctl\(\d+, EPOLL_CTL_ADD' --lag 200
     draw herd herd-naive.txt herd-exclusive.txt
 }

@@ -70,7 +70,7 @@ for text in 'Each frame cost 8.6 µs of CPU.' 'It moved 1.49 M frames/s.' 'A rat
 done
 
 for text in 'A load of 100×16×64 B, in 4 KiB frames, for 1,000 frames.' \
-    'Chapter 13 uses `--secs 3`, and `8.6 µs` in code.' \
+    'Chapter 15 uses `--secs 3`, and `8.6 µs` in code.' \
     'Linux 6.18 and mdBook 0.5.4, RFC 1122, port 7412.' \
     'Delayed ACKs wait 40 ms<!--const--> at least.' \
     '<!--consts: 40 ms, 4,100 bytes-->Delayed ACKs wait 40 ms; frames of 4,100 bytes.' \

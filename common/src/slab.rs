@@ -27,7 +27,7 @@ impl Key {
     };
 
     /// How many low bits of a `u64` [`Key::to_u64`] uses. The top byte is
-    /// left for tags of the caller's own (chapter 13 says there which
+    /// left for tags of the caller's own (chapter 15 says there which
     /// operation completed).
     pub const BITS: u32 = 56;
 

@@ -26,7 +26,7 @@
 //! - `event_loop`: a thousand connections on one thread, prompt stop (ch06 onwards);
 //! - `scale`: a 10,000-frame burst, 10,000 quiet connections in little memory (ch08 onwards);
 //! - `idle_timeout`: connections idle for `--idle-timeout-ms` are closed,
-//!   slowloris included (ch11 and ch12).
+//!   slowloris included (ch11 and ch14).
 //!
 //! Every case starts its own server on an ephemeral port, waits for its
 //! `listening on` line, and bounds every socket operation with a timeout.

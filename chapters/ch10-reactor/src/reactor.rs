@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 // ANCHOR: token
-// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 17 (book/check.sh checks it).
 /// Names a handler in the registry and in the events, as mio's `Token`
 /// does: here, its descriptor number, so the table stays as long as the
 /// number of open descriptors and two live handlers never share a token.
@@ -51,7 +51,7 @@ pub trait Handler<S>: AsFd {
     fn ready(&mut self, ready: Ready, cx: &mut Context<'_, S>) -> Next;
 
     // ANCHOR: handler_stop
-    // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+    // Identical in chapters 10, 11 and 17 (book/check.sh checks it).
     /// The server is stopping (see [`Context::stop`]): finish up. By
     /// default a handler is simply removed; one with work in hand says how
     /// long it needs, as `ready` does, and is called on its events until it
@@ -70,7 +70,7 @@ pub trait Handler<S>: AsFd {
 }
 
 // ANCHOR: next
-// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 17 (book/check.sh checks it).
 /// What a handler wants after its turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -125,7 +125,7 @@ impl Ready {
 // ANCHOR_END: handler
 
 // ANCHOR: interest
-// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 17 (book/check.sh checks it).
 /// The readiness a handler wants to hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interest(EpollFlags);
@@ -163,7 +163,7 @@ pub struct Context<'a, S> {
 
 impl<S> Context<'_, S> {
     // ANCHOR: context_stop
-    // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+    // Identical in chapters 10, 11 and 17 (book/check.sh checks it).
     /// Asks the reactor to stop at the end of this turn: it calls every
     /// handler's [`Handler::stop`], then runs until they are all removed
     /// or the grace period given to [`Reactor::run`] ends. Asked again
@@ -205,7 +205,7 @@ impl<S> Registry<S> {
     }
 
     // ANCHOR: modify
-    // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+    // Identical in chapters 10, 11 and 17 (book/check.sh checks it).
     /// Changes what a registered handler hears about. The echo server never
     /// does: edge-triggered, a socket is registered for both directions once
     /// (chapter 9). A level-triggered design calls this on every change of
@@ -238,7 +238,7 @@ impl<S> Registry<S> {
     }
 
     // ANCHOR: delaying
-    // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+    // Identical in chapters 10, 11 and 17 (book/check.sh checks it).
     /// How many handlers a stop still waits for.
     fn delaying_stop(&self) -> usize {
         let slots = self.slots.iter().flatten();
@@ -284,7 +284,7 @@ impl<S> Reactor<S> {
     }
 
     // ANCHOR: registry_fn
-    // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+    // Identical in chapters 10, 11 and 17 (book/check.sh checks it).
     pub fn registry(&mut self) -> &mut Registry<S> {
         &mut self.registry
     }
@@ -349,7 +349,7 @@ impl<S> Reactor<S> {
     }
 
     // ANCHOR: turns
-    // Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+    // Identical in chapters 10, 11 and 17 (book/check.sh checks it).
     fn on_event(&mut self, token: Token, ready: Ready) {
         // `None` if a handler earlier in this round removed it.
         let Some(slot) = self

@@ -1,6 +1,6 @@
 //! The idle list: handlers ordered by their last activity, oldest first.
 //!
-//! Chapter 15 uses this file as it is, included from here (`#[path]`).
+//! Chapter 17 uses this file as it is, included from here (`#[path]`).
 
 use std::time::Instant;
 

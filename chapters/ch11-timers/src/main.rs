@@ -93,7 +93,7 @@ impl Conn {
 }
 
 // ANCHOR: conn_handler
-// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 17 (book/check.sh checks it).
 impl AsFd for Conn {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -279,7 +279,7 @@ fn take_turn(conn: &mut Conn, pool: &mut Pool) -> Next {
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 // ANCHOR: listener
-// Identical in chapters 10, 11 and 15 (book/check.sh checks it).
+// Identical in chapters 10, 11 and 17 (book/check.sh checks it).
 /// Accepts connections and registers a [`Conn`] handler for each.
 struct Listener {
     listener: TcpListener,
@@ -341,7 +341,7 @@ impl Handler<Pool> for Listener {
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 12, 14 and 15 (book/check.sh checks it).
+// Identical in chapters 9 to 11, 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -387,7 +387,7 @@ fn accept_with_spare_fd(listener: &TcpListener, spare_fd: &mut Option<File>) -> 
 // ANCHOR_END: emfile
 
 // ANCHOR: state_machine
-// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 9 to 11 and 16 (book/check.sh checks it).
 /// How a connection's turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
@@ -442,7 +442,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 14 and 15 (book/check.sh checks it).
+// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
@@ -450,7 +450,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-// Identical in chapters 9 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 9 to 11 and 16 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -504,7 +504,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 
 // ANCHOR: parse
 // ANCHOR: whole_frames
-// Identical in chapters 8 to 11 and 14 (book/check.sh checks it).
+// Identical in chapters 8 to 11 and 16 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.

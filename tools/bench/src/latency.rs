@@ -24,7 +24,7 @@ use crate::{Context, Load, Outcome, Timing};
 
 /// The servers measured, in the order of the tables.
 pub const SERVERS: [&str; 7] = [
-    "ch05", "ch07", "ch09", "ch12", "ch13", "tokio-ct", "tokio-mt",
+    "ch05", "ch07", "ch09", "ch14", "ch15", "tokio-ct", "tokio-mt",
 ];
 /// Whose maximum sets the offered loads: the strongest of these.
 pub const CALIBRATION: [&str; 4] = ["tokio-ct", "tokio-ct-tuned", "tokio-mt", "tokio-mt-tuned"];
@@ -34,7 +34,7 @@ const SHAPE: Load = Load::closed(100, 1, 64);
 const SHARES: [f64; 4] = [0.25, 0.5, 0.75, 0.9];
 /// The target: these servers' p99 no higher than the reference's up to
 /// this share of the maximum.
-const TARGET_SERVERS: [&str; 3] = ["ch09", "ch12", "ch13"];
+const TARGET_SERVERS: [&str; 3] = ["ch09", "ch14", "ch15"];
 const REFERENCE: &str = "tokio-ct";
 const TARGET_UP_TO: f64 = 0.75;
 /// A cell is marked when the load generator's own lateness (its p99) is
@@ -453,7 +453,7 @@ impl LatencyRun {
              p99 (its own p99 lateness, median over rounds): the machine, not only the server, \
              set that figure):\n\n\
              <!-- ANCHOR: latency -->\n{}<!-- ANCHOR_END: latency -->\n\n\
-             **The target**: ch09, ch12 and ch13 each with a p99 no higher than tokio-ct's at \
+             **The target**: ch09, ch14 and ch15 each with a p99 no higher than tokio-ct's at \
              every offered load up to {:.0}%, judged by the interval of the per-round ratios:\n\n\
              <!-- ANCHOR: targets -->\n{}<!-- ANCHOR_END: targets -->\n\n\
              **Where each server's p99 crosses 1 ms**:\n\n\
@@ -585,8 +585,8 @@ mod tests {
         let run = run_with(
             &[
                 ("ch09", [50.0, 80.0, 400.0, 1200.0]),
-                ("ch12", [60.0, 90.0, 300.0, 800.0]),
-                ("ch13", [61.0, 89.0, 301.0, 800.0]),
+                ("ch14", [60.0, 90.0, 300.0, 800.0]),
+                ("ch15", [61.0, 89.0, 301.0, 800.0]),
                 ("tokio-ct", [60.0, 90.0, 300.0, 800.0]),
             ],
             8,
@@ -596,8 +596,8 @@ mod tests {
         assert_eq!(table.lines().count(), 2 + 9, "{table}");
         assert!(!table.contains("90%"), "{table}");
         use Verdict::*;
-        // ch09: lower, lower, higher; ch12 equal (every round the same ratio,
-        // 1.00 ≤ 1.0: met); ch13 a hair above, then below, then above.
+        // ch09: lower, lower, higher; ch14 equal (every round the same ratio,
+        // 1.00 ≤ 1.0: met); ch15 a hair above, then below, then above.
         assert_eq!(
             verdicts(&table),
             [Met, Met, Missed, Met, Met, Met, Missed, Met, Missed],

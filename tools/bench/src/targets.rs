@@ -11,7 +11,7 @@
 //! benchmark's figure), over the same window from `/proc/PID/stat`
 //! (utime + stime), and over the server's whole life under load (utime +
 //! stime from its `listening on` to the end of the load, against every
-//! frame echoed). ch09 and ch13 also run pinned (server and load generator
+//! frame echoed). ch09 and ch15 also run pinned (server and load generator
 //! on a core each) at the 64 B loads. A CPU target holds only if it holds
 //! under every method.
 
@@ -30,9 +30,9 @@ use crate::{Context, Load, Outcome, Pin, Timing};
 pub const OVERHEAD_PER_RUN: f64 = 0.1;
 
 /// The servers this phase runs (labels of `servers::discover`).
-pub const SERVERS: [&str; 5] = ["ch09", "ch12", "ch13", "tokio-ct", "tokio-ct-tuned"];
-/// These also run pinned at the 64 B loads: the ch13 ÷ ch09 question.
-const PINNED: [&str; 2] = ["ch09", "ch13"];
+pub const SERVERS: [&str; 5] = ["ch09", "ch14", "ch15", "tokio-ct", "tokio-ct-tuned"];
+/// These also run pinned at the 64 B loads: the ch15 ÷ ch09 question.
+const PINNED: [&str; 2] = ["ch09", "ch15"];
 /// tokio's current-thread variants: per round, the stronger is the reference.
 const TOKIO_CT: [&str; 2] = ["tokio-ct", "tokio-ct-tuned"];
 
@@ -104,7 +104,7 @@ impl Sample {
     }
 }
 
-/// A server's label in a round: "ch13", or "ch13 pinned".
+/// A server's label in a round: "ch15", or "ch15 pinned".
 fn pinned(label: &str) -> String {
     format!("{label} pinned")
 }
@@ -113,7 +113,7 @@ fn pinned(label: &str) -> String {
 pub type Round = HashMap<String, Sample>;
 
 /// `num`'s `metric` over `den`'s in one round. A pinned run is divided by
-/// the same server pinned: "ch13 pinned" ÷ "ch09 pinned".
+/// the same server pinned: "ch15 pinned" ÷ "ch09 pinned".
 pub fn ratio(round: &Round, num: &str, den: Den, metric: Metric) -> Option<f64> {
     let value = |label: &str| round.get(label)?.value(metric);
     let a = value(num)?;
@@ -166,7 +166,7 @@ pub struct Target {
     pub den: Den,
     pub cpu: bool,
     pub goal: Goal,
-    /// Also judged pinned (ch13 ÷ ch09 at 64 B).
+    /// Also judged pinned (ch15 ÷ ch09 at 64 B).
     pub pinned_too: bool,
 }
 
@@ -246,22 +246,22 @@ pub fn targets() -> Vec<Target> {
         t("ch09", cpu, k16, tokio, true, Goal::AtMost(1.0)),
         t("ch09", cpu, d1, tokio, true, Goal::AtMost(1.0)),
         t("ch09", cpu, d16, tokio, true, Goal::AtMost(1.0)),
-        t("ch12", cpu, d1, ch09, true, Goal::AtMost(1.05)),
-        t("ch12", cpu, d16, ch09, true, Goal::AtMost(1.05)),
-        t("ch12", cpu, d1, tokio, true, Goal::AtMost(1.0)),
-        t("ch12", cpu, d16, tokio, true, Goal::AtMost(1.0)),
+        t("ch14", cpu, d1, ch09, true, Goal::AtMost(1.05)),
+        t("ch14", cpu, d16, ch09, true, Goal::AtMost(1.05)),
+        t("ch14", cpu, d1, tokio, true, Goal::AtMost(1.0)),
+        t("ch14", cpu, d16, tokio, true, Goal::AtMost(1.0)),
         Target {
             pinned_too: true,
-            ..t("ch13", cpu, d1, ch09, true, Goal::AtMost(1.0))
+            ..t("ch15", cpu, d1, ch09, true, Goal::AtMost(1.0))
         },
         Target {
             pinned_too: true,
-            ..t("ch13", cpu, d16, ch09, true, Goal::AtMost(0.95))
+            ..t("ch15", cpu, d16, ch09, true, Goal::AtMost(0.95))
         },
-        t("ch13", fps, k4, ch09, false, Goal::AtLeast(1.0)),
-        t("ch13", cpu, k4, ch09, true, Goal::AtMost(1.0)),
-        t("ch13", fps, k16, ch09, false, Goal::AtLeast(1.0)),
-        t("ch13", cpu, k16, ch09, true, Goal::AtMost(1.0)),
+        t("ch15", fps, k4, ch09, false, Goal::AtLeast(1.0)),
+        t("ch15", cpu, k4, ch09, true, Goal::AtMost(1.0)),
+        t("ch15", fps, k16, ch09, false, Goal::AtLeast(1.0)),
+        t("ch15", cpu, k16, ch09, true, Goal::AtMost(1.0)),
     ]
 }
 
@@ -607,7 +607,7 @@ impl TargetsRun {
         s
     }
 
-    /// How much the method alone moves ch13 ÷ ch09: per round, the ratio
+    /// How much the method alone moves ch15 ÷ ch09: per round, the ratio
     /// counted one way over the same runs' ratio counted the other way.
     /// Paired, so the machine's noise between runs cancels.
     pub fn paired_methods_table(&self) -> String {
@@ -641,9 +641,9 @@ impl TargetsRun {
             let _ = write!(s, "| {} |", load.label());
             for (_, pin, a, b) in pairs {
                 let (num, den) = if pin {
-                    (pinned("ch13"), Den::Server("ch09"))
+                    (pinned("ch15"), Den::Server("ch09"))
                 } else {
-                    ("ch13".to_string(), Den::Server("ch09"))
+                    ("ch15".to_string(), Den::Server("ch09"))
                 };
                 let v: Vec<f64> = self.rounds[li]
                     .iter()
@@ -661,7 +661,7 @@ impl TargetsRun {
         s
     }
 
-    /// ch13 ÷ ch09, CPU per frame, at the 64 B loads, by method: issue 19's
+    /// ch15 ÷ ch09, CPU per frame, at the 64 B loads, by method: issue 19's
     /// question of why two ways of measuring disagree.
     pub fn methods_table(&self) -> String {
         let mut s = String::new();
@@ -689,7 +689,7 @@ impl TargetsRun {
             for (_, pin, method) in columns {
                 let v = Variant {
                     name: String::new(),
-                    num: if pin { pinned("ch13") } else { "ch13".into() },
+                    num: if pin { pinned("ch15") } else { "ch15".into() },
                     den: Den::Server("ch09"),
                     metric: Metric::Cpu(method),
                 };
@@ -716,7 +716,7 @@ impl TargetsRun {
             "| server | load | CPU (window) | softirq, all cores | on the server's core | ksoftirqd |\n\
              |---|---|---|---|---|---|\n",
         );
-        for label in ["ch09", "ch13", "ch09 pinned", "ch13 pinned"] {
+        for label in ["ch09", "ch15", "ch09 pinned", "ch15 pinned"] {
             for &li in &loads {
                 let m = |f: fn(&Sample) -> Option<f64>| {
                     let v: Vec<f64> = self.rounds[li]
@@ -753,9 +753,9 @@ impl TargetsRun {
              whole interval meets it (under every CPU method, for CPU targets), *missed* when \
              none of it does, and *not resolved* otherwise.\n\n\
              <!-- ANCHOR: targets -->\n{}<!-- ANCHOR_END: targets -->\n\n\
-             **ch13 ÷ ch09, CPU per frame, by how it is measured** (median, 95% interval, rounds):\n\n\
+             **ch15 ÷ ch09, CPU per frame, by how it is measured** (median, 95% interval, rounds):\n\n\
              <!-- ANCHOR: methods -->\n{}<!-- ANCHOR_END: methods -->\n\n\
-             **How much the method alone moves that ratio**: per round, ch13 ÷ ch09 counted \
+             **How much the method alone moves that ratio**: per round, ch15 ÷ ch09 counted \
              one way over the same runs counted the other way (paired, so the noise between \
              runs cancels; 1.000 means no difference):\n\n\
              <!-- ANCHOR: paired -->\n{}<!-- ANCHOR_END: paired -->\n\n\
@@ -866,7 +866,7 @@ mod tests {
         );
         assert!((whole.unwrap() - 0.9).abs() < 1e-12);
         assert_eq!(
-            ratio(&round, "ch13", Den::Server("ch09"), Metric::FramesPerSec),
+            ratio(&round, "ch15", Den::Server("ch09"), Metric::FramesPerSec),
             None
         );
     }
@@ -878,16 +878,16 @@ mod tests {
                 let k = 1.0 + i as f64 / 100.0;
                 [
                     ("ch09".to_string(), sample(100.0, 1000.0)),
-                    ("ch13".to_string(), sample(100.0, 900.0 * k)),
+                    ("ch15".to_string(), sample(100.0, 900.0 * k)),
                     (pinned("ch09"), sample(100.0, 500.0)),
-                    (pinned("ch13"), sample(100.0, 600.0 * k)),
+                    (pinned("ch15"), sample(100.0, 600.0 * k)),
                 ]
                 .into()
             })
             .collect();
         let t = targets()
             .into_iter()
-            .find(|t| t.server == "ch13" && t.pinned_too && t.load == 1)
+            .find(|t| t.server == "ch15" && t.pinned_too && t.load == 1)
             .unwrap();
         let variants = t.variants();
         assert_eq!(variants.len(), 4);
@@ -953,7 +953,7 @@ mod tests {
         );
         // Loads without rounds have no rows, nor targets of servers not run.
         assert!(!table.contains("100×1×64B"), "{table}");
-        assert!(!table.contains("ch13"), "{table}");
+        assert!(!table.contains("ch15"), "{table}");
     }
 
     #[test]
@@ -967,16 +967,16 @@ mod tests {
             failures: Vec::new(),
             runs: Vec::new(),
         };
-        // Rounds that differ a lot from each other; within each, ch13's
+        // Rounds that differ a lot from each other; within each, ch15's
         // whole-run figure is 4% under its window figure, ch09's equal.
         run.rounds[1] = (0..6)
             .map(|i| {
                 let noise = 1.0 + 0.2 * i as f64;
-                let mut ch13 = sample(100.0, 500.0 * noise);
-                ch13.cpu[2] = Some(480.0 * noise);
+                let mut ch15 = sample(100.0, 500.0 * noise);
+                ch15.cpu[2] = Some(480.0 * noise);
                 let mut ch09 = sample(100.0, 550.0);
                 ch09.cpu[2] = Some(550.0);
-                [("ch09".to_string(), ch09), ("ch13".to_string(), ch13)].into()
+                [("ch09".to_string(), ch09), ("ch15".to_string(), ch15)].into()
             })
             .collect();
         let table = run.paired_methods_table();
