@@ -3,6 +3,7 @@
 # it; a chapter that starts again from an earlier design names that one here.
 # shellcheck disable=SC2034
 declare -A PREDECESSOR=(
+    [ch12]=ch09 # futures: chapter 9's loop split into an executor and a reactor that wakes tasks
     [ch15]=ch09 # io_uring: a new event loop, in place of the edge-triggered one
     [ch16]=ch09 # many cores: the edge-triggered loop, once per core
     [ch17]=ch11 # a real protocol: the reactor with timers speaks RESP

@@ -321,7 +321,7 @@ fn state_reading(conn: &mut Conn) {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }

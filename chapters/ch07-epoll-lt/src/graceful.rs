@@ -31,7 +31,7 @@ pub fn stop_requested_again(stop: &SignalFd, deadline: Option<Instant>) -> bool 
 }
 
 // ANCHOR: stop_reading
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames

@@ -2,7 +2,7 @@
 //! more bytes in flight than they hold, up to a cap, and give their memory
 //! back whenever they are empty.
 //!
-//! Chapters 9 to 11 and 14 to 17 use this file as it is: each includes it from here
+//! Chapters 9 to 17 use this file as it is: each includes it from here
 //! (`#[path]`), so there is one copy to read and to fix.
 
 use std::mem;

@@ -372,7 +372,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
@@ -423,9 +423,9 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
-// Identical in chapters 8 to 10 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 10, 12 and 16 (book/check.sh checks it).
 // ANCHOR: whole_frames
-// Identical in chapters 8 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 12 and 16 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.

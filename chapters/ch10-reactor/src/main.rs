@@ -299,7 +299,7 @@ impl Handler<Pool> for Listener {
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 11, 14, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 9 to 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -400,7 +400,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
@@ -408,7 +408,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-// Identical in chapters 9 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 9 to 12 and 16 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -461,9 +461,9 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
-// Identical in chapters 8 to 10 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 10, 12 and 16 (book/check.sh checks it).
 // ANCHOR: whole_frames
-// Identical in chapters 8 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 12 and 16 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.
@@ -518,7 +518,7 @@ fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
 // ANCHOR_END: parse
 
 // ANCHOR: write
-// Identical in chapters 9, 10 and 16 (book/check.sh checks it).
+// Identical in chapters 9, 10, 12 and 16 (book/check.sh checks it).
 /// Sends the pending replies, all in one call if the socket takes them.
 /// Returns true to try again after a short write; on EAGAIN it stays in
 /// `Writing` until the socket is writable again.

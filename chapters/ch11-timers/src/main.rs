@@ -341,7 +341,7 @@ impl Handler<Pool> for Listener {
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 11, 14, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 9 to 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -442,7 +442,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
@@ -450,7 +450,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-// Identical in chapters 9 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 9 to 12 and 16 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -504,7 +504,7 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 
 // ANCHOR: parse
 // ANCHOR: whole_frames
-// Identical in chapters 8 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 12 and 16 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.

@@ -110,7 +110,7 @@ impl Conn {
 // ANCHOR_END: conn_new
 
 // ANCHOR: slots
-/// A loop's connections, in a slab (chapter 14's, in `common`): each has a
+/// A loop's connections, in a slab (chapter 12's, in `common`): each has a
 /// slot, and a key that is its tag in epoll.
 ///
 /// Chapter 9 used the descriptor number, but descriptor numbers belong to
@@ -134,7 +134,7 @@ fn register(epoll: &Epoll, fd: &OwnedFd, key: Key) -> nix::Result<()> {
 }
 
 // ANCHOR: remember_edge
-// Identical in chapters 9 and 16 (book/check.sh checks it).
+// Identical in chapters 9, 12 and 16 (book/check.sh checks it).
 /// Remembers what an edge said. Errors and hang-ups count for both
 /// directions: the next read or send reports them.
 fn remember_edge(conn: &mut Conn, flags: EpollFlags) {
@@ -548,7 +548,7 @@ fn accept_with_spare_fd_alone(listener: &TcpListener, spare_fd: &mut Option<File
 // ANCHOR_END: emfile_lock
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 11, 14, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 9 to 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -649,7 +649,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
@@ -657,7 +657,7 @@ fn state_writing(conn: &mut Conn) {
 // ANCHOR_END: state_machine
 
 // ANCHOR: read
-// Identical in chapters 9 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 9 to 12 and 16 (book/check.sh checks it).
 /// Reads once into the read buffer and answers every whole frame now in
 /// it. Returns true while there may be more to read.
 fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
@@ -710,9 +710,9 @@ fn try_fill_buffer(conn: &mut Conn, pool: &mut Pool) -> bool {
 // ANCHOR_END: read
 
 // ANCHOR: parse
-// Identical in chapters 8 to 10 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 10, 12 and 16 (book/check.sh checks it).
 // ANCHOR: whole_frames
-// Identical in chapters 8 to 11 and 16 (book/check.sh checks it).
+// Identical in chapters 8 to 12 and 16 (book/check.sh checks it).
 /// The bytes of the whole frames at the front of the read buffer. A frame
 /// that announces too much ends the requests: the frames before it are
 /// answered; it, and whatever follows it, are dropped.
@@ -767,7 +767,7 @@ fn answer_requests(conn: &mut Conn, pool: &mut Pool) {
 // ANCHOR_END: parse
 
 // ANCHOR: write
-// Identical in chapters 9, 10 and 16 (book/check.sh checks it).
+// Identical in chapters 9, 10, 12 and 16 (book/check.sh checks it).
 /// Sends the pending replies, all in one call if the socket takes them.
 /// Returns true to try again after a short write; on EAGAIN it stays in
 /// `Writing` until the socket is writable again.
