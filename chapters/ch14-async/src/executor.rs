@@ -25,6 +25,7 @@ use crate::reactor::{self, Reactor, Unpark};
 use crate::time;
 
 // ANCHOR: waker
+// Identical in chapters 12 to 14 (book/check.sh checks it).
 /// What a task's `Waker` points to. `std::task::Wake` makes a `Waker` out
 /// of an `Arc<TaskWaker>`, with `Arc`'s reference count as the waker's:
 /// no vtable, no `unsafe` (the tests show the vtable it saves us).
@@ -176,6 +177,7 @@ const MAIN: Key = Key::RESERVED;
 // ANCHOR_END: task
 
 // ANCHOR: spawn
+// Identical in chapters 12 to 14 (book/check.sh checks it).
 /// Starts `future` as a task of the runtime running on this thread. The
 /// handle awaits its output; dropping the handle detaches the task, which
 /// runs on, as in tokio.
@@ -355,6 +357,7 @@ impl Drop for Entered {
 }
 
 // ANCHOR: budget
+// Identical in chapters 13 and 14 (book/check.sh checks it).
 /// Operations a task may do per poll: 16 reads and 16 sends, say, as
 /// chapter 9 read 16 times per turn. tokio gives 128.
 const BUDGET: u32 = 32;
@@ -421,6 +424,7 @@ pub async fn yield_now() {
 }
 
 // ANCHOR: race
+// Identical in chapters 12 to 14 (book/check.sh checks it).
 /// Which of two raced futures finished first.
 pub enum Either<A, B> {
     Left(A),
@@ -635,6 +639,7 @@ pub(crate) mod tests {
     }
 
     // ANCHOR: raw_waker
+    // Identical in chapters 12 to 14 (book/check.sh checks it).
     /// The `TaskWaker`'s `Waker` written by hand, as `std::task::Wake`
     /// writes it for us: four functions over a type-erased pointer, each
     /// keeping the reference count right. One mistake is a leak, or a

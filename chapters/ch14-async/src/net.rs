@@ -1,3 +1,4 @@
+// Identical in chapters 13 and 14 (book/check.sh checks it).
 //! TCP on the reactor: a listener whose `accept` is a future, and a stream
 //! whose reads and writes are, with the non-blocking tries underneath.
 

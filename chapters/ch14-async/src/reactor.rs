@@ -1,3 +1,4 @@
+// Identical in chapters 13 and 14 (book/check.sh checks it).
 //! The reactor: chapter 9's edge-triggered epoll loop, as the half of the
 //! runtime that turns readiness into wakes.
 //!

@@ -1,3 +1,5 @@
+// Identical in chapters 12 to 14 (book/check.sh checks it).
+// ANCHOR: head
 //! The stop, told to every connection, and the wait for the last one to
 //! finish: what tokio-util's `CancellationToken` and `TaskTracker` do for a
 //! tokio server.
@@ -8,6 +10,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use common::slab::{Key, Slab};
+// ANCHOR_END: head
 
 // ANCHOR: stop
 /// The server's stop, as the connections see it.
