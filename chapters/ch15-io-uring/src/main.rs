@@ -119,7 +119,7 @@ impl Conn {
 }
 
 // ANCHOR: table
-/// The connections, in a slab (chapter 14's, in `common`): a key names a
+/// The connections, in a slab (chapter 12's, in `common`): a key names a
 /// slot, and which of the slot's occupants. Not the connection's file
 /// descriptor: the kernel reuses a closed one for the next connection at
 /// once, while completions for the old one may still be on their way, and
