@@ -136,8 +136,8 @@ impl Reactor {
 
     /// Forgets a registration, with the waker of its task. The descriptor
     /// stays on the interest list until it is closed, which its owner does
-    /// next: closing takes it off (chapter 7), as long as no duplicate of
-    /// it is open, and the owners here never make one.
+    /// as it drops the registration: closing takes it off (chapter 7), as
+    /// long as no duplicate of it is open, and the owners here make none.
     fn deregister(&mut self, key: Key, io: &Rc<ScheduledIo>) {
         // A registration carried out of its runtime into another one's
         // `block_on` is not this reactor's: its key may name another's.
@@ -255,7 +255,7 @@ pub fn turn(timeout: Option<Duration>) {
 // ANCHOR: registration
 /// A descriptor registered with this thread's reactor, for as long as this
 /// lives. The descriptor is its owner's (a connection, the listener), who
-/// drops this and then closes it.
+/// closes it as it drops this.
 pub struct Registration {
     key: Key,
     io: Rc<ScheduledIo>,
