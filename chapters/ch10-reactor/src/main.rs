@@ -159,7 +159,7 @@ fn serve() -> Result<()> {
 }
 
 // ANCHOR: stop
-// Identical in chapters 10 to 11 (book/check.sh checks it).
+// Identical in chapters 10 and 11 (book/check.sh checks it).
 /// Stops the reactor when SIGINT or SIGTERM arrives (see `common::signals`).
 struct StopSignal(SignalFd);
 

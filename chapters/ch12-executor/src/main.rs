@@ -379,7 +379,7 @@ fn accept_new_conns(
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 14 and 16 (book/check.sh checks it).
+// Identical in chapters 9 to 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -479,7 +479,7 @@ fn state_reading(conn: &mut Conn, pool: &mut Pool) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 12 and 16 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }

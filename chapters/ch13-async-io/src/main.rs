@@ -203,7 +203,7 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 14 and 16 (book/check.sh checks it).
+// Identical in chapters 9 to 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.

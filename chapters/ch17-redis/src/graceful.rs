@@ -14,7 +14,7 @@ use crate::buffer::Pool;
 use crate::{Conn, State, Turn, READS_PER_TURN};
 
 // ANCHOR: stop_reading
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 /// A stop answers what the client had sent when the signal came, and no
 /// more: the bytes in our buffer and in the socket's receive queue. (The
 /// kernel counts those only up to an urgent mark, if there is one: frames
@@ -29,9 +29,9 @@ pub fn stop_reading(conn: &mut Conn) {
 // ANCHOR_END: stop_reading
 
 // ANCHOR: close
-// Identical in chapters 9 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 9 to 12, 16 and 17 (book/check.sh checks it).
 // ANCHOR: finish_requests
-// Identical in chapters 8 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 8 to 12, 16 and 17 (book/check.sh checks it).
 /// Once a connection will read no more requests (it sent a bad frame, or
 /// the server is stopping) and every reply is sent, we shut down our
 /// sending side: the client reads our last reply, then EOF.

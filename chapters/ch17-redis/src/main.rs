@@ -393,7 +393,7 @@ impl Handler<Server> for Listener {
 // ANCHOR_END: accept
 
 // ANCHOR: emfile
-// Identical in chapters 9 to 11, 14, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 9 to 14, 16 and 17 (book/check.sh checks it).
 /// What came of accepting with the spare descriptor.
 enum Spare {
     /// A client, and room to serve it: the spare came back.
@@ -497,7 +497,7 @@ fn state_reading(conn: &mut Conn, server: &mut Server) -> Turn {
 }
 
 // ANCHOR: state_writing
-// Identical in chapters 6 to 11, 16 and 17 (book/check.sh checks it).
+// Identical in chapters 6 to 12, 16 and 17 (book/check.sh checks it).
 fn state_writing(conn: &mut Conn) {
     while try_flush_buffer(conn) {}
 }
