@@ -163,6 +163,9 @@ sync_tree() {
         file=${file#./}
         [ -n "${wanted[$file]:-}" ] || rm -f "$tree/$file"
     done < <(cd "$tree" && find . -path ./.git -prune -o -type f -print0)
+    # A directory left empty (a chapter renamed since the last copy) would
+    # still match the workspace's `chapters/*`, and stop cargo.
+    find "$tree" -mindepth 1 -depth -type d -empty -not -path "$tree/.git*" -delete
 }
 
 log=$work/last.log
