@@ -139,7 +139,7 @@ impl ScheduledIo {
     /// A waiter that gives up (its future dropped) leaves its waker in the
     /// list until the next event, which wakes its task for nothing: a
     /// spurious wake, which every future must expect anyway. tokio unlinks
-    /// the waiter when its future is dropped (see the exercises).
+    /// the waiter when its future is dropped (chapter 13, exercise 3).
     fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<ReadyEvent> {
         if let Some(event) = self.ready_now(interest) {
             return Poll::Ready(event);
