@@ -1,12 +1,12 @@
 //! Level `concurrent`: clients are served independently of each other.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, join, secs, Client, Options, Target};
+use crate::harness::{frame, join, secs, Client, Options, Target, IO_TIMEOUT};
 
 /// How long a client may wait for a reply while another client misbehaves:
 /// five stalls of a loaded machine (200 ms each), and still a fraction of
@@ -219,21 +219,36 @@ pub fn greedy_client_does_not_starve_others(target: &Target) {
         })
     };
     // Until the server closes the connection, after the last reply.
-    let reading = thread::spawn(move || {
-        let mut buf = vec![0; 1 << 20];
-        let mut received = 0;
-        loop {
-            match replies.read(&mut buf) {
-                Ok(0) => return received,
-                Ok(n) => received += n as u64,
-                Err(e) => {
-                    panic!("a client that pipelines as fast as it can stopped getting replies: {e}")
+    let replied = Arc::new(AtomicU64::new(0));
+    let reading = thread::spawn({
+        let replied = replied.clone();
+        move || {
+            let mut buf = vec![0; 1 << 20];
+            let mut received = 0;
+            loop {
+                match replies.read(&mut buf) {
+                    Ok(0) => return received,
+                    Ok(n) => {
+                        received += n as u64;
+                        replied.store(received, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        panic!("a client that pipelines as fast as it can stopped getting replies: {e}")
+                    }
                 }
             }
         }
     });
 
     let mut other = server.connect();
+    // The server is busy with the greedy client before the other one asks:
+    // otherwise a server that never takes turns could be busy with the
+    // other one instead, and pass.
+    server.eventually(
+        IO_TIMEOUT,
+        "the greedy client gets its first replies",
+        |_| replied.load(Ordering::Relaxed) > 0,
+    );
     // Far past the limit below, short enough not to keep a learner waiting.
     other
         .stream

@@ -5,7 +5,6 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::harness::{describe_exit, frame, secs, Options, Target};
@@ -20,20 +19,6 @@ const GRACE: Duration = Duration::from_millis(1000);
 /// milliseconds, and this leaves it room for several stalls of a loaded
 /// machine (200 ms each) on its way.
 const PROMPT_EXIT: Duration = Duration::from_millis(900);
-
-/// Bytes the client has sent that the server's kernel has not yet
-/// acknowledged (`SIOCOUTQ`): once 0, the server has received them all.
-fn unacknowledged(stream: &TcpStream) -> usize {
-    let mut count: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one c_int through the pointer, to `count`.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut count) };
-    assert!(
-        rc == 0,
-        "ioctl(SIOCOUTQ): {}",
-        std::io::Error::last_os_error()
-    );
-    count as usize
-}
 
 /// Reads until the server closes: whatever arrived, and whether the end was
 /// a clean EOF (not a reset).
@@ -61,7 +46,7 @@ pub fn stop_answers_every_frame_received(target: &Target) {
     let requests: Vec<u8> = (0..2000).flat_map(|i| frame(&payload(i))).collect();
     client.send(&requests);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while unacknowledged(&client.stream) > 0 {
+    while client.unacknowledged() > 0 {
         assert!(
             Instant::now() < deadline,
             "the server did not take the frames in"

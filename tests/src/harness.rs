@@ -566,6 +566,22 @@ impl Server {
         assert!(rc == 0, "kill failed: {}", io::Error::last_os_error());
     }
 
+    /// Stops every process of the server (SIGSTOP to its group) and waits
+    /// until its leader is stopped: from then on, what clients send piles
+    /// up in its kernel's queues, and its next read finds all of it.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.pid();
+        self.eventually(IO_TIMEOUT, "the server stops on SIGSTOP", |_| {
+            process_state(pid) == Some('T')
+        });
+    }
+
+    /// Lets a server stopped by [`Server::freeze`] go on.
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     fn was_sent(&self, signal: libc::c_int) -> bool {
         self.signals_sent.load(Ordering::Relaxed) & (1 << (signal as u64 & 63)) != 0
     }
@@ -1110,6 +1126,16 @@ impl Client {
         }
     }
 
+    /// Bytes this client has sent that the server's kernel has not yet
+    /// acknowledged (`SIOCOUTQ`): once 0, the server's kernel holds them all.
+    pub fn unacknowledged(&self) -> usize {
+        let mut count: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one c_int through the pointer, to `count`.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut count) };
+        assert!(rc == 0, "ioctl(SIOCOUTQ): {}", io::Error::last_os_error());
+        count as usize
+    }
+
     pub fn shutdown_write(&self) {
         self.stream.shutdown(Shutdown::Write).unwrap();
     }
@@ -1262,4 +1288,11 @@ impl Rng {
     pub fn bytes(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
+}
+
+/// The state letter of /proc/PID/stat (`T`: stopped by a signal).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, in parentheses, which may hold anything.
+    stat.rsplit_once(") ")?.1.chars().next()
 }

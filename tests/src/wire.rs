@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{frame, secs, Options, Target};
+use crate::harness::{frame, secs, Options, Target, IO_TIMEOUT};
 
 // ANCHOR: nagle
 /// A client writes three small frames at once and waits for the three
@@ -77,13 +77,20 @@ pub fn urgent_data_does_not_stall_the_connection(target: &Target) {
     let server = target.start();
     let mut client = server.connect();
     client.assert_echo(b"warm up");
-    // Corked, the three sends leave in one segment: the server's read finds
-    // "after" already queued behind the mark, every time.
-    set_cork(&client.stream, true);
+    // The server is stopped until its kernel holds all three sends: its
+    // first read then stops at the urgent mark with "after" already queued
+    // behind it, every time. (Corking the sends is not enough: the kernel
+    // sends urgent data at once, cork or not.)
+    server.freeze();
     client.send_frame(b"before");
     send_urgent_byte(&client.stream);
     client.send_frame(b"after");
-    set_cork(&client.stream, false);
+    server.eventually(
+        IO_TIMEOUT,
+        "the server's kernel acknowledges every byte",
+        |_| client.unacknowledged() == 0,
+    );
+    server.thaw();
     client
         .stream
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -110,22 +117,6 @@ pub fn urgent_data_does_not_stall_the_connection(target: &Target) {
     }
 }
 // ANCHOR_END: urgent
-
-/// `TCP_CORK`: hold partial segments until uncorked, then send them together.
-fn set_cork(stream: &std::net::TcpStream, on: bool) {
-    let value = libc::c_int::from(on);
-    // SAFETY: the pointer and length describe `value`, alive for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of_val(&value) as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_CORK: {}", std::io::Error::last_os_error());
-}
 
 fn send_urgent_byte(stream: &std::net::TcpStream) {
     // SAFETY: the pointer and length describe a 1-byte static buffer.

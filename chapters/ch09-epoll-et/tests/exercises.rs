@@ -3,22 +3,12 @@
 //! chapter as it is, and fail once an exercise breaks what they check.
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use conformance::harness::{frame, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ch09");
-
-/// Bytes sent that the peer's kernel has not acknowledged yet (`SIOCOUTQ`).
-fn unacknowledged(stream: &TcpStream) -> usize {
-    let mut count: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one c_int through the pointer, to `count`.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut count) };
-    assert_eq!(rc, 0, "ioctl(SIOCOUTQ)");
-    count as usize
-}
 
 /// Exercise 1: a frame, one byte of urgent data, another frame, all in
 /// the server's receive queue before it reads any of them. Its first read
@@ -33,7 +23,7 @@ fn a_frame_behind_the_urgent_mark_is_answered() {
     let server = Server::start(BIN);
     let mut client = server.connect();
     client.assert_echo(b"warm up");
-    server.signal(libc::SIGSTOP);
+    server.freeze();
     client.send_frame(b"before");
     // SAFETY: the pointer and length describe a 1-byte static buffer.
     let sent = unsafe {
@@ -49,9 +39,9 @@ fn a_frame_behind_the_urgent_mark_is_answered() {
     server.eventually(
         Duration::from_secs(5),
         "the stopped server's kernel acknowledges every byte",
-        |_| unacknowledged(&client.stream) == 0,
+        |_| client.unacknowledged() == 0,
     );
-    server.signal(libc::SIGCONT);
+    server.thaw();
     client
         .stream
         .set_read_timeout(Some(Duration::from_secs(3)))

@@ -280,8 +280,9 @@ impl Loop {
 /// more than this is a typing mistake, not a machine.
 const MAX_THREADS: usize = 1024;
 
-/// What each loop holds open: its epoll instance and its spare descriptor.
-const DESCRIPTORS_PER_LOOP: u64 = 2;
+/// What each loop needs: its epoll instance, its spare descriptor, and
+/// room for one client (a loop that cannot hold one serves nobody).
+const DESCRIPTORS_PER_LOOP: u64 = 3;
 
 /// Too many loops for the open-file limit would fail with `EMFILE` from
 /// whichever call came first, saying nothing of `--threads`: count first,
@@ -296,7 +297,7 @@ fn check_descriptors(loops: usize, share: Share, limit: u64) -> Result<()> {
     let most = limit.saturating_sub(open_descriptors() + shared) / per_loop;
     ensure!(
         loops as u64 <= most,
-        "--threads {loops}: must be at most {most} here: each loop holds \
+        "--threads {loops}: must be at most {most} here: each loop needs \
          {per_loop} descriptors, and the open-file limit is {limit} (ulimit -n)"
     );
     Ok(())

@@ -75,7 +75,7 @@ defects! {
     BlockingRead = "blocking-read": "wait for the rest of a frame, blocking everyone",
     Max100Connections = "max-100-connections": "close connections beyond the first 100",
     UnboundedOutput = "unbounded-output": "keep reading from a client that does not read its replies",
-    NoTurns = "no-turns": "read a connection 1 KiB at a time until it has nothing left, however long that takes and however many replies wait",
+    NoTurns = "no-turns": "serve a connection until it has been quiet for 100 ms, 1 KiB at a time, however long that takes and however many replies wait",
     StopResets = "stop-resets": "at a stop, close every connection with a reset",
     NoGraceDeadline = "no-grace-deadline": "at a stop, wait for every client, however long",
     WaitOutGrace = "wait-out-grace": "at a stop, wait out the grace period even when no client is left",
@@ -328,6 +328,8 @@ fn hello(flaws: &Flaws, listener: &TcpListener, signals: &OwnedFd) -> io::Result
 const MAX_OUTPUT: usize = 256 << 10;
 /// Reads per connection per turn, so that no client has the loop to itself.
 const READS_PER_TURN: usize = 16;
+/// no-turns: how long a connection must be quiet before the loop moves on.
+const GREEDY_QUIET: Duration = Duration::from_millis(100);
 
 const LISTENER: u64 = u64::MAX;
 const SIGNALS: u64 = u64::MAX - 1;
@@ -803,6 +805,13 @@ impl<'a> Server<'a> {
                         return;
                     }
                 }
+                // no-turns: a client that keeps sending keeps the server
+                // (a greedy client's next send may be late by a scheduler
+                // tick, and the defect must show on a loaded machine too).
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock
+                        && flaws.has(Defect::NoTurns)
+                        && wait_readable(&[conn.stream.as_raw_fd()], Some(GREEDY_QUIET))[0] => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
