@@ -746,11 +746,24 @@ impl Server {
         client.stream.set_nonblocking(true).unwrap();
         let chunk: Vec<u8> = (0..64).flat_map(|_| frame(&[7; 4000])).collect();
         let mut sent = 0;
+        let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             // Resume where a short write stopped, so the stream stays framed.
             match client.stream.write(&chunk[sent % chunk.len()..]) {
                 Ok(n) => sent += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return client,
+                // A send blocks as soon as the kernel's queues are full, even
+                // before the server accepts (a busy machine): stuck means the
+                // server took the connection and its replies wait for us.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if client.unread() > 0 {
+                        return client;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the server answered no frame of a client that sent {sent} bytes"
+                    );
+                    thread::sleep(Duration::from_millis(5));
+                }
                 Err(e) => panic!("a client that sends without reading: {e}"),
             }
         }
@@ -1124,6 +1137,15 @@ impl Client {
             ),
             Err(e) => Err(format!("reading failed: {e}")),
         }
+    }
+
+    /// Bytes received and not yet read (`FIONREAD`).
+    pub fn unread(&self) -> usize {
+        let mut count: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, to `count`.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut count) };
+        assert!(rc == 0, "ioctl(FIONREAD): {}", io::Error::last_os_error());
+        count as usize
     }
 
     /// Bytes this client has sent that the server's kernel has not yet
