@@ -1,8 +1,9 @@
-// Identical in chapters 12 to 14 (book/check.sh checks it).
 // ANCHOR: head
 //! The stop, told to every connection, and the wait for the last one to
 //! finish: what tokio-util's `CancellationToken` and `TaskTracker` do for a
 //! tokio server.
+//!
+//! Chapters 13 and 14 use this file as it is, included from here (`#[path]`).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

@@ -1,6 +1,7 @@
-// Identical in chapters 13 and 14 (book/check.sh checks it).
 //! TCP on the reactor: a listener whose `accept` is a future, and a stream
 //! whose reads and writes are, with the non-blocking tries underneath.
+//!
+//! Chapter 14 uses this file as it is, included from here (`#[path]`).
 
 use std::future::poll_fn;
 use std::io;

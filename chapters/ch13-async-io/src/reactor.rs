@@ -1,4 +1,3 @@
-// Identical in chapters 13 and 14 (book/check.sh checks it).
 //! The reactor: chapter 9's edge-triggered epoll loop, as the half of the
 //! runtime that turns readiness into wakes.
 //!
@@ -10,6 +9,8 @@
 //! the wakers; a future that meets `EAGAIN` clears its bit and waits. This is
 //! tokio's I/O driver in miniature, and `ScheduledIo` is named after its
 //! counterpart there.
+//!
+//! Chapter 14 uses this file as it is, included from here (`#[path]`).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

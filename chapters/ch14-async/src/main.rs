@@ -13,9 +13,12 @@
 mod buffer; // chapter 8's buffers and pool, the same file
 mod conn;
 mod executor;
-mod net;
-mod reactor;
-mod stop;
+#[path = "../../ch13-async-io/src/net.rs"]
+mod net; // chapter 13's, the same file
+#[path = "../../ch13-async-io/src/reactor.rs"]
+mod reactor; // chapter 13's, the same file
+#[path = "../../ch12-executor/src/stop.rs"]
+mod stop; // chapter 12's stop, the same file
 mod time;
 
 use std::cell::RefCell;
