@@ -6,6 +6,8 @@ Over every chapter page book/src/chNN-*.md (found, not listed), its
 patches book/solutions/chNN-K.patch and the exercise tests
 chapters/*/tests/exercises.rs, it checks that:
 
+0. the prose above the exercises names none that the page does not have
+   ("exercise 7" where there are five);
 1. every exercise (item K of the numbered list) says how to know it is done
    (*Solved when*, *Done when* or *Check*) and links its answer,
    answers.md#chNN-K, whose heading carries that id ({#chNN-K});
@@ -80,6 +82,14 @@ for name in sorted(os.listdir(SRC)):
         continue
     if sorted(items) != list(range(1, len(items) + 1)):
         fail(f"book/src/{name}: the exercises are not numbered 1 to {len(items)}")
+    # "exercise 7" in the prose must name one of the page's own exercises.
+    with open(os.path.join(SRC, name), encoding="utf-8") as f:
+        prose = f.read().split("\n## Exercises\n")[0]
+    for mention in re.finditer(r"(chapter \d+'s )?\b[Ee]xercises? (\d+)", prose):
+        if not mention.group(1) and int(mention.group(2)) not in items:
+            line = prose.count("\n", 0, mention.start()) + 1
+            fail(f"book/src/{name}:{line}: '{mention.group(0)}', but the page's exercises "
+                 f"are 1 to {len(items)}")
     for number, text in items.items():
         ident = f"{chapter}-{number}"
         exercises.add(ident)
