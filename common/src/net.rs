@@ -202,6 +202,19 @@ pub fn unread_bytes(fd: impl AsFd) -> io::Result<usize> {
     Ok(count.max(0) as usize)
 }
 
+/// How many bytes wait in a socket's send queue that the peer has not
+/// acknowledged (`SIOCOUTQ`): 0 once the peer's kernel holds all we sent.
+pub fn unacknowledged_bytes(fd: impl AsFd) -> io::Result<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int through the pointer, which points to
+    // `count`, alive for the whole call.
+    let rc = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut count) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(count.max(0) as usize)
+}
+
 /// Calls `f` again while it fails with `EINTR`: a signal handler ran during
 /// the call and the call did nothing, so doing it again is always right.
 /// (With the stop signals blocked and read from a signalfd, this is rare: a

@@ -1141,21 +1141,13 @@ impl Client {
 
     /// Bytes received and not yet read (`FIONREAD`).
     pub fn unread(&self) -> usize {
-        let mut count: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one c_int through the pointer, to `count`.
-        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut count) };
-        assert!(rc == 0, "ioctl(FIONREAD): {}", io::Error::last_os_error());
-        count as usize
+        common::net::unread_bytes(&self.stream).expect("ioctl(FIONREAD)")
     }
 
     /// Bytes this client has sent that the server's kernel has not yet
     /// acknowledged (`SIOCOUTQ`): once 0, the server's kernel holds them all.
     pub fn unacknowledged(&self) -> usize {
-        let mut count: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ writes one c_int through the pointer, to `count`.
-        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut count) };
-        assert!(rc == 0, "ioctl(SIOCOUTQ): {}", io::Error::last_os_error());
-        count as usize
+        common::net::unacknowledged_bytes(&self.stream).expect("ioctl(SIOCOUTQ)")
     }
 
     pub fn shutdown_write(&self) {

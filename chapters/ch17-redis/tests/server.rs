@@ -5,7 +5,6 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -337,16 +336,7 @@ fn the_timer_deletes_a_bounded_number_of_keys_per_run() {
 /// How many bytes the socket's send queue holds that the peer has not
 /// acknowledged: 0 once the server has taken in everything we sent.
 fn unacknowledged(stream: &TcpStream) -> usize {
-    let mut count: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one c_int through the pointer, to `count`.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut count) };
-    assert_eq!(
-        rc,
-        0,
-        "ioctl(SIOCOUTQ): {}",
-        std::io::Error::last_os_error()
-    );
-    count as usize
+    common::net::unacknowledged_bytes(stream).expect("ioctl(SIOCOUTQ)")
 }
 
 // ANCHOR: stop
