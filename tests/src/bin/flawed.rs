@@ -805,14 +805,16 @@ impl<'a> Server<'a> {
                         return;
                     }
                 }
-                // no-turns: a client that keeps sending keeps the server
-                // (a greedy client's next send may be late by a scheduler
-                // tick, and the defect must show on a loaded machine too).
-                Err(e)
-                    if e.kind() == ErrorKind::WouldBlock
-                        && flaws.has(Defect::NoTurns)
-                        && wait_readable(&[conn.stream.as_raw_fd()], Some(GREEDY_QUIET))[0] => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    // no-turns: a client that keeps sending keeps the server
+                    // (a greedy client's next send may be late by a scheduler
+                    // tick, and the defect must show on a loaded machine too).
+                    let fd = conn.stream.as_raw_fd();
+                    if !(flaws.has(Defect::NoTurns) && wait_readable(&[fd], Some(GREEDY_QUIET))[0])
+                    {
+                        return;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     info!("connection {token}: {e}");
